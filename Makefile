@@ -1,0 +1,36 @@
+# The two commands of the README. Both set up everything on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.cvlm-installed
+
+.PHONY: demo test lint format setup clean
+
+setup: $(STAMP)
+
+# torch first: torch==2.13.0 is the CPU build on this machine class. A torch that is already
+# importable in the venv (a user's CUDA build, say) is left alone.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cvlm demo --out runs/demo
+	@echo "Open runs/demo/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

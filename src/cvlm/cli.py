@@ -1,0 +1,179 @@
+"""The ``cvlm`` command: parse arguments, call one library function, report where outputs went.
+
+No logic lives here. Library modules are imported inside each handler so that light commands
+(``cvlm env``, ``cvlm label``) start without loading torch or diffusers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+# --------------------------------------------------------------------------------------------- env
+def _add_env(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("env", help="print versions, device and model locations for bug reports")
+    p.set_defaults(func=_run_env)
+
+
+def _run_env(args: argparse.Namespace) -> int:
+    from cvlm.environment import describe_environment
+
+    for key, value in describe_environment().items():
+        print(f"- {key}: {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- phantoms
+def _add_phantoms(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phantoms", help="write a synthetic chest radiograph world (MIMIC-CXR-JPG layout)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, required=True, help="world seed (same seed, same bytes)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128, at most 512)")
+    p.add_argument(
+        "--shortcut", action="store_true", help="plant a spurious mark with one finding (train split)"
+    )
+    p.add_argument(
+        "--shortcut-finding",
+        default="Pneumothorax",
+        help="finding the mark co-occurs with (default Pneumothorax)",
+    )
+    p.set_defaults(func=_run_phantoms)
+
+
+def _run_phantoms(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm phantoms: owned by the phantom-world work in progress")
+
+
+# ------------------------------------------------------------------------------------------- label
+def _add_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="label free-text reports with CheXpert findings")
+    p.add_argument("input", type=Path, help=".jsonl {id,text|report}, .csv (id, report) or a folder of .txt")
+    p.add_argument("--out", type=Path, required=True, help=".jsonl or .csv")
+    p.set_defaults(func=_run_label)
+
+
+def _run_label(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm label: owned by the labeler work in progress")
+
+
+# ---------------------------------------------------------------------------------------- generate
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="write reports for images with a report generator")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    p.add_argument("--generator", required=True, help="bundled name or adapter spec")
+    p.add_argument("--out", type=Path, required=True, help="reports.jsonl")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm generate: owned by the generator work in progress")
+
+
+# ------------------------------------------------------------------------------- train-generator
+def _add_train_generator(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-generator", help="train a phantom-world report generator")
+    p.add_argument("--arch", choices=("captioner", "templater"), required=True)
+    p.add_argument("--data", type=Path, required=True, help="phantom world folder")
+    p.add_argument("--out", type=Path, required=True, help="output model folder")
+    p.set_defaults(func=_run_train_generator)
+
+
+def _run_train_generator(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm train-generator: owned by the generator work in progress")
+
+
+# ----------------------------------------------------------------------------------------- prepare
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="build the tailored data set from a generator's own reports")
+    p.add_argument("--generator", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--prompts", choices=("generated", "gt", "raw"), default="generated")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm prepare: owned by the diffusion work in progress")
+
+
+# ------------------------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the tailored diffusion model")
+    p.add_argument("--config", required=True, help="tiny | sd-v1 | a JSON file")
+    p.add_argument("--data", type=Path, required=True, help="prepared folder")
+    p.add_argument("--out", type=Path, required=True, help="model folder")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm train: owned by the diffusion work in progress")
+
+
+# ---------------------------------------------------------------------------------------- validate
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="reconstruction and edit quality of a diffusion model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    raise NotImplementedError("cvlm validate: owned by the diffusion work in progress")
+
+
+# -------------------------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the main job on the phantom world and write an HTML report")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from cvlm.demo import run_demo
+
+    index = run_demo(args.out)
+    print(f"Report: {index}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``cvlm`` argument parser."""
+    parser = argparse.ArgumentParser(prog="cvlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_phantoms,
+        _add_label,
+        _add_generate,
+        _add_train_generator,
+        _add_prepare,
+        _add_train,
+        _add_validate,
+        _add_demo,
+        _add_env,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cvlm`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Errors raised at the boundary carry a message that says what to do; no traceback needed.
+        print(f"cvlm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""What a bug report needs: versions, device, where bundled models live (``cvlm env``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+
+from cvlm import __version__
+from cvlm.bundled import BUNDLED_ROOT, bundled_names
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions of cvlm and its main dependencies, the compute device and the bundled models."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads)"
+    info = {
+        "cvlm": __version__,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "device": device,
+    }
+    for package in ("diffusers", "transformers", "accelerate", "safetensors", "pydicom", "numpy"):
+        info[package] = _version(package)
+    info["bundled models"] = str(BUNDLED_ROOT)
+    info["bundled generators"] = ", ".join(bundled_names("generators")) or "none"
+    info["bundled diffusion models"] = ", ".join(bundled_names("diffusion")) or "none"
+    return info
