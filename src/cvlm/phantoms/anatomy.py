@@ -601,8 +601,10 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
 
 
 def heart_field(anat: Anatomy, outline: np.ndarray) -> np.ndarray:
-    """Soft cardiac silhouette ``(size, size)`` in [0, 1]; it fades out below the diaphragm, where the
-    heart sits on the abdomen and adds nothing the abdominal soft tissue does not already show.
+    """Soft cardiac silhouette ``(size, size)`` in [0, 1], fading out below the diaphragm.
+
+    Below the domes the heart sits on the abdomen and adds nothing the abdominal soft tissue does not
+    already show.
     """
     g = anat.geometry
     fade = smoothstep(max(g.dome) + 0.1, min(g.dome), anat.y)
