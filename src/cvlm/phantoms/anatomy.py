@@ -111,14 +111,15 @@ class Geometry:
 def sample_geometry(rng: np.random.Generator) -> Geometry:
     """Draw a plausible adult PA chest (habitus, inspiration, heart size, positioning)."""
     u = rng.uniform
-    thorax = u(0.76, 0.86)
+    thorax = u(0.74, 0.88)
     apex = u(-0.76, -0.66)
     dome_r = u(0.26, 0.44)  # depth of inspiration
     dome_l = dome_r + u(0.02, 0.07)
     cp_drop = u(0.09, 0.15)
     mid_x = u(-0.02, 0.03)
     med_half = u(0.095, 0.125)
-    ctr = u(0.39, 0.48)
+    # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
+    ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
     heart_right = mid_x - width * u(0.27, 0.35)
     hila = ((mid_x - u(0.17, 0.23), u(-0.12, -0.02)), (mid_x + u(0.17, 0.22), u(-0.16, -0.07)))
@@ -140,8 +141,8 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
         rib_step=u(0.125, 0.145) * (1.0 + 0.6 * (dome_r - 0.35)),
         rib_width=u(0.055, 0.068),
         angle=float(np.clip(rng.normal(0.0, 1.6), -4.0, 4.0)),
-        scale=u(1.02, 1.12),
-        shift=(u(-0.03, 0.03), u(0.02, 0.09)),
+        scale=u(1.0, 1.14),
+        shift=(u(-0.05, 0.05), u(0.0, 0.1)),
     )
 
 
@@ -511,7 +512,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     thick = (0.55 + 0.45 * np.sin(np.pi * np.clip(lateral * 1.05, 0, 1) ** 0.8)) * (
         0.55 + 0.45 * smoothstep(g.apex, g.apex + 0.45, y)
     )
-    air = (u(0.5, 0.6) * thick * (lung_r + lung_l)).astype(np.float32)
+    air = (u(0.45, 0.65) * thick * (lung_r + lung_l)).astype(np.float32)
 
     # 3. Heart, mediastinum, trachea, hila; gastric bubble under the left dome.
     heart = heart_field(anat, heart_outline(g))
@@ -566,7 +567,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     humeri = np.zeros_like(x)
     for s in SIDES.values():
         humeri += smoothstep(1.0, 0.9, ((x - s * (g.body + 0.02)) / 0.16) ** 2 + ((y + 0.8) / 0.2) ** 2)
-    coef = {"ribs": u(0.13, 0.17), "heart": u(0.08, 0.13), "mediastinum": 0.16}
+    coef = {"ribs": u(0.13, 0.17), "heart": u(0.04, 0.14), "mediastinum": 0.16}
     density = (
         soft
         - air * (1.0 - 0.8 * heart)

@@ -149,9 +149,10 @@ def _wall_distance(anat: Anatomy, side: str) -> np.ndarray:
     """Pixel distance from the apical / lateral chest wall of one hemithorax (not the mediastinum)."""
     g = anat.geometry
     s = SIDES[side]
-    i = 0 if side == "right" else 1
     outside = anat.lung(side) < 0.5
-    wall = outside & ((s * (anat.x - g.mid_x) > 0.3) | (anat.y < g.apex + 0.1)) & (anat.y < g.cp[i] - 0.03)
+    # Outside the lung, lateral to it or above it, and above the diaphragm line (not the dome itself).
+    lateral = (s * (anat.x - g.mid_x) > 0.3) | (anat.y < g.apex + 0.1)
+    wall = outside & lateral & (anat.y < _dome_y(anat, side) - 0.03)
     return cv2.distanceTransform((~wall).astype(np.uint8), cv2.DIST_L2, 3)
 
 
@@ -176,7 +177,7 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
     extra = np.clip(wide - anat.layers["mediastinum"], 0.0, None)
     # Mediastinal soft tissue replaces the lung air it now covers.
     delta = extra * (anat.coef["mediastinum"] + anat.layers["air"])
-    band = (anat.y > g.apex - 0.3) & (anat.y < 0.15)
+    band = (anat.y > g.apex - 0.12) & (anat.y < 0.15)
     mask = (wide > 0.03) & band
     return _sign(delta, mask | _grow(extra > 0.01, 1))
 
@@ -184,7 +185,7 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
 def cardiomegaly(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Enlarged cardiac silhouette (cardiothoracic ratio > 0.5); mask = the enlarged heart."""
     g = anat.geometry
-    target = rng.uniform(*{"mild": (0.52, 0.555), "severe": (0.63, 0.7)}.get(f.severity, (0.56, 0.62)))
+    target = rng.uniform(*{"mild": (0.5, 0.53), "severe": (0.62, 0.7)}.get(f.severity, (0.55, 0.6)))
     xl, xr = g.heart_left - g.mid_x, g.mid_x - g.heart_right
     grow_right = 1.0 + (target / g.ctr - 1.0) * rng.uniform(0.4, 0.8)
     grow_left = (target * 2.0 * g.thorax - xr * grow_right) / xl
