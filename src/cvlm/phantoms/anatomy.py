@@ -116,12 +116,12 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
     dome_r = u(0.26, 0.44)  # depth of inspiration
     dome_l = dome_r + u(0.02, 0.07)
     cp_drop = u(0.09, 0.15)
-    mid_x = u(-0.02, 0.03)
+    mid_x = u(-0.04, 0.05)
     med_half = u(0.095, 0.125)
     # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
     ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
-    heart_right = mid_x - width * u(0.27, 0.35)
+    heart_right = mid_x - width * u(0.25, 0.38)
     hila = ((mid_x - u(0.17, 0.23), u(-0.12, -0.02)), (mid_x + u(0.17, 0.22), u(-0.16, -0.07)))
     return Geometry(
         thorax=thorax,
@@ -140,7 +140,7 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
         rib_top=apex + u(-0.04, 0.02),
         rib_step=u(0.125, 0.145) * (1.0 + 0.6 * (dome_r - 0.35)),
         rib_width=u(0.055, 0.068),
-        angle=float(np.clip(rng.normal(0.0, 1.6), -4.0, 4.0)),
+        angle=float(np.clip(rng.normal(0.0, 2.2), -5.0, 5.0)),
         scale=u(1.0, 1.14),
         shift=(u(-0.05, 0.05), u(0.0, 0.1)),
     )
@@ -295,7 +295,7 @@ def rib_arcs(g: Geometry, rng: np.random.Generator) -> list[Rib]:
             reach = float(np.interp(y0 + drop, wall[order, 1], wall[order, 0])) + 0.03
             # Posterior arc: leaves the spine, rises a little, descends laterally, hooks down at the wall.
             x = 0.06 + (reach - 0.06) * t
-            y = y0 - 0.03 * np.sin(np.pi * np.clip(1.5 * t, 0, 1)) + drop * t**1.5
+            y = y0 - 0.055 * np.sin(np.pi * np.clip(1.4 * t, 0, 1)) + drop * t**1.6
             x = np.r_[x, reach + 0.012, reach + 0.005]
             y = np.r_[y, y[-1] + 0.04, y[-1] + 0.075]
             post = np.stack([s * x + g.mid_x, y], 1)
@@ -314,7 +314,7 @@ def clavicles(g: Geometry) -> list[np.ndarray]:
     for s in SIDES.values():
         t = np.linspace(0.0, 1.0, 16)
         x = 0.07 + 0.7 * t
-        y = g.apex + 0.02 - 0.14 * t + 0.03 * np.sin(t * 2 * np.pi)
+        y = g.apex + 0.13 - 0.17 * t + 0.025 * np.sin(t * 2 * np.pi)
         out.append(np.stack([s * x + g.mid_x, y], 1))
     return out
 
@@ -498,6 +498,8 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     half = np.where(y < -0.9, np.maximum(0.32, g.body - 3.0 * np.clip(-0.9 - y, 0, None) ** 1.2), half)
     inside = np.clip(1.0 - (x / half) ** 2, 0.0, None)
     soft = 0.55 * np.sqrt(inside) + 0.45 * smoothstep(0.0, 0.06, inside)
+    # Uneven soft-tissue thickness, and a denser abdomen lower down.
+    soft = soft * (1.0 + 0.05 * anat.smooth_noise(rng, 4)) + 0.12 * smoothstep(0.3, 1.0, y) * inside
     soft = anat.blur(soft.astype(np.float32), 1.0)
     if u() < 0.45:  # breast shadows: soft density over the lower zones, curved lower edge
         by = u(0.2, 0.45)
@@ -530,7 +532,13 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     )
     hila = np.zeros_like(x)
     for hx, hy in g.hila:
-        hila += np.exp(-(((x - hx) / 0.07) ** 2 + ((y - hy) / 0.12) ** 2))
+        hila += np.exp(-(((x - hx) / 0.08) ** 2 + ((y - hy) / 0.13) ** 2))
+    # Liver under the right dome (denser than the stomach side), outside the lung fields only.
+    liver = (
+        0.08
+        * smoothstep(g.dome[0] - 0.02, g.dome[0] + 0.12, y)
+        * smoothstep(g.mid_x + 0.25, g.mid_x - 0.05, x)
+    )
     bubble = np.zeros_like(x)
     if u() < 0.7:
         bx, by = g.mid_x + u(0.25, 0.45), g.dome[1] + u(0.08, 0.14)
@@ -550,7 +558,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         values += v
     lungs = lung_r + lung_l
     vessels = anat.stroke(lines, widths, values, 0.6)
-    markings = (u(0.14, 0.2) * vessels + 0.2 * hila) * lungs
+    markings = (u(0.2, 0.28) * vessels + 0.2 * hila) * lungs
     texture = 0.035 * anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.9) * lungs
 
     # 5. Bones: ribs with brighter cortices, clavicles, spine with vertebral bodies, humeral heads.
@@ -570,6 +578,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     coef = {"ribs": u(0.13, 0.17), "heart": u(0.04, 0.14), "mediastinum": 0.16}
     density = (
         soft
+        + liver * (1.0 - lungs)
         - air * (1.0 - 0.8 * heart)
         + coef["heart"] * heart
         + coef["mediastinum"] * medi

@@ -185,7 +185,10 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
 def cardiomegaly(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Enlarged cardiac silhouette (cardiothoracic ratio > 0.5); mask = the enlarged heart."""
     g = anat.geometry
-    target = rng.uniform(*{"mild": (0.5, 0.53), "severe": (0.62, 0.7)}.get(f.severity, (0.55, 0.6)))
+    if f.severity == "mild":  # just over the 0.5 line: a subtle change for a broad normal heart
+        target = max(g.ctr + rng.uniform(0.02, 0.035), rng.uniform(0.5, 0.515))
+    else:
+        target = rng.uniform(*{"severe": (0.62, 0.7)}.get(f.severity, (0.55, 0.6)))
     xl, xr = g.heart_left - g.mid_x, g.mid_x - g.heart_right
     grow_right = 1.0 + (target / g.ctr - 1.0) * rng.uniform(0.4, 0.8)
     grow_left = (target * 2.0 * g.thorax - xr * grow_right) / xl
