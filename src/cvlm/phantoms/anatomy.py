@@ -384,7 +384,8 @@ class Anatomy:
         """Anti-aliased fill of closed normalised polygons, softened; ``(size, size)`` in [0, 1]."""
         canvas = np.zeros((self.size, self.size), np.uint8)
         pts = [np.round(self.to_px(p) * _AA_SCALE).astype(np.int32) for p in polygons]
-        cv2.fillPoly(canvas, pts, 255, cv2.LINE_AA, _AA)
+        for p in pts:  # one call per polygon: overlaps are filled, not cancelled
+            cv2.fillPoly(canvas, [p], 255, cv2.LINE_AA, _AA)
         return self.blur(canvas.astype(np.float32) / 255.0, soften)
 
     def stroke(
@@ -621,6 +622,17 @@ def heart_field(anat: Anatomy, outline: np.ndarray) -> np.ndarray:
     return (anat.fill([outline], 0.8) * fade).astype(np.float32)
 
 
+def ribbon(line: np.ndarray, width: float) -> np.ndarray:
+    """Closed polygon ``(2N, 2)`` of a band of ``width`` around a polyline, with square ends.
+
+    Unlike a thick stroke (round caps), the band ends exactly where the line does, so a rib broken
+    into two pieces shows a real gap.
+    """
+    d = np.gradient(line, axis=0)
+    n = np.stack([-d[:, 1], d[:, 0]], 1) / np.linalg.norm(d, axis=1, keepdims=True)
+    return np.vstack([line + 0.5 * width * n, (line - 0.5 * width * n)[::-1]])
+
+
 def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
     """Rasterise rib arcs with bright cortical margins; ``(size, size)`` float32.
 
@@ -629,7 +641,7 @@ def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
     layers = []
     for posterior in (True, False):
         sel = [r for r in ribs if r.posterior == posterior]
-        outer = anat.stroke([r.points for r in sel], [r.width for r in sel], 1.0, 0.45)
-        core = anat.stroke([r.points for r in sel], [0.45 * r.width for r in sel], 1.0, 0.6)
+        outer = anat.fill([ribbon(r.points, r.width) for r in sel], 0.45)
+        core = anat.fill([ribbon(r.points, 0.45 * r.width) for r in sel], 0.6)
         layers.append((outer - 0.35 * core) * (1.0 if posterior else 0.55))
     return (layers[0] + layers[1]).astype(np.float32)
