@@ -369,6 +369,11 @@ class Anatomy:
         p = np.asarray(points, dtype=np.float64)
         return p @ self._matrix[:, :2].T + self._matrix[:, 2]
 
+    def _fixed_point(self, shapes: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalised ``(N_i, 2)`` point lists -> cv2 fixed-point pixel coordinates (one transform)."""
+        flat = np.round(self.to_px(np.concatenate(shapes)) * _AA_SCALE).astype(np.int32)
+        return np.split(flat, np.cumsum([len(p) for p in shapes])[:-1])
+
     def sigma(self, at128: float) -> float:
         """A blur width given in pixels at 128 x 128, for this image size."""
         return at128 * self.size / 128.0
@@ -383,7 +388,7 @@ class Anatomy:
     def fill(self, polygons: list[np.ndarray], soften: float = 0.7) -> np.ndarray:
         """Anti-aliased fill of closed normalised polygons, softened; ``(size, size)`` in [0, 1]."""
         canvas = np.zeros((self.size, self.size), np.uint8)
-        pts = [np.round(self.to_px(p) * _AA_SCALE).astype(np.int32) for p in polygons]
+        pts = self._fixed_point(polygons)
         for p in pts:  # one call per polygon: overlaps are filled, not cancelled
             cv2.fillPoly(canvas, [p], 255, cv2.LINE_AA, _AA)
         return self.blur(canvas.astype(np.float32) / 255.0, soften)
@@ -404,8 +409,7 @@ class Anatomy:
         n = len(lines)
         widths = [widths] * n if np.isscalar(widths) else widths
         values = [values] * n if np.isscalar(values) else values
-        for line, w, v in zip(lines, widths, values, strict=True):
-            pts = np.round(self.to_px(line) * _AA_SCALE).astype(np.int32)
+        for pts, w, v in zip(self._fixed_point(lines), widths, values, strict=True):
             thick = max(1, round(w * self.px))
             cv2.polylines(canvas, [pts], False, round(255 * v), thick, cv2.LINE_AA, _AA)
         return self.blur(canvas.astype(np.float32) / 255.0, soften)
@@ -442,39 +446,36 @@ def _grids(size: int, g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _vessel_tree(
     g: Geometry, rng: np.random.Generator, side: str
 ) -> tuple[list[np.ndarray], list[float], list[float]]:
-    """Pulmonary vessels branching from one hilum: lines, widths, intensities (fading outwards)."""
+    """Pulmonary vessels branching from one hilum: lines, widths, intensities (fading outwards).
+
+    Six trunks fan out from the hilum; each generation splits in two, shorter, thinner and fainter,
+    for three generations. All branches of a generation are grown at once (vectorised).
+    """
     s = SIDES[side]
     hx, hy = g.hila[0 if side == "right" else 1]
+    base = np.array([-1.25, -0.75, -0.3, 0.15, 0.6, 1.05])
+    # In image coordinates the lateral direction is angle 0 (patient left) or pi (patient right).
+    angle = base + rng.normal(0, 0.1, 6)
+    angle = angle if s > 0 else np.pi - angle
+    length = rng.uniform(0.16, 0.22, 6) * np.where(np.abs(base) > 0.9, 1.2, 1.0)
+    start = np.array([hx, hy]) + rng.normal(0, 0.015, (6, 2))
+    width, value = 0.022, 0.9
     lines, widths, values = [], [], []
-
-    def grow(p: np.ndarray, angle: float, length: float, width: float, value: float, depth: int) -> None:
-        n = 3
-        pts = [p]
-        a = angle
-        for _ in range(n):
-            a += rng.normal(0, 0.12)
-            pts.append(pts[-1] + length / n * np.array([np.cos(a), np.sin(a)]))
-        lines.append(np.array(pts))
-        widths.append(width)
-        values.append(value)
-        if depth < 3:
-            for da in (-1, 1):
-                grow(
-                    pts[-1],
-                    a + da * rng.uniform(0.25, 0.55),
-                    length * rng.uniform(0.6, 0.8),
-                    width * 0.7,
-                    value * 0.72,
-                    depth + 1,
-                )
-
-    # Main trunks fan out laterally; in image coordinates the lateral direction is angle 0 (s > 0) or pi.
-    for base in (-1.25, -0.75, -0.3, 0.15, 0.6, 1.05):
-        ang = base + rng.normal(0, 0.1)
-        ang = ang if s > 0 else np.pi - ang
-        length = rng.uniform(0.16, 0.22) * (1.2 if abs(base) > 0.9 else 1.0)
-        start = np.array([hx, hy]) + rng.normal(0, 0.015, 2)
-        grow(start, ang, length, 0.022, 0.9, 0)
+    for depth in range(4):
+        k = len(angle)
+        turns = np.cumsum(rng.normal(0, 0.12, (k, 3)), axis=1) + angle[:, None]
+        steps = (length / 3)[:, None, None] * np.stack([np.cos(turns), np.sin(turns)], 2)
+        pts = np.concatenate([start[:, None], start[:, None] + np.cumsum(steps, axis=1)], axis=1)
+        lines += list(pts)
+        widths += [width] * k
+        values += [value] * k
+        if depth == 3:
+            break
+        spread = rng.uniform(0.25, 0.55, (k, 2)) * np.array([-1.0, 1.0])
+        angle = (turns[:, -1:] + spread).ravel()
+        length = np.repeat(length, 2) * rng.uniform(0.6, 0.8, 2 * k)
+        start = np.repeat(pts[:, -1], 2, axis=0)
+        width, value = width * 0.7, value * 0.72
     return lines, widths, values
 
 
@@ -622,15 +623,29 @@ def heart_field(anat: Anatomy, outline: np.ndarray) -> np.ndarray:
     return (anat.fill([outline], 0.8) * fade).astype(np.float32)
 
 
-def ribbon(line: np.ndarray, width: float) -> np.ndarray:
-    """Closed polygon ``(2N, 2)`` of a band of ``width`` around a polyline, with square ends.
+def ribbons(lines: list[np.ndarray], widths: list[float]) -> list[np.ndarray]:
+    """Closed polygons ``(2N, 2)`` of bands of given widths around polylines, with square ends.
 
-    Unlike a thick stroke (round caps), the band ends exactly where the line does, so a rib broken
-    into two pieces shows a real gap.
+    Unlike thick strokes (round caps), a band ends exactly where its line does, so a rib broken into
+    two pieces shows a real gap. Lines of equal length are processed together (vectorised); the
+    output keeps the input order, which fixes the drawing order.
     """
-    d = np.gradient(line, axis=0)
-    n = np.stack([-d[:, 1], d[:, 0]], 1) / np.linalg.norm(d, axis=1, keepdims=True)
-    return np.vstack([line + 0.5 * width * n, (line - 0.5 * width * n)[::-1]])
+    out: list[np.ndarray] = [np.empty(0)] * len(lines)
+    groups: dict[int, list[int]] = {}
+    for i, line in enumerate(lines):
+        groups.setdefault(len(line), []).append(i)
+    for idx in groups.values():
+        p = np.stack([lines[i] for i in idx])
+        d = np.empty_like(p)
+        d[:, 1:-1] = p[:, 2:] - p[:, :-2]
+        d[:, 0], d[:, -1] = p[:, 1] - p[:, 0], p[:, -1] - p[:, -2]
+        n = np.stack([-d[..., 1], d[..., 0]], -1)
+        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-9)
+        half = 0.5 * np.asarray([widths[i] for i in idx])[:, None, None]
+        polys = np.concatenate([p + half * n, (p - half * n)[:, ::-1]], axis=1)
+        for j, i in enumerate(idx):
+            out[i] = polys[j]
+    return out
 
 
 def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
@@ -641,7 +656,8 @@ def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
     layers = []
     for posterior in (True, False):
         sel = [r for r in ribs if r.posterior == posterior]
-        outer = anat.fill([ribbon(r.points, r.width) for r in sel], 0.45)
-        core = anat.fill([ribbon(r.points, 0.45 * r.width) for r in sel], 0.6)
+        lines = [r.points for r in sel]
+        outer = anat.fill(ribbons(lines, [r.width for r in sel]), 0.45)
+        core = anat.fill(ribbons(lines, [0.45 * r.width for r in sel]), 0.6)
         layers.append((outer - 0.35 * core) * (1.0 if posterior else 0.55))
     return (layers[0] + layers[1]).astype(np.float32)
