@@ -117,7 +117,7 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
     dome_l = dome_r + u(0.02, 0.07)
     cp_drop = u(0.09, 0.15)
     mid_x = u(-0.04, 0.05)
-    med_half = u(0.095, 0.125)
+    med_half = u(0.11, 0.15)
     # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
     ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
@@ -516,7 +516,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     thick = (0.55 + 0.45 * np.sin(np.pi * np.clip(lateral * 1.05, 0, 1) ** 0.8)) * (
         0.55 + 0.45 * smoothstep(g.apex, g.apex + 0.45, y)
     )
-    air = (u(0.45, 0.65) * thick * (lung_r + lung_l)).astype(np.float32)
+    air = (u(0.42, 0.6) * thick * (lung_r + lung_l)).astype(np.float32)
 
     # 3. Heart, mediastinum, trachea, hila; gastric bubble under the left dome.
     heart = heart_field(anat, heart_outline(g))
@@ -578,17 +578,19 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     for s in SIDES.values():
         humeri += smoothstep(1.0, 0.9, ((x - s * (g.body + 0.02)) / 0.16) ** 2 + ((y + 0.8) / 0.2) ** 2)
     coef = {"ribs": u(0.13, 0.17), "heart": u(0.04, 0.14), "mediastinum": 0.16}
+    # Ribs stand out over aerated lung (processing), much less over the heart and the abdomen.
+    rib_weight = (0.35 + 0.65 * lungs * (1.0 - 0.7 * heart)).astype(np.float32)
     density = (
         soft
         + liver * (1.0 - lungs)
         - air * (1.0 - 0.8 * heart)
         + coef["heart"] * heart
         + coef["mediastinum"] * medi
-        - 0.22 * trachea
+        - 0.14 * trachea
         - 0.3 * bubble
         + markings
         + texture
-        + coef["ribs"] * ribs * (0.35 + 0.65 * lungs)
+        + coef["ribs"] * ribs * rib_weight
         + 0.2 * clav
         + 0.12 * anat.blur(spine.astype(np.float32), 0.6)
         + 0.2 * anat.blur(humeri.astype(np.float32), 0.8)
@@ -602,7 +604,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         "markings": markings.astype(np.float32),
         "texture": texture.astype(np.float32),
         "ribs": ribs,
-        "rib_weight": (0.35 + 0.65 * lungs).astype(np.float32),
+        "rib_weight": rib_weight,
         "heart": heart,
         "mediastinum": medi,
     }
@@ -659,5 +661,5 @@ def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
         lines = [r.points for r in sel]
         outer = anat.fill(ribbons(lines, [r.width for r in sel]), 0.45)
         core = anat.fill(ribbons(lines, [0.45 * r.width for r in sel]), 0.6)
-        layers.append((outer - 0.35 * core) * (1.0 if posterior else 0.55))
+        layers.append((outer - 0.3 * core) * (1.0 if posterior else 0.4))
     return (layers[0] + layers[1]).astype(np.float32)
