@@ -119,7 +119,7 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
     mid_x = u(-0.04, 0.05)
     med_half = u(0.11, 0.15)
     # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
-    ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
+    ctr = u(0.41, 0.49) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
     heart_right = mid_x - width * u(0.25, 0.38)
     hila = ((mid_x - u(0.17, 0.23), u(-0.12, -0.02)), (mid_x + u(0.17, 0.22), u(-0.16, -0.07)))
