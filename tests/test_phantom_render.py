@@ -142,3 +142,12 @@ def test_contact_sheet(tmp_path):
     assert out.exists() and out.stat().st_size > 1000
     with pytest.raises(ValueError, match="reports"):
         contact_sheet(cases, tmp_path / "x.png", reports=["one"])
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_locality_at_other_sizes(size):
+    case = Case(21, tuple(instance(n, 3) for n in ABNORMALITIES))
+    full = render_case(case, size)
+    for name in ABNORMALITIES:
+        less = render_case(case.without(name), size)
+        assert not ((full.image != less.image) & ~full.masks[name]).any(), name
