@@ -17,7 +17,7 @@ import numpy as np
 from cvlm.findings import ABNORMALITIES
 from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.contact_sheet import contact_sheet
-from cvlm.phantoms.difficulty import linear_probe_auc
+from cvlm.phantoms.difficulty import linear_probe_aucs
 from cvlm.phantoms.render import render_case
 
 # Subtle findings (should NOT be linearly detectable at 16x16) and obvious ones (should be).
@@ -82,8 +82,8 @@ def bench_time(repeat: int) -> None:
 def bench_auc(n: int) -> None:
     print(f"| probe (16x16 logistic regression, {n} cases, 30% test) | AUC |")
     print("|---|---|")
-    for label, f in PROBES:
-        print(f"| {label} | {linear_probe_auc(f, n):.3f} |", flush=True)
+    for (label, _), value in zip(PROBES, linear_probe_aucs([f for _, f in PROBES], n), strict=True):
+        print(f"| {label} | {value:.3f} |")
 
 
 def sheet(path: str) -> None:
