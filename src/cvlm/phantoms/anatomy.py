@@ -618,7 +618,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         "heart": heart,
         "mediastinum": medi,
     }
-    anat.exposure = (u(1.3, 1.7), u(0.15, 0.22), u(0.92, 0.97), u(0.7, 0.9))
+    anat.exposure = (u(1.3, 1.7), u(0.15, 0.22), u(0.9, 0.95), u(0.6, 0.8))
     anat.noise = anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.45)
     anat.noise_level = u(0.006, 0.016)
     return anat
