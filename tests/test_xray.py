@@ -93,6 +93,23 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
     assert m2[0, 0] == 0.0 and m2[-1, -1] == 1.0  # no VOI: min-max of the values
 
 
+def test_bits_stored_masks_unused_high_bits(tmp_path):
+    # 12 bits stored in 16 allocated, with junk (e.g. an overlay) in the 4 unused high bits.
+    stored = _ramp(0, 4000)
+    path = _dicom(tmp_path / "junk.dcm", stored, WindowCenter=2048, WindowWidth=4096)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = (stored | 0xF000).astype("<u2").tobytes()
+    ds.save_as(path)
+    # Window c 2048, w 4096: (x - 2047.5) / 4095 + 0.5 = x / 4095.
+    np.testing.assert_allclose(read_xray(path), stored / 4095, atol=1e-6)
+
+
+def test_signed_pixels_without_window_use_min_max(tmp_path):
+    stored = (_ramp(0, 2000).astype(np.int32) - 1000).astype(np.int16)
+    img = read_xray(_dicom(tmp_path / "signed.dcm", stored, RescaleSlope=1, RescaleIntercept=-24))
+    np.testing.assert_allclose(img, (stored + 1000) / 2000, atol=1e-6)
+
+
 def test_rescale_then_window_hand_computed(tmp_path):
     # Modality LUT: x = 2 s - 1000. Window c = 1000, w = 2001 (DICOM PS3.3 C.11.2.1.2.1):
     # x <= -0.5 -> 0, x > 1999.5 -> 1, else (x - 999.5) / 2000 + 0.5.
