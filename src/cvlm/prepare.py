@@ -28,7 +28,7 @@ from cvlm import __version__
 from cvlm.data import Record, load_dataset, read_report
 from cvlm.generators import ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
-from cvlm.prompts import UncertaintyPolicy, build_prompt, findings_from_labels
+from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt, findings_from_labels
 from cvlm.xray import XrayReadError, read_xray
 
 PROMPT_MODES = ("generated", "gt", "raw")
@@ -97,7 +97,7 @@ def prepare(
     out: str | Path,
     prompts: str = "generated",
     labeler: Labeler | None = None,
-    policy: UncertaintyPolicy | str = UncertaintyPolicy.default(),
+    policy: UncertaintyPolicy | str | None = None,
     splits: Sequence[str] = ("train", "validate"),
     batch_size: int = 32,
     device: str | None = None,
@@ -111,7 +111,7 @@ def prepare(
         out: The prepared folder; an existing manifest there is resumed.
         prompts: ``generated`` (CVLM), ``gt`` (the data set's reports) or ``raw`` (report text as prompt).
         labeler: Labeler for reports; the rule-based labeler by default.
-        policy: How uncertain findings enter prompts.
+        policy: How uncertain findings enter prompts; the documented default when None.
         splits: Which splits to prepare (the paper: training and validation images).
         batch_size: Images per generator call.
         device: Device for the generator when it is loaded here.
@@ -126,7 +126,7 @@ def prepare(
     # 1. Check inputs.
     if prompts not in PROMPT_MODES:
         raise ValueError(f"prompts must be one of {PROMPT_MODES}, got {prompts!r}.")
-    policy = UncertaintyPolicy(policy)
+    policy = DEFAULT_POLICY if policy is None else UncertaintyPolicy(policy)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = [r for r in load_dataset(data) if r.split in splits]
@@ -153,10 +153,15 @@ def prepare(
     settings_path = out / SETTINGS
     if settings_path.exists():
         earlier = json.loads(settings_path.read_text(encoding="utf-8"))
-        mismatched = {k for k in ("generator", "prompts", "uncertainty_policy", "splits") if earlier.get(k) != settings[k]}
+        mismatched = {
+            k
+            for k in ("generator", "prompts", "uncertainty_policy", "splits")
+            if earlier.get(k) != settings[k]
+        }
         if mismatched:
             raise ValueError(
-                f"{out} was prepared with other settings ({', '.join(sorted(mismatched))}); use a new --out folder."
+                f"{out} was prepared with other settings ({', '.join(sorted(mismatched))}); "
+                "use a new --out folder."
             )
 
     # 3. Skip what an interrupted run already wrote.
