@@ -171,7 +171,7 @@ def _read_pillow(path: Path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
     except UnidentifiedImageError as e:
         raise XrayReadError(path, "not an image file (format not recognised)") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, EOFError, zlib.error...; chained
         raise XrayReadError(path, f"corrupt or truncated {_describe(path)} ({e})") from e
     if getattr(im, "n_frames", 1) > 1:
         raise XrayReadError(path, f"{fmt} file with {im.n_frames} frames; give one image per file")
