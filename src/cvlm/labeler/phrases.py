@@ -45,7 +45,10 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:cardio)?mediastinal (?:silhouettes?|contours?|configuration|shadow|width|structures)",
         {"Enlarged Cardiomediastinum": NEUTRAL},
     ),
-    (r"cardiomediastinum|mediastinum", {"Enlarged Cardiomediastinum": NEUTRAL}),
+    (
+        r"cardiomediastinum|mediastinum|(?:cardio)?mediastinal(?=,? and hilar)",
+        {"Enlarged Cardiomediastinum": NEUTRAL},
+    ),
     # ---------------------------------------------------------------------------- Cardiomegaly
     (
         r"cardiomegaly|cardiac (?:enlargement|megaly)|cardio-megaly|cardiomegally|cardiomeglay",
@@ -57,7 +60,10 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:heart|cardiac) (?:size|silhouettes?|contours?|shadow|diameter|dimensions?)",
         {"Cardiomegaly": NEUTRAL},
     ),
-    (r"size of the (?:heart|cardiac silhouette)", {"Cardiomegaly": NEUTRAL}),
+    (
+        r"size of the (?:heart|cardiac silhouette)|cardiac(?=,? and (?:mediastinal|hilar))",
+        {"Cardiomegaly": NEUTRAL},
+    ),
     (r"(?:the )?heart(?! failure| valve| rate)", {"Cardiomegaly": NEUTRAL}),
     # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly.
     (r"(?:congestive )?heart failure|chf|chf exacerbation", {"Edema": PLAIN, "Cardiomegaly": IMPLIED}),
@@ -163,7 +169,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:prosthetic|mechanical|bioprosthetic|porcine) (?:aortic |mitral |tricuspid )?valves?|valve (?:replacement|prosthesis)|tavr|tavi|"
         r"stents?|coils?|drains?|cannulas?|ecmo|impella|lvad|balloon pump|iabp|"
         r"hardware|plates?(?![- ]?like)|screws?|rods?|arthroplast(?:y|ies)|prosthes[ie]s|spinal fusion|"
-        r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?",
+        r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?|(?:median )?(?:sternotomy|sternal) (?:wires?|sutures?)",
         {"Support Devices": PLAIN},
     ),
     # ---------------------------------------------------------------------------- other abnormalities
@@ -224,7 +230,7 @@ PSEUDO_NEGATIONS = (
     r"(?:change|changes|increase|decrease|worsening|improvement|progression|difference|enlargement of the effusion)|"
     r"not (?:significantly |substantially |appreciably |markedly )?(?:changed|increased|decreased|worsened|improved|different)|"
     r"without (?:significant |substantial |appreciable |interval )?(?:change|interval change|progression)|"
-    r"not only|no longer (?:requires|needed)|gram[- ]negative|not been (?:changed|adjusted)|"
+    r"not only|no longer (?:requires|needed)|previously (?:seen|noted|described|demonstrated|identified|visualized)|gram[- ]negative|not been (?:changed|adjusted)|"
     r"(?:cannot|can not|can't|could not) be (?:assessed|evaluated|seen|visualized)"
 )
 
@@ -247,7 +253,7 @@ POST_NEGATIONS = (
     r"been withdrawn|been discontinued|been resolved)|"
     r"(?:is|are|was|were|has been|have been) (?:now )?(?:removed|withdrawn|discontinued|absent|resolved|gone)|removed|"
     r"(?:is|are|appears?|remains?|seems?) (?:otherwise )?(?:normal|unremarkable|within normal limits|negative|clear)|"
-    r"within normal limits|(?:is|are) no longer|absent|resolved|negative"
+    r"within normal limits|(?:is|are) no longer|absent|resolved|negative|removal"
 )
 
 # Uncertainty that already contains a negation word ("cannot be excluded"): checked before negation.
@@ -256,7 +262,7 @@ PRE_NEGATION_UNCERTAINTY = (
     r"(?:excluded|exclude|ruled out|rule out|excluded|assessed|evaluated)|"
     r"not (?:entirely |completely |totally |definitely |fully )?(?:excluded|ruled out)|"
     r"difficult to (?:exclude|rule out)|no (?:definite )?(?:way|means) to exclude|"
-    r"not (?:well |clearly )?(?:seen|visualized|evaluated|assessed)|"
+    r"not (?:well|clearly|optimally|adequately) (?:seen|visualized|evaluated|assessed)|"
     r"(?:cannot|can not|can't) (?:be )?(?:differentiated|distinguished)|"
     r"unable to (?:exclude|rule out|assess|evaluate)"
 )
@@ -266,7 +272,7 @@ PRE_UNCERTAINTY = (
     r"may|might|could|would|possible|possibly|probable|probably|likely|unlikely|presumed|presumably|presumptive|"
     r"questionable|questionably|question of|suspicious|suspected|suspect|suspicion|concerning|concern|worrisome|worry|"
     r"suggestive|suggesting|suggests?|suggestion|compatible with|consider|considered|considering|differential|"
-    r"equivocal|indeterminate|uncertain|unclear|raising the possibility|possibility|potential(?:ly)?|atypical|"
+    r"equivocal|indeterminate|uncertain|unclear|borderline|apparent|raising the possibility|possibility|potential(?:ly)?|atypical|"
     r"evaluate for|assess for|to evaluate|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
     r"cannot|can not|can't"
 )
@@ -277,18 +283,28 @@ ADJACENT_UNCERTAINTY = r"or|versus|vs\.?|v\.s\.|and/or|\?"
 
 # Uncertainty cues after the mention, e.g. "atelectasis is likely", "pneumonia?".
 POST_UNCERTAINTY = (
-    r"(?:is|are|was|were) (?:also |still |more |most |less |felt to be |thought to be )?"
-    r"(?:possible|possibly present|suspected|questioned|likely|probable|considered|favored|a consideration|in the differential|"
+    r"(?:is|are|was|were) (?:also |still |more |most |less |felt to be |thought to be )?(?:possible|likely|probable)"
+    r"(?= *(?:$|[.,;:]|present|developing|given|in |at |on |but |although |though |and ))|"
+    r"(?:is|are|was|were) (?:also |still |felt to be |thought to be )?"
+    r"(?:suspected|questioned|considered|favored|a consideration|a possibility|in the differential|"
     r"not excluded|not ruled out|difficult to (?:exclude|assess|evaluate)|(?:partially |partly )?obscured)|"
     r"(?:may|might|could) (?:also |still )?(?:be present|be seen|exist|be noted|be developing|be superimposed|be obscured|"
     r"be contributing|contribute|coexist|be included)|"
-    r"\?|or|versus|vs\.?|and/or|possible|suspected|questioned|(?:partially |partly )?obscured"
+    r"\?|or|versus|vs\.?|and/or|(?:partially |partly )?obscured"
+)
+
+# A hedge that the finding may be an artefact of technique ("widening of the mediastinum may be due to AP
+# technique", "could represent a nipple shadow"): uncertain for the mentions before it in the clause.
+TECHNICAL_HEDGE = (
+    r"(?:may|might|could|can|likely|probably|possibly|presumably)\b[^.;]{0,50}?\b(?:technique|projection|positioning|"
+    r"rotation|rotated|soft tissues?|overlap|overlapping|lung volumes|habitus|artifact|artefact|nipple|summation|"
+    r"skin folds?|overlying|portable|ap view|supine|shadow|vessels|vascular shadows?|confluence)\b"
 )
 
 # Words that end the scope of a cue: a cue never reaches past them (they start a new clause).
 CLAUSE_BREAKS = (
     r"but|however|although|though|whereas|while|which|except|aside from|apart from|other than|"
-    r"with the exception of|given|since|because|in addition|additionally|otherwise|where|as well as|"
+    r"with the exception of|given|since|because|after|following|in addition|additionally|where|as well as|"
     r"and there|with (?:a |an |the )?(?:new|persistent|stable|small|large|moderate|mild|minimal|trace|tiny|residual|slight)"
 )
 
