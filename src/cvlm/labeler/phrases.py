@@ -96,10 +96,20 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     (
         r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement|prominence|redistribution)|pulmonary congestion|congestion|"
         r"(?:fluid|volume) overload|(?:vascular|perihilar|hilar) (?:indistinctness|haziness|blurring)|indistinct(?:ness)? (?:of )?(?:the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)|"
-        r"prominen(?:t|ce of the) (?:pulmonary )?(?:vasculature|vessels|interstitial markings)|cephalization|peribronchial cuffing",
+        r"cephalization|peribronchial cuffing",
         {"Edema": UNCERTAIN_KIND},
     ),
     # ---------------------------------------------------------------------------- Consolidation
+    (
+        r"pulmonary (?:arterial |artery )?hypertension|pulmonary arter(?:y|ies)|pulmonary outflow",
+        {OTHER: PLAIN},
+    ),
+    # The vessels' description decides: engorged or prominent vessels are an uncertain Edema (CheXpert).
+    (
+        r"(?:pulmonary |lung |central |perihilar |hilar )*(?:vascularity|vasculature|vascular markings|vessels)",
+        {"Edema": NEUTRAL},
+    ),
+    (r"pulmonary venous hypertension|(?:early|mild) (?:heart |cardiac )?failure", {"Edema": UNCERTAIN_KIND}),
     (r"consolidat(?:ion|ions|ed|ive|ing)|air bronchograms?", {"Consolidation": PLAIN}),
     # ---------------------------------------------------------------------------- Pneumonia
     (
@@ -166,7 +176,10 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"swan[- ]ganz|swan|cordis|introducer|sheath|"
         r"pacemaker|pacer|(?:pacer|pacemaker|pacing|icd|aicd|epicardial|transvenous|ventricular|atrial|rv|ra|lv|defibrillator|ekg|ecg) (?:leads?|wires?)|"
         r"icd|aicd|defibrillator|defib|loop recorder|guide ?wires?|"
-        r"(?:prosthetic|mechanical|bioprosthetic|porcine) (?:aortic |mitral |tricuspid )?valves?|valve (?:replacement|prosthesis)|tavr|tavi|"
+        r"(?:prosthetic|mechanical|bioprosthetic|porcine|artificial) (?:aortic |mitral |tricuspid |pulmonic |pulmonary )?valves?|"
+        r"(?:spinal |nerve |vagal |vagus |neuro|cardiac |deep brain )?stimulators?|(?:pacemaker |pacer |icd |aicd |battery |pulse )?generators?|"
+        r"(?:external |cardiac |ekg |ecg )?monitor(?:ing)? leads?|(?:with|and) (?:two|three|2|3|dual|single|biventricular) leads|"
+        r"tips|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
         r"stents?|coils?|drains?|cannulas?|ecmo|impella|lvad|balloon pump|iabp|"
         r"hardware|plates?(?![- ]?like)|screws?|rods?|arthroplast(?:y|ies)|prosthes[ie]s|spinal fusion|"
         r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?|(?:median )?(?:sternotomy|sternal) (?:wires?|sutures?)",
@@ -191,27 +204,31 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
 # Descriptions that decide a neutral mention. Checked in this order at the same position, so
 # "not enlarged" wins over "enlarged" and "normal to mildly enlarged" over "normal".
 SIZE_CUES: list[tuple[str, int]] = [
-    # uncertain: hedged size or a description that neither confirms nor excludes it (CheXpert: "stable
-    # cardiac silhouette", "heart size is unchanged", "borderline heart size" are uncertain).
+    # uncertain: a hedged size ("borderline heart size", "upper limits of normal or mildly enlarged").
+    # CheXpert also counts a bare "stable cardiomediastinal silhouette" as uncertain; cvlm does not (a
+    # stable silhouette says nothing about its size): see docs/labeler.md.
     (
-        r"(?:top|upper|high)[- ]normal to (?:mildly |slightly |minimally )?(?:enlarged|large)|normal to (?:mildly |slightly |minimally )?(?:enlarged|large|increased)|"
-        r"borderline|equivocal|difficult to (?:assess|evaluate)|(?:cannot|can not|could not) be (?:assessed|evaluated)|not (?:well )?(?:assessed|evaluated|seen|visualized)|"
-        r"obscur(?:ed|es|ing)|exaggerated|accentuated|magnified|(?:may|might|could) be (?:mildly |slightly )?(?:enlarged|increased|widened|prominent)|"
-        r"possibl[ey] (?:mildly |slightly )?(?:enlarged|widened)|questionabl[ey] (?:enlarged|widened)|stable|unchanged|no (?:significant |substantial |interval )?change|similar|grossly stable|not changed|"
+        r"(?:(?:at )?(?:the )?(?:top|upper|high)[- ]normal|(?:at )?(?:the )?upper limits?(?: of)?(?: normal)?|normal|borderline) "
+        r"(?:to|or) (?:borderline |mildly |slightly |minimally )?(?:enlarged|large|increased|enlargement)|"
+        r"borderline|equivocal|difficult to (?:assess|evaluate)|(?:cannot|can not|could not) be (?:assessed|evaluated)|"
+        r"not (?:well )?(?:assessed|evaluated|seen|visualized)|obscur(?:ed|es|ing)|exaggerated|accentuated|magnified|"
+        r"(?:may|might|could) be (?:mildly |slightly )?(?:enlarged|increased|widened|prominent)|"
+        r"possibl[ey] (?:mildly |slightly )?(?:enlarged|widened)|questionabl[ey] (?:enlarged|widened)|"
         r"limited evaluation|poorly (?:assessed|evaluated|seen)",
         -1,
     ),
     # negative
     (
         r"not (?:be )?(?:significantly |substantially |appreciably )?(?:enlarged|increased|widened|large)|"
-        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|upper limits? of normal|upper range of normal|within normal limits|within the normal range|unremarkable|normal size|normal-sized|normally sized|"
-        r"normal in (?:size|contour|configuration)|not abnormal|wnl|small|unremarkable)",
+        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|upper limits? of normal|upper range of normal|within normal limits|"
+        r"within the normal range|within (?:the )?limits of normal|unremarkable|normal size|normal-sized|normally sized|"
+        r"normal in (?:size|contour|configuration)|not abnormal|wnl|small)",
         0,
     ),
     # positive
     (
-        r"enlarg(?:ed|ement|ing)|large|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|dilat(?:ed|ation)|massive(?:ly)?|globular|"
-        r"abnormal|bulging|(?:mildly|moderately|markedly|severely) (?:enlarged|increased)",
+        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|"
+        r"dilat(?:ed|ation)|massive(?:ly)?|globular|abnormal|bulging",
         1,
     ),
 ]
@@ -222,6 +239,19 @@ EFFUSION_ANGLE_CUES: list[tuple[str, int]] = [
     (r"blunt(?:ed|ing)?|obscured|not (?:well )?(?:seen|visualized)|excluded from|cut off", -1),
 ]
 """Cues for "costophrenic angle" mentions: "sharp costophrenic angles" is a negative Pleural Effusion."""
+
+VESSEL_CUES: list[tuple[str, int]] = [
+    (
+        r"normal|within normal limits|within (?:the )?limits of normal|unremarkable|not (?:engorged|congested|prominent|increased)",
+        0,
+    ),
+    (
+        r"prominen(?:t|ce)|increased|engorge(?:d|ment)|congest(?:ed|ion)|indistinct(?:ness)?|cephaliz(?:ed|ation)|"
+        r"redistribut(?:ed|ion)|distended|plethor(?:a|ic)|hazy|blurr(?:ed|ing)|enlarged|upper zone",
+        1,
+    ),
+]
+"""Cues for vessel mentions: engorged or prominent vessels are an uncertain Edema; normal ones say nothing."""
 
 # Phrases that contain a negation word but do not negate the finding that follows ("no change in the
 # moderate effusion"): masked before any cue is searched. NegEx calls these pseudo-negations.
@@ -236,7 +266,7 @@ PSEUDO_NEGATIONS = (
 
 # Negation cues before the mention (scope: to the mention, inside the clause).
 PRE_NEGATIONS = (
-    r"no|not|without|free of|negative for|absence of|absent|lack of|resolution of|resolved|resolving of|clearing of|cleared of|"
+    r"no|not|without|free of|clear of|negative for|absence of|absent|lack of|resolution of|resolved|resolving of|clearing of|cleared of|"
     r"removal of|removed|interval removal of|status post removal of|s/p removal of|rule out|ruled out|r/o|"
     r"history of|h/o|nor|neither|none|never|denies|deny|"
     r"no (?:radiographic |definite |obvious |convincing |focal |evidence |signs? |findings? )+(?:of|for|to suggest)?|"
@@ -253,7 +283,7 @@ POST_NEGATIONS = (
     r"been withdrawn|been discontinued|been resolved)|"
     r"(?:is|are|was|were|has been|have been) (?:now )?(?:removed|withdrawn|discontinued|absent|resolved|gone)|removed|"
     r"(?:is|are|appears?|remains?|seems?) (?:otherwise )?(?:normal|unremarkable|within normal limits|negative|clear)|"
-    r"within normal limits|(?:is|are) no longer|absent|resolved|negative|removal"
+    r"within normal limits|within (?:the )?(?:limits of normal|normal range)|(?:is|are) no longer|absent|resolved|negative|removal"
 )
 
 # Uncertainty that already contains a negation word ("cannot be excluded"): checked before negation.
@@ -311,7 +341,7 @@ CLAUSE_BREAKS = (
 # After ", " or " and " or " with ", one of these starts a new noun phrase or clause, so the scope of a
 # pre-negation ends ("no effusion, and moderate cardiomegaly").
 NEW_PHRASE_STARTS = (
-    r"there|the|a|an|this|these|which|mild|mildly|moderate|moderately|small|large|severe|trace|tiny|minimal|minimally|"
+    r"there|the|a|an|this|these|which|mild|mildly|moderate|moderately|small|severe|trace|tiny|minimal|minimally|"
     r"stable|persistent|persisting|new|newly|increased|increasing|decreased|decreasing|worsened|worsening|improved|improving|"
     r"unchanged|residual|slight|slightly|marked|markedly|extensive|known|chronic|old|healed|healing|prominent|"
     r"enlarged|interval|again|redemonstrat\w*|continued|re-demonstrat\w*|bibasilar|is|are|was|were|has|have|remains?"
@@ -406,7 +436,7 @@ POST_GAP_WORDS = frozenset(
 # and pneumothorax is not seen").
 VERBS = (
     r"is|are|was|were|has|have|had|remains?|remained|appears?|seems?|persists?|demonstrates?|shows?|"
-    r"noted|seen|identified|present|persisting|measures?|measuring|projects?|terminates?|extends?"
+    r"persisting|measures?|measuring|projects?|terminates?|extends?"
 )
 
 SECTION_HEADERS_SKIPPED = (

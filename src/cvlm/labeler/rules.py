@@ -74,6 +74,13 @@ _NEGATED_SUGGESTION = re.compile(
     r"(?<![\w-])(?:no|without|not)(?![\w-])[^;:]*?(?<![\w-])(to suggest|to indicate|suggestive of|suggesting|"
     r"to explain|concerning for|suspicious for|worrisome for|to account for)(?![\w-])"
 )
+# Verbs right after a cue belong to it ("does not appear to be a hydropneumothorax"); they do not end
+# its scope the way a verb after the next noun does ("no pneumothorax is seen, effusion ...").
+_LEAD_VERBS = re.compile(
+    r"(?:\s*(?:appears?|seems?|to|be|is|are|there|definitely|clearly|shows?|demonstrates?|reveals?|identify|"
+    r"see|seen|evident|present|any|significant|definite|convincing|been|have|has|identified|noted))*"
+)
+_CUE_TABLE = {"Pleural Effusion": "angle", "Edema": "vessel"}
 _QUESTION = re.compile(r"\?")
 _SPACE = re.compile(r"\s+")
 _PREPOSITION_BEFORE = re.compile(
@@ -139,10 +146,12 @@ class RuleLabeler:
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
         )
         self._cues = {
-            "size": [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in P.SIZE_CUES],
-            "angle": [
-                (re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in P.EFFUSION_ANGLE_CUES
-            ],
+            name: [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in table]
+            for name, table in (
+                ("size", P.SIZE_CUES),
+                ("angle", P.EFFUSION_ANGLE_CUES),
+                ("vessel", P.VESSEL_CUES),
+            )
         }
         self._skipped_headers = set(P.SECTION_HEADERS_SKIPPED)
 
@@ -225,7 +234,9 @@ class RuleLabeler:
 
             def before(cues: list[tuple[int, int]], soft: re.Pattern[str], lo=lo, start=start) -> bool:
                 return any(
-                    lo <= a and b <= start and not soft.search(masked, b, start) for a, b in cues if a >= lo
+                    b <= start and not soft.search(masked, _LEAD_VERBS.match(masked, b, start).end(), start)
+                    for a, b in cues
+                    if a >= lo
                 )
 
             def after(cues: list[tuple[int, int]], end=end, hi=hi) -> bool:
@@ -280,7 +291,7 @@ class RuleLabeler:
 
     def _neutral_value(self, cls: str, s: str, start: int, end: int, lo: int, hi: int) -> int | None:
         """Decide a neutral mention ("heart size") from the description next to it, or None."""
-        table = self._cues["angle" if cls == "Pleural Effusion" else "size"]
+        table = self._cues[_CUE_TABLE.get(cls, "size")]
         head = s[max(lo, start - 40) : start]
         # "behind the heart", "over the mediastinum": the structure is a landmark, not the subject.
         if _PREPOSITION_BEFORE.search(head) and not any(r.search(head) for r, _ in table):
@@ -297,14 +308,20 @@ class RuleLabeler:
                     distance = len(words)
                 elif m.start() >= end:  # a predicate: "heart size is mildly enlarged"
                     words = _WORD.findall(s[end : m.start()])
-                    if len(words) > 10 or any(w not in _NEUTRAL_GAP for w in words):
+                    if len(words) > 10 or any(
+                        w not in _NEUTRAL_GAP and not w.endswith("ly") and w != "xxxx" for w in words
+                    ):
                         continue
                     distance = len(words)
                 else:
                     continue
                 if best is None or distance < best[0]:
                     best = (distance, value)
-        return None if best is None else best[1]
+        if best is None:
+            return None
+        if cls == "Edema":  # vessels: prominent is an uncertain edema, normal says nothing about edema
+            return UNCERTAIN if best[1] != NEGATIVE else None
+        return best[1]
 
     def _aggregate(self, found: dict[str, list[int]]) -> Labels:
         """Per class: positive beats uncertain beats negative (CheXpert); then No Finding."""
@@ -338,6 +355,6 @@ _NEUTRAL_GAP_WORDS = (
     "vasculature vascularity hila aortic knob structures configuration mediastinum cardiomediastinum which "
     "has have unchanged a bit somewhat costophrenic angles angle sulci bilateral left right posterior "
     "lateral "
-    "lungs lung osseous bony structures"
+    "lungs lung osseous bony structures stable unchanged similar grossly appearance size"
 )
 _NEUTRAL_GAP = frozenset(_NEUTRAL_GAP_WORDS.split())
