@@ -101,7 +101,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     # ---------------------------------------------------------------------------- Consolidation
     (
-        r"pulmonary (?:arterial |artery )?hypertension|pulmonary arter(?:y|ies)|pulmonary outflow",
+        r"pulmonary (?:arterial |artery )?hypertension|(?:enlarged|prominent|dilated) (?:central )?pulmonary arter(?:y|ies)|pulmonary outflow",
         {OTHER: PLAIN},
     ),
     # The vessels' description decides: engorged or prominent vessels are an uncertain Edema (CheXpert).
@@ -118,7 +118,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     # ---------------------------------------------------------------------------- Atelectasis
     (
-        r"atelecta(?:sis|ses|tic)|atelectsis|atelactasis|atelectais|collapsed? (?:of (?:the )?)?(?:right |left )?(?:upper |middle |lower )?(?:lobe|lung)|lobar collapse|(?:lung|lobe|lobar) collapse|volume loss|subsegmental collapse",
+        r"atelecta(?:sis|ses|tic)|atelectsis|atelactasis|atelectais|collapsed? (?:of (?:the )?)?(?:right |left )?(?:upper |middle |lower )?(?:lobe|lung)|lobar collapse|(?:lung|lobe|lobar) collapse|volume loss|loss of (?:lung |lobar )?volume|subsegmental collapse",
         {"Atelectasis": PLAIN},
     ),
     (r"collapse(?! of the vertebra| fracture)", {"Atelectasis": PLAIN}),
@@ -135,7 +135,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     # Blunting alone may be a small effusion or pleural thickening. CheXpert: not a mention.
     (
-        r"blunt(?:ing|ed)? (?:of )?(?:the )?(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus|recess(?:es)?)|"
+        r"blunt(?:ing|ed)? (?:of )?(?:the )?(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus|recess(?:es)?|xxxx)|"
         r"(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus) (?:are |is )?(?:mildly |minimally |slightly )?blunt(?:ed|ing)?",
         {"Pleural Effusion": UNCERTAIN_KIND},
     ),
@@ -173,7 +173,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"ett|ngt|ogt|tubes?|trach|tracheostomy|catheters?|picc|piccs|port-a-cath|portacath|port|mediport|"
         r"(?:(?:central|venous|arterial|picc|midline|ij|jugular|subclavian|femoral|dialysis|hemodialysis|port|catheter|pa|support|"
         r"monitoring|sided|lumen|tunneled|tunnelled|access|swan-ganz|swan ganz|groin) )+lines?|lines?(?= and tubes)|line tip|"
-        r"swan[- ]ganz|swan|cordis|introducer|sheath|"
+        r"swan[- ]ganz|swan|pulmonary arter(?:y|ial) catheter|pa catheter|cordis|introducer|sheath|"
         r"pacemaker|pacer|(?:pacer|pacemaker|pacing|icd|aicd|epicardial|transvenous|ventricular|atrial|rv|ra|lv|defibrillator|ekg|ecg) (?:leads?|wires?)|"
         r"icd|aicd|defibrillator|defib|loop recorder|guide ?wires?|"
         r"(?:prosthetic|mechanical|bioprosthetic|porcine|artificial) (?:aortic |mitral |tricuspid |pulmonic |pulmonary )?valves?|"
@@ -220,7 +220,7 @@ SIZE_CUES: list[tuple[str, int]] = [
     # negative
     (
         r"not (?:be )?(?:significantly |substantially |appreciably )?(?:enlarged|increased|widened|large)|"
-        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|upper limits? of normal|upper range of normal|within normal limits|"
+        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|(?:upper|top|high) limits? of normal|upper range of normal|within normal limits|"
         r"within the normal range|within (?:the )?limits of normal|unremarkable|normal size|normal-sized|normally sized|"
         r"normal in (?:size|contour|configuration)|not abnormal|wnl|small)",
         0,
@@ -262,6 +262,13 @@ PSEUDO_NEGATIONS = (
     r"without (?:significant |substantial |appreciable |interval )?(?:change|interval change|progression)|"
     r"not only|no longer (?:requires|needed)|previously (?:seen|noted|described|demonstrated|identified|visualized)|gram[- ]negative|not been (?:changed|adjusted)|"
     r"(?:cannot|can not|can't|could not) be (?:assessed|evaluated|seen|visualized)"
+)
+
+# A clause that speaks about radiography in general, not about this patient ("fractures may not be
+# visible on radiographs", "CT is more sensitive for small nodules"): its mentions are not mentions.
+GENERIC_STATEMENTS = (
+    r"(?:more |less |most )?sensitive (?:in|for|to)|"
+    r"(?:may|might|can|could|are often|is often|are frequently|is frequently) not be (?:demonstrated|seen|visible|apparent|detected|evident)"
 )
 
 # Negation cues before the mention (scope: to the mention, inside the clause).
@@ -351,6 +358,45 @@ NEW_PHRASE_STARTS = (
 # seen", "the tube, previously seen, has been removed"); any other word means the cue has another subject.
 POST_GAP_WORDS = frozenset(
     [
+        "in",
+        "at",
+        "within",
+        "mid",
+        "base",
+        "bases",
+        "apex",
+        "apices",
+        "lingula",
+        "lingular",
+        "hemithorax",
+        "zone",
+        "zones",
+        "region",
+        "segment",
+        "segments",
+        "perihilar",
+        "retrocardiac",
+        "along",
+        "near",
+        "into",
+        "over",
+        "projecting",
+        "posterior",
+        "anterior",
+        "medial",
+        "superior",
+        "inferior",
+        "lateral",
+        "lobar",
+        "basilar",
+        "bibasilar",
+        "apical",
+        "appear",
+        "appears",
+        "seem",
+        "seems",
+        "remain",
+        "remains",
         "and",
         "or",
         "the",

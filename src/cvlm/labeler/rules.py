@@ -137,6 +137,7 @@ class RuleLabeler:
         self._adj_unc = re.compile(r"(?:(?<![\w/-])(?:or|versus|vs\.?|v\.s\.|and/or)(?![\w/-])|\?)")
         self._post_unc = _cue_regex(P.POST_UNCERTAINTY)
         self._hedge = re.compile(P.TECHNICAL_HEDGE)
+        self._generic = _cue_regex(P.GENERIC_STATEMENTS)
         self._breaks = re.compile(r"[;:]|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
         self._soft_break = re.compile(
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
@@ -223,6 +224,7 @@ class RuleLabeler:
         post_unc = [m.span() for m in self._post_unc.finditer(unmasked)]
         post_unc += [m.span() for m in _QUESTION.finditer(unmasked)]  # "pneumonia?" (no word boundary)
         hedges = [m.start() for m in self._hedge.finditer(unmasked)]
+        generic = [m.start() for m in self._generic.finditer(s)]
         spans = [m.span() for m in mentions]
 
         out = []
@@ -231,6 +233,8 @@ class RuleLabeler:
             start, end = mention.span()
             lo = clause_edges[bisect.bisect_right(clause_edges, start) - 1]
             hi = clause_edges[bisect.bisect_left(clause_edges, end)]
+            if any(lo <= g < hi for g in generic):
+                continue
 
             def before(cues: list[tuple[int, int]], soft: re.Pattern[str], lo=lo, start=start) -> bool:
                 return any(
