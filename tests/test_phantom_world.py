@@ -480,3 +480,11 @@ def test_an_interrupted_world_resumes_to_the_same_bytes(world: Path, tmp_path: P
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     for rel in files:
         assert (world / rel).read_bytes() == (out / rel).read_bytes(), rel
+
+
+def test_contact_sheet_is_drawn(world: Path, tmp_path: Path) -> None:
+    from cvlm.phantoms.sheet import world_contact_sheet
+
+    out = world_contact_sheet(world, tmp_path / "sheet.png", n=3)
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 300

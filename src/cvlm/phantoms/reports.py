@@ -27,8 +27,8 @@ import numpy as np
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN, Labels
 from cvlm.phantoms.case import Case, FindingInstance
 
-UNCERTAIN_RATE = 0.08
-"""Share of present (hedgeable) findings written with uncertainty (label -1)."""
+UNCERTAIN_RATE = 0.15
+"""Share of present, mild findings written with uncertainty (label -1); about 7% of all present ones."""
 
 CANNOT_EXCLUDE_PNEUMONIA_RATE = 0.15
 """Share of studies with opacity, consolidation or atelectasis but no pneumonia whose report still says
@@ -591,7 +591,12 @@ def compose_report(case: Case, rng: np.random.Generator) -> PhantomReport:
         >>> report.labels["No Finding"]
         1
     """
-    hedged = {f.name for f in case.findings if f.name in _HEDGEABLE and rng.random() < UNCERTAIN_RATE}
+    # Radiologists hedge subtle findings: only mild (or ungraded) ones are written as uncertain.
+    hedged = {
+        f.name
+        for f in case.findings
+        if f.name in _HEDGEABLE and f.severity in (None, "mild") and rng.random() < UNCERTAIN_RATE
+    }
     combined, covered = _combined_sentence(case, hedged, rng)
     stated = [combined] if combined else []
     stated += [
