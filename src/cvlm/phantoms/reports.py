@@ -7,7 +7,9 @@ al. 2019, as used for ``mimic-cxr-2.0.0-chexpert.csv``):
 * a finding written plainly ("Small left pleural effusion.") is ``1``; hedged ("may represent
   atelectasis", "cannot be excluded", "possible") is ``-1``; negated ("No pneumothorax.", "Heart size is
   normal.") is ``0``; not mentioned is ``None``;
-* "The cardiomediastinal silhouette is normal" negates both Cardiomegaly and Enlarged Cardiomediastinum;
+* "The cardiomediastinal silhouette is normal" negates Enlarged Cardiomediastinum only (it names no
+  Cardiomegaly mention: heart size, cardiac silhouette, ...), "Heart size and mediastinal contours are
+  normal" negates both;
   "The lungs are clear" and "No acute cardiopulmonary process" state no label of their own;
 * No Finding is ``1`` when no abnormality other than Support Devices is ``1`` or ``-1``, else ``None``.
 
@@ -456,9 +458,8 @@ _NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (
         ("Cardiomegaly", "Enlarged Cardiomediastinum"),
         (
-            "The cardiomediastinal silhouette is normal.",
-            "The cardiomediastinal silhouette is within normal limits.",
             "Heart size and mediastinal contours are normal.",
+            "Heart size and mediastinum are within normal limits.",
         ),
     ),
     (("Pneumothorax",), ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen.")),
@@ -492,6 +493,9 @@ _NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "The mediastinal contours are normal.",
             "Mediastinal contours are within normal limits.",
             "The mediastinum is not widened.",
+            # CheXpert's Cardiomegaly mentions (heart size, cardiac silhouette, ...) do not match this one.
+            "The cardiomediastinal silhouette is normal.",
+            "The cardiomediastinal silhouette is within normal limits.",
         ),
     ),
 )
@@ -572,7 +576,11 @@ def _section_key(sentence: Sentence) -> int:
 def _format(title: str, body: str, width: int = 79) -> list[str]:
     lines = [f" {title}", " "] if body else [f" {title}"]
     for paragraph in body.split("\n"):
-        lines.extend(textwrap.wrap(paragraph, width=width, initial_indent=" ", subsequent_indent=" "))
+        lines.extend(
+            textwrap.wrap(
+                paragraph, width=width, initial_indent=" ", subsequent_indent=" ", break_on_hyphens=False
+            )
+        )
     return lines
 
 
