@@ -161,7 +161,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"opacit(?:y|ies)|opacificat(?:ion|ions)|opacified|opaque lung|airspace (?:disease|process|densit(?:y|ies))|air-space disease|air space (?:disease|process)|"
         r"infiltrat(?:e|es|ion|ive)|interstitial (?:markings?|pattern|lung disease|abnormalit(?:y|ies)|changes?|process|prominence|thickening)|"
         r"reticular (?:pattern|markings?|opacities|changes?)|reticulation|reticulonodular|parenchymal scarring|scar(?:ring|s)?|"
-        r"peribronchial thickening|bronchial wall thickening|wall thickening|haz(?:iness|y)|ground[- ]glass|increased densit(?:y|ies)|densit(?:y|ies)|"
+        r"peribronchial thickening|bronchial wall thickening|wall thickening|haz(?:iness|y)|ground[- ]glass|increased densit(?:y|ies)|(?:airspace|air space|alveolar|parenchymal|pulmonary|lung|retrocardiac|basilar|bibasilar|patchy|hazy|ill-defined|confluent|streaky|linear) densit(?:y|ies)|"
         r"decreased translucency|increased markings|"
         r"(?:increased|prominent|coarse|coarsened|crowded) (?:interstitial |lung |bronchovascular |pulmonary )markings|bronchiectasis|bronchiectatic",
         {"Lung Opacity": PLAIN},
