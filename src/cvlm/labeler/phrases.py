@@ -78,6 +78,12 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         {"Lung Lesion": PLAIN},
     ),
     (
+        r"(?:thyroid|breast|soft tissue|chest wall|neck|(?:anterior |posterior |superior |middle )?mediastinal|pericardial|pleural|paratracheal) (?:mass(?:es)?|lesions?)|"
+        r"(?:old|prior|previous|remote|healed) (?:granulomatous )?(?:infection|disease)|granulomatous (?:infection|disease|process)|"
+        r"breast (?:implants?|prosthes[ie]s|augmentation)",
+        {OTHER: PLAIN},
+    ),
+    (
         r"masses|mass(?!ive| effect)|mass-like|masslike|lump|tumou?rs?|neoplasms?|carcinomas?|malignanc(?:y|ies)",
         {"Lung Lesion": PLAIN},
     ),
@@ -123,8 +129,9 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     (r"collapse(?! of the vertebra| fracture)", {"Atelectasis": PLAIN}),
     # ---------------------------------------------------------------------------- Pneumothorax
+    (r"(?:hydro|hemo)pneumothora(?:x|ces)", {"Pneumothorax": PLAIN, "Pleural Effusion": PLAIN}),
     (
-        r"(?:hydro|hemo)?pneumothora(?:x|ces)|pneumothoraxes|ptx|pnuemothorax|pneumothroax",
+        r"pleural air(?: collections?)?|pneumothora(?:x|ces)|pneumothoraxes|ptx|pnuemothorax|pneumothroax",
         {"Pneumothorax": PLAIN},
     ),
     # ---------------------------------------------------------------------------- Pleural Effusion
@@ -147,6 +154,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"pleuro-?pericardial scar(?:ring)?",
         {"Pleural Other": PLAIN},
     ),
+    (r"cystic fibrosis", {OTHER: PLAIN}),
     # CheXpert counts "fibrosis" as Pleural Other.
     (
         r"(?:pulmonary |interstitial )?fibros(?:is|ing)|fibrotic (?:changes?|lung disease)",
