@@ -8,17 +8,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from labeler_eval import load_corpus, macro, negex_baseline, score
+from labeler_eval import CORPUS, HELDOUT, load_corpus, macro, negex_baseline, score
 
 from cvlm.labeler import RuleLabeler
 
 
 def main() -> None:
-    items = load_corpus()
+    for path in (CORPUS, HELDOUT):
+        report(path)
+        print()
+
+
+def report(path: Path) -> None:
+    items = load_corpus(path)
     texts, truth = [t for t, _ in items], [lab for _, lab in items]
     ours = score(RuleLabeler().label(texts), truth)
     base = score([negex_baseline(t) for t in texts], truth)
-    print(f"corpus: {len(items)} items (tests/data/labeler_corpus.txt)")
+    print(f"{path.name}: {len(items)} items")
     header = (
         f"{'class':28s} {'n':>4s}  {'pos-F1 rules':>12s} {'NegEx':>6s}  {'exact rules':>11s} {'NegEx':>6s}"
     )

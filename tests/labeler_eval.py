@@ -10,6 +10,7 @@ from pathlib import Path
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, NO_FINDING
 
 CORPUS = Path(__file__).parent / "data" / "labeler_corpus.txt"
+HELDOUT = Path(__file__).parent / "data" / "labeler_heldout.txt"
 CODES = {
     "EC": "Enlarged Cardiomediastinum",
     "CM": "Cardiomegaly",

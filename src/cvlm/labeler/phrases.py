@@ -187,7 +187,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:prosthetic|mechanical|bioprosthetic|porcine|artificial) (?:aortic |mitral |tricuspid |pulmonic |pulmonary )?valves?|"
         r"(?:spinal |nerve |vagal |vagus |neuro|cardiac |deep brain )?stimulators?|(?:pacemaker |pacer |icd |aicd |battery |pulse )?generators?|"
         r"(?:external |cardiac |ekg |ecg )?monitor(?:ing)? leads?|(?:with|and) (?:two|three|2|3|dual|single|biventricular) leads|"
-        r"tips|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
+        r"tips|(?:ivc|greenfield|vena cava) filter|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
         r"stents?|coils?|drains?|cannulas?|ecmo|impella|lvad|balloon pump|iabp|"
         r"hardware|plates?(?![- ]?like)|screws?|rods?|arthroplast(?:y|ies)|prosthes[ie]s|spinal fusion|"
         r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?|(?:median )?(?:sternotomy|sternal) (?:wires?|sutures?)",
@@ -235,7 +235,7 @@ SIZE_CUES: list[tuple[str, int]] = [
     ),
     # positive
     (
-        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|"
+        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|wide|prominen(?:t|ce)|cardiomegaly|"
         r"dilat(?:ed|ation)|massive(?:ly)?|globular|abnormal|bulging",
         1,
     ),
@@ -316,7 +316,7 @@ PRE_NEGATION_UNCERTAINTY = (
 PRE_UNCERTAINTY = (
     r"may|might|could|would|possible|possibly|probable|probably|likely|unlikely|presumed|presumably|presumptive|"
     r"questionable|questionably|question of|suspicious|suspected|suspect|suspicion|concerning|concern|worrisome|worry|"
-    r"suggestive|suggesting|suggests?|suggestion|compatible with|consider|considered|considering|differential|"
+    r"suggestive|suggesting|suggests?|suggestion|consider|considered|considering|differential|"
     r"equivocal|indeterminate|uncertain|unclear|borderline|apparent|raising the possibility|possibility|potential(?:ly)?|atypical|"
     r"evaluate for|assess for|to evaluate|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
     r"cannot|can not|can't"
