@@ -153,6 +153,11 @@ def test_pseudo_negations_leave_the_finding_positive(text):
     check(text, Pleural_Effusion=1)
 
 
+def test_slashes_in_abbreviations_are_not_alternatives():
+    check("S/p chest tube removal.", Support_Devices=0)
+    check("Pleural effusions, if any, are small.", Pleural_Effusion=-1)
+
+
 def test_removed_devices_are_negative():
     check("The endotracheal tube has been removed.", Support_Devices=0)
     check("Interval removal of the right PICC line.", Support_Devices=0)
@@ -186,6 +191,8 @@ def test_removed_devices_are_negative():
         "Atelectasis vs pneumonia.",
         "Atelectasis or pneumonia.",
         "Atelectasis and/or pneumonia.",
+        "Atelectasis/pneumonia.",
+        "Increased opacity could reflect atelectasis, though pneumonia should be considered.",
     ],
 )
 def test_uncertainty_cues(text):

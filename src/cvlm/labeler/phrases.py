@@ -196,7 +196,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     # ---------------------------------------------------------------------------- other abnormalities
     # CheXpert's No Finding list: abnormalities outside the 13 classes.
     (
-        r"emphysema(?:tous)?|copd|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
+        r"emphysema(?:tous)?|copd|ards|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
         r"(?:hemi)?diaphragm(?:atic)? elevation|elevat(?:ed|ion of the) (?:right |left )?(?:hemi)?diaphragm|elevation|eventration|"
         r"scoliosis|kyphosis|kyphotic|degenerat(?:ive|ion)|osteophyt(?:es|osis)|spondylosis|calcifi(?:ed|cation|cations|c)|atherosclero(?:sis|tic)|"
         r"tortuo(?:us|sity)|unfolding of the (?:thoracic )?aorta|unfolded|ectatic|aneurysm(?:al)?|aortic (?:disease|enlargement|dilatation)|"
@@ -335,6 +335,7 @@ POST_UNCERTAINTY = (
     r"not excluded|not ruled out|difficult to (?:exclude|assess|evaluate)|(?:partially |partly )?obscured)|"
     r"(?:may|might|could) (?:also |still )?(?:be present|be seen|exist|be noted|be developing|be superimposed|be obscured|"
     r"be contributing|contribute|coexist|be included)|"
+    r"(?:should|must|could|would|may) (?:also )?be (?:considered|excluded|ruled out)|if (?:any|present)|"
     r"\?|or|versus|vs\.?|and/or|(?:partially |partly )?obscured"
 )
 

@@ -82,6 +82,9 @@ _LEAD_VERBS = re.compile(
 )
 _CUE_TABLE = {"Pleural Effusion": "angle", "Edema": "vessel"}
 _QUESTION = re.compile(r"\?")
+# "atelectasis/consolidation": a slash between two words of three letters or more reads as "or" (not
+# "r/o" or "s/p").
+_SLASH = re.compile(r"(?<=[a-z]{3})/(?=[a-z]{3})")
 _SPACE = re.compile(r"\s+")
 _PREPOSITION_BEFORE = re.compile(
     r"(?:behind|over|overlying|of|to|through|beyond|along|near|with|at|into|projecting over|obscuring|"
@@ -220,9 +223,10 @@ class RuleLabeler:
         pre_neg += [m.span(1) for m in _NEGATED_SUGGESTION.finditer(unmasked)]
         post_neg = [m.span() for m in self._post_neg.finditer(unmasked)]
         pre_unc = [m.span() for m in self._pre_unc.finditer(unmasked)]
-        adj_unc = [m.span() for m in self._adj_unc.finditer(unmasked)]
+        slashes = [m.span() for m in _SLASH.finditer(unmasked)]
+        adj_unc = [m.span() for m in self._adj_unc.finditer(unmasked)] + slashes
         post_unc = [m.span() for m in self._post_unc.finditer(unmasked)]
-        post_unc += [m.span() for m in _QUESTION.finditer(unmasked)]  # "pneumonia?" (no word boundary)
+        post_unc += [m.span() for m in _QUESTION.finditer(unmasked)] + slashes  # no word boundary
         hedges = [m.start() for m in self._hedge.finditer(unmasked)]
         generic = [m.start() for m in self._generic.finditer(s)]
         spans = [m.span() for m in mentions]
