@@ -196,7 +196,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     # ---------------------------------------------------------------------------- other abnormalities
     # CheXpert's No Finding list: abnormalities outside the 13 classes.
     (
-        r"emphysema(?:tous)?|copd|ards|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
+        r"emphysema(?:tous)?|copd|ards|densit(?:y|ies)|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
         r"(?:hemi)?diaphragm(?:atic)? elevation|elevat(?:ed|ion of the) (?:right |left )?(?:hemi)?diaphragm|elevation|eventration|"
         r"scoliosis|kyphosis|kyphotic|degenerat(?:ive|ion)|osteophyt(?:es|osis)|spondylosis|calcifi(?:ed|cation|cations|c)|atherosclero(?:sis|tic)|"
         r"tortuo(?:us|sity)|unfolding of the (?:thoracic )?aorta|unfolded|ectatic|aneurysm(?:al)?|aortic (?:disease|enlargement|dilatation)|"
