@@ -137,6 +137,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     # ---------------------------------------------------------------------------- Pleural Effusion
     (r"(?:pericardial|joint|knee|shoulder) effusions?", {OTHER: PLAIN}),
     (
+        r"fluid (?:in|within|at|along|layering in) the (?:right |left |bilateral |posterior |lateral )*(?:costophrenic|cp|pleural) (?:angles?|sulci|sulcus|recess(?:es)?|spaces?)|"
         r"(?:pleural )?effusions?|effusoin|pleural fluid|hydrothorax|hemothorax|fluid (?:in|within|tracking (?:into|along)) the (?:minor |major |right |left )*fissure|layering fluid|loculated fluid",
         {"Pleural Effusion": PLAIN},
     ),
@@ -235,7 +236,7 @@ SIZE_CUES: list[tuple[str, int]] = [
     ),
     # positive
     (
-        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|wide|prominen(?:t|ce)|cardiomegaly|"
+        r"enlarg(?:ed|ement|ing)|large|larger|increase|increas(?:ed|ing)|widen(?:ed|ing)|wide|wider|prominen(?:t|ce)|cardiomegaly|"
         r"dilat(?:ed|ation)|massive(?:ly)?|globular|abnormal|bulging",
         1,
     ),
@@ -318,7 +319,7 @@ PRE_UNCERTAINTY = (
     r"questionable|questionably|question of|suspicious|suspected|suspect|suspicion|concerning|concern|worrisome|worry|"
     r"suggestive|suggesting|suggests?|suggestion|consider|considered|considering|differential|"
     r"equivocal|indeterminate|uncertain|unclear|borderline|apparent|raising the possibility|possibility|potential(?:ly)?|atypical|"
-    r"evaluate for|assess for|to evaluate|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
+    r"evaluate for|assess for|to evaluate|evaluation for|assessment for|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
     r"cannot|can not|can't"
 )
 

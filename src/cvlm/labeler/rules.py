@@ -82,6 +82,11 @@ _LEAD_VERBS = re.compile(
 )
 _CUE_TABLE = {"Pleural Effusion": "angle", "Edema": "vessel"}
 _QUESTION = re.compile(r"\?")
+# Rib numbers and the like between a finding and its cue ("a fracture of the right fifth rib is suspected").
+_ORDINAL = re.compile(
+    r"\d+(?:st|nd|rd|th)?|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|"
+    r"ribs?|clavicles?|scapula|vertebral?|body|bodies|[tl]\d+"
+)
 # "atelectasis/consolidation": a slash between two words of three letters or more reads as "or" (not
 # "r/o" or "s/p").
 _SLASH = re.compile(r"(?<=[a-z]{3})/(?=[a-z]{3})")
@@ -295,7 +300,7 @@ class RuleLabeler:
         for a, b in spans:  # other mentions in a list ("effusion or pneumothorax is not seen")
             if a >= end and b <= cue_start:
                 gap = gap.replace(s[a:b], " ", 1)
-        return all(w in P.POST_GAP_WORDS for w in _WORD.findall(gap))
+        return all(w in P.POST_GAP_WORDS or _ORDINAL.fullmatch(w) for w in _WORD.findall(gap))
 
     def _neutral_value(self, cls: str, s: str, start: int, end: int, lo: int, hi: int) -> int | None:
         """Decide a neutral mention ("heart size") from the description next to it, or None."""
