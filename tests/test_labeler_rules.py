@@ -287,6 +287,14 @@ def test_sections_that_do_not_describe_the_image_are_skipped():
     check(report, Pneumonia=None, Pleural_Effusion=0, No_Finding=1)
 
 
+def test_structured_lines_keep_their_subject():
+    check(
+        "Heart: mildly enlarged.\nLungs: clear.\nPleura: small left effusion.",
+        Cardiomegaly=1,
+        Pleural_Effusion=1,
+    )
+
+
 def test_numbered_impression_items_are_sentences():
     check("IMPRESSION:\n1. Moderate cardiomegaly.\n2. No pneumothorax.", Cardiomegaly=1, Pneumothorax=0)
 

@@ -517,3 +517,21 @@ SECTION_HEADERS_SKIPPED = (
     "referring physician",
 )
 """Report sections that do not describe the image (MIMIC-CXR headers); their text is not labeled."""
+
+SECTION_HEADERS_KEPT = (
+    "findings",
+    "impression",
+    "impressions",
+    "conclusion",
+    "conclusions",
+    "opinion",
+    "final report",
+    "report",
+    "wet read",
+    "addendum",
+    "recommendation",
+    "recommendations",
+    "summary",
+    "chest",
+)
+"""Section headers whose text is labeled; the header word itself is dropped."""

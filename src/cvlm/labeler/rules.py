@@ -146,7 +146,7 @@ class RuleLabeler:
         self._post_unc = _cue_regex(P.POST_UNCERTAINTY)
         self._hedge = re.compile(P.TECHNICAL_HEDGE)
         self._generic = _cue_regex(P.GENERIC_STATEMENTS)
-        self._breaks = re.compile(r"[;:]|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
+        self._breaks = re.compile(r";|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
         self._soft_break = re.compile(
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
             r"|(?<![\w-])(?:" + P.VERBS + r")(?![\w-])"
@@ -202,6 +202,8 @@ class RuleLabeler:
         pieces, keep, last = [], True, 0
         for match in _HEADER.finditer(report):
             header = (match.group(1) or match.group(2)).strip().lower()
+            if header not in self._skipped_headers and header not in P.SECTION_HEADERS_KEPT:
+                continue  # "Heart: mildly enlarged" is text, not a section header
             if keep:
                 pieces.append(report[last : match.start()])
             keep = header not in self._skipped_headers
