@@ -266,6 +266,8 @@ def test_no_finding_convention():
 
 def test_chf_implies_uncertain_cardiomegaly_only_when_not_negated():
     check("Findings consistent with CHF.", Edema=1, Cardiomegaly=-1)
+    check("Normal heart size without signs of failure.", Edema=0, Cardiomegaly=0)
+    check("Intubated for respiratory failure.", Edema=None, No_Finding=1)
     check("No evidence of congestive heart failure.", Edema=0, Cardiomegaly=None)
 
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 OTHER = "_other"
 """Pseudo-class: abnormalities outside the 13 classes. A positive or uncertain one makes No Finding blank."""
 
+IGNORED = "_ignored"
+"""Pseudo-class: phrases that only stop a shorter mention from matching ("respiratory failure")."""
+
 PLAIN, NEUTRAL, UNCERTAIN_KIND, IMPLIED = "plain", "neutral", "uncertain", "implied"
 
 # (pattern, {class: kind}). Longer patterns are tried first, so "nodular opacity" wins over "opacity".
@@ -65,8 +68,16 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         {"Cardiomegaly": NEUTRAL},
     ),
     (r"(?:the )?heart(?! failure| valve| rate)", {"Cardiomegaly": NEUTRAL}),
-    # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly.
-    (r"(?:congestive )?heart failure|chf|chf exacerbation", {"Edema": PLAIN, "Cardiomegaly": IMPLIED}),
+    (
+        r"(?:respiratory|renal|kidney|liver|hepatic|multiorgan|multi-organ|multisystem|graft|device) failure",
+        {IGNORED: PLAIN},
+    ),
+    # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly;
+    # a bare "failure" on a chest radiograph ("no signs of failure") is heart failure.
+    (
+        r"(?:congestive )?heart failure|chf|chf exacerbation|(?:cardiac |left ventricular )?failure",
+        {"Edema": PLAIN, "Cardiomegaly": IMPLIED},
+    ),
     # ---------------------------------------------------------------------------- Lung Lesion
     (
         r"nodular (?:densit(?:y|ies)|opacit(?:y|ies)|opacification|lesions?)",

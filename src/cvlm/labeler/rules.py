@@ -353,7 +353,7 @@ class RuleLabeler:
         abnormal = any(
             v in (POSITIVE, UNCERTAIN)
             for cls, values in found.items()
-            if cls not in ("Support Devices", NO_FINDING)
+            if cls not in ("Support Devices", NO_FINDING, P.IGNORED)
             for v in values
         )
         labels[NO_FINDING] = None if abnormal else POSITIVE
