@@ -35,8 +35,15 @@ def report(path: Path) -> None:
             f"{name:28s} {o['n_mentioned']:4d}  {o['positive_f1']:12.3f} {b['positive_f1']:6.3f}"
             f"  {o['exact']:11.3f} {b['exact']:6.3f}"
         )
-    for key in ("positive_f1", "negative_f1", "uncertain_f1", "exact"):
-        print(f"macro {key:14s} rules {macro(ours, key):.3f}   NegEx {macro(base, key):.3f}")
+    for key in (
+        "positive_f1",
+        "strict_positive_f1",
+        "negative_f1",
+        "uncertain_f1",
+        "chexbert_weighted_f1",
+        "exact",
+    ):
+        print(f"macro {key:20s} rules {macro(ours, key):.3f}   NegEx {macro(base, key):.3f}")
 
 
 if __name__ == "__main__":
