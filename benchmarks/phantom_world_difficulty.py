@@ -2,8 +2,10 @@
 
 DESIGN.md section 2: a linear model on 16x16 downsampled pixels should *not* detect the subtle findings
 (nodule, fracture, small pneumothorax, mild cardiomegaly) almost perfectly; if it does, the world is too
-easy. Trains one L2-regularised logistic regression per finding on the train split (labels: finding in
-the image, from truth.jsonl) and reports the ROC AUC on validate + test, overall and for mild cases.
+easy. Unlike :func:`cvlm.phantoms.difficulty.linear_probe_auc` (balanced cases, one finding at a time), this
+probes a written world as it is, with its prevalences and co-occurrences: one ridge logistic regression
+per finding on the train split (label: finding in the image, from truth.jsonl), ROC AUC on validate +
+test, overall and for mild positives against all negatives.
 
 Usage:
     python benchmarks/phantom_world_difficulty.py --world DIR      # an existing world
@@ -18,46 +20,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cvlm.data import load_dataset
 from cvlm.findings import ABNORMALITIES
+from cvlm.phantoms.difficulty import auc, fit_logistic
 from cvlm.phantoms.world import write_world
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC by the rank-sum formula (ties get average ranks).
-
-    >>> auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-    0.75
-    """
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks over ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    pos, neg = labels.sum(), len(labels) - labels.sum()
-    return float((ranks[labels == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 300) -> torch.nn.Linear:
-    """L2-regularised logistic regression ``(N, D) -> (N,)`` fitted with LBFGS."""
-    torch.manual_seed(0)
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
-    model = torch.nn.Linear(x.shape[1], 1)
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt)[:, 0], yt)
-        loss = loss + l2 * model.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return model
 
 
 def main() -> None:
@@ -67,7 +35,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--pixels", type=int, default=16)
     args = parser.parse_args()
-    torch.set_num_threads(1)
 
     tmp = None
     if args.world is None:
@@ -97,9 +64,8 @@ def main() -> None:
         if y[train].sum() < 5 or y[~train].sum() < 5:
             print(f"{name:28s} too few examples")
             continue
-        model = fit_logistic(x[train], y[train])
-        with torch.no_grad():
-            scores = model(torch.from_numpy(x[~train]))[:, 0].numpy()
+        weights = fit_logistic(x[train], y[train], ridge=1.0)
+        scores = x[~train] @ weights[:-1] + weights[-1]
         test_y = y[~train]
         overall = auc(scores, test_y)
         keep = (test_y == 0) | mild[~train]  # mild positives against all negatives
