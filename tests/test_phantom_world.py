@@ -326,11 +326,19 @@ def test_memory_does_not_grow_with_n(tmp_path: Path) -> None:
     assert large < 1.5 * small + 200_000, (small, large)
 
 
-def test_refuses_a_folder_holding_something_else(tmp_path: Path) -> None:
+def test_refuses_bad_arguments_and_a_folder_holding_something_else(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         write_world(tmp_path, n=2, seed=1, size=SIZE, workers=1)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="is a file"):
+        write_world(tmp_path / "notes.txt", n=2, seed=1, size=SIZE, workers=1)
+    with pytest.raises(ValueError, match="--size"):
+        write_world(tmp_path / "w", n=2, seed=1, size=8)
+    with pytest.raises(ValueError, match="--n"):
+        write_world(tmp_path / "w", n=0, seed=1)
+    with pytest.raises(ValueError, match="abnormalities"):
+        write_world(tmp_path / "w", n=2, seed=1, shortcut=True, shortcut_finding="No Finding")
 
 
 # ------------------------------------------------------------------------------------------- cli

@@ -66,7 +66,7 @@ SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "validate": 0.1, "test": 0.1}
 
 STUDIES_PER_SUBJECT: dict[int, float] = {1: 0.6, 2: 0.25, 3: 0.1, 4: 0.05}
 JPEG_QUALITY = 95
-MAX_SIZE = 512
+MIN_SIZE, MAX_SIZE = 32, 512
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,8 @@ def world_settings(
 
 def _check_out(out: Path, settings: dict[str, object]) -> bool:
     """True if ``out`` already holds this exact, complete world; raise if it holds something else."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; --out must be a folder.")
     if not out.exists() or not any(out.iterdir()):
         return False
     marker = out / WORLD_JSON
@@ -284,8 +286,8 @@ def iter_world(
     """
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}.")
-    if not 16 <= size <= MAX_SIZE:
-        raise ValueError(f"--size must be between 16 and {MAX_SIZE} pixels, got {size}.")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}.")
     finding = None
     if shortcut:
         finding = normalize_finding(shortcut_finding)
@@ -404,7 +406,7 @@ def write_world(
             resumed, a finished one left as it is).
         n: Number of images (one image per study).
         seed: World seed; the same seed gives byte-identical files whatever ``workers`` is.
-        size: Image side in pixels (16..512).
+        size: Image side in pixels (32..512).
         shortcut: Plant the spurious mark (see :mod:`cvlm.phantoms.sampling` for its rates).
         shortcut_finding: The finding the mark co-occurs with in the training split.
         workers: Processes used for rendering (default: all CPUs).
