@@ -91,7 +91,8 @@ def _diffusion_section(name: str, examples: list, labeler, out: Path, steps: int
         write_png(np.clip(recon, 0.0, 1.0), out / file)
         cells.append(
             f"<div class='case'><img src='{html.escape(record.dicom_id)}.png' width='160'>"
-            f"<img src='{html.escape(file)}' width='160'><p>{html.escape(prompt)}<br>PSNR {psnr:.1f} dB</p></div>"
+            f"<img src='{html.escape(file)}' width='160'>"
+            f"<p>{html.escape(prompt)}<br>PSNR {psnr:.1f} dB</p></div>"
         )
     summary = {
         "reconstruction_psnr": result.reconstruction_psnr,
@@ -108,7 +109,9 @@ def _diffusion_section(name: str, examples: list, labeler, out: Path, steps: int
     return section, summary
 
 
-def run_demo(out: str | Path, n: int = 60, seed: int = DEMO_SEED, steps: int = 50, n_examples: int = 4) -> Path:
+def run_demo(
+    out: str | Path, n: int = 60, seed: int = DEMO_SEED, steps: int = 50, n_examples: int = 4
+) -> Path:
     """Run the demo into ``out`` and return the path of its ``index.html``.
 
     Args:
@@ -158,7 +161,8 @@ def run_demo(out: str | Path, n: int = 60, seed: int = DEMO_SEED, steps: int = 5
 <html lang="en"><head><meta charset="utf-8"><title>cvlm demo</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .cases {{ display: flex; flex-wrap: wrap; gap: 12px; }} .case {{ width: 340px; font-size: 0.9em; }}
 .note {{ background: #fff6dd; padding: 0.6em 1em; border-left: 4px solid #e0a800; }}
 </style></head><body>
