@@ -113,12 +113,18 @@ def test_layout_passes_a_mimic_cxr_jpg_loader_check(world: Path) -> None:
 
 
 def test_reports_look_like_mimic_reports(world: Path) -> None:
-    for path in (world / "files").rglob("*.txt"):
-        text = read_report(path)
+    seen_subjects = set()
+    for t in _truth(world):
+        text = read_report(world / t["report"])
         assert "FINAL REPORT" in text and "EXAMINATION:" in text and "IMPRESSION:" in text
         assert "INDICATION:  ___" in text or "History: ___" in text
         assert max(len(line) for line in text.splitlines()) <= 79
-        assert report_sections(text)["impression"]
+        sections = report_sections(text)
+        assert sections["impression"]
+        # A patient's first study has nothing to compare with; later ones cite the earlier study.
+        assert sections["comparison"].startswith("None") == (t["subject_id"] not in seen_subjects)
+        seen_subjects.add(t["subject_id"])
+    assert len(seen_subjects) < N  # some patients have several studies
 
 
 # --------------------------------------------------------------------------------------- determinism
@@ -434,6 +440,14 @@ def test_load_dataset_reads_mimic_cxr_jpg_tables(mimic: Path) -> None:
     assert "effusion" in first.report() and records[1].report_path is None and not first.has_truth
     assert len(load_dataset(mimic, views=None)) == 3
     assert [r.split for r in load_dataset(mimic, split="test")] == ["test"]
+
+    # Reports unpacked elsewhere (mimic-cxr-reports.zip holds files/pXX/pNNNNNNNN/sNNNNNNNN.txt).
+    elsewhere = mimic / "reports" / "files" / "p11" / "p11000011"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "s53189527.txt").write_text(" IMPRESSION: No acute process.\n")
+    for folder in (mimic / "reports", mimic / "reports" / "files"):
+        records = load_dataset(mimic, reports=folder)
+        assert records[0].report_path is None and "No acute" in records[1].report()
 
 
 def test_load_dataset_errors_name_the_file_and_reason(mimic: Path, tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ class Slot:
     split: str
     study_date: str
     study_time: str
+    prior_studies: int = 0
 
     @property
     def study_dir(self) -> str:
@@ -115,7 +116,7 @@ def plan_slots(seed: int, n: int) -> Iterator[Slot]:
         split = splits[int(rng.choice(len(splits), p=split_p / split_p.sum()))]
         # Dates are shifted into the 22nd century as in MIMIC-CXR; a patient's studies are in order.
         day = np.datetime64("2110-01-01") + int(rng.integers(0, 365 * 90))
-        for _ in range(min(n_studies, n - index)):
+        for prior in range(min(n_studies, n - index)):
             raw = rng.bytes(20).hex()
             dicom_id = "-".join(raw[i : i + 8] for i in range(0, 40, 8))
             seconds = int(rng.integers(0, 86_400))
@@ -130,6 +131,7 @@ def plan_slots(seed: int, n: int) -> Iterator[Slot]:
                 split=split,
                 study_date=str(day).replace("-", ""),
                 study_time=study_time,
+                prior_studies=prior,
             )
             day += int(rng.integers(1, 400))
             index += 1
@@ -166,7 +168,7 @@ def _make_image(job: _Job) -> dict:
     slot, root = job.slot, Path(job.root)
     rng = np.random.default_rng([job.seed, 1, slot.index])
     case = sample_case(rng, shortcut_finding=job.shortcut_finding, split=slot.split)
-    report = compose_report(case, rng)
+    report = compose_report(case, rng, has_prior=slot.prior_studies > 0)
     rendered = render_case(case, size=job.size)
 
     pixels = np.clip(np.rint(np.asarray(rendered.image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
