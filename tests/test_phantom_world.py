@@ -10,6 +10,7 @@ import json
 import re
 import tracemalloc
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -510,3 +511,20 @@ def test_contact_sheet_is_drawn(world: Path, tmp_path: Path) -> None:
     out = world_contact_sheet(world, tmp_path / "sheet.png", n=3)
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 300
+
+
+def test_case_of_rebuilds_the_image_and_its_masks(shortcut_world: Path) -> None:
+    from cvlm.phantoms.render import render_case
+    from cvlm.phantoms.world import case_of
+
+    records = [r for r in load_dataset(shortcut_world) if r.true_findings][:3]
+    records += [r for r in load_dataset(shortcut_world) if r.mark_box is not None][:1]
+    for record in records:
+        rendered = render_case(case_of(record), size=SIZE)
+        jpeg = np.asarray(Image.open(record.image_path), np.float32) / 255.0
+        assert np.abs(jpeg - rendered.image).mean() < 0.01  # the same pixels, up to JPEG at quality 95
+        for name, path in record.masks.items():
+            assert np.array_equal(read_mask(path), rendered.masks[name])
+        assert (rendered.mark_mask is not None) == (record.mark_box is not None)
+    with pytest.raises(ValueError, match="not from a phantom world"):
+        case_of(replace(records[0], has_truth=False))

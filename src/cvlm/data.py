@@ -61,6 +61,8 @@ class Record:
         variant: True finding name -> variant (device kind, nodule / mass) or ``None``.
         mark_box: Box of the shortcut mark, if one is drawn.
         mark_mask: Mask path of the shortcut mark, if one is drawn.
+        case_seed: The phantom case's seed (with the true findings it rebuilds the case, see
+            :func:`cvlm.phantoms.world.case_of`); ``None`` for real data.
         has_truth: Whether the record comes from a phantom world's ``truth.jsonl``.
     """
 
@@ -79,6 +81,7 @@ class Record:
     variant: dict[str, str | None] = field(default_factory=dict)
     mark_box: Box | None = None
     mark_mask: Path | None = None
+    case_seed: int | None = None
     has_truth: bool = False
 
     @property
@@ -177,6 +180,7 @@ def _truth_record(root: Path, entry: dict, where: str) -> Record:
             view_position=str(entry.get("view_position", "PA")),
             mark_box=_box(entry.get("mark_bbox"), where),
             mark_mask=root / entry["mark_mask"] if entry.get("mark_mask") else None,
+            case_seed=int(entry["case_seed"]) if entry.get("case_seed") is not None else None,
             has_truth=True,
         )
         for finding in entry["findings"]:

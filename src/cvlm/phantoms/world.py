@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image
 
 from cvlm import __version__
+from cvlm.data import Record
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, normalize_finding
+from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.render import MARK_NAME, bbox, render_case
 from cvlm.phantoms.reports import compose_report
 from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
@@ -136,6 +138,25 @@ def plan_slots(seed: int, n: int) -> Iterator[Slot]:
             day += int(rng.integers(1, 400))
             index += 1
         subject += 1
+
+
+def case_of(record: Record) -> Case:
+    """Rebuild the phantom case of a world record, e.g. to render it with a finding removed.
+
+    ``render_case(case_of(record), size)`` reproduces the image's pixels (before JPEG compression).
+
+    Raises:
+        ValueError: If the record does not come from a phantom world.
+    """
+    if not record.has_truth or record.case_seed is None:
+        raise ValueError(f"Image {record.dicom_id} is not from a phantom world (no case seed in its truth).")
+    findings = tuple(
+        FindingInstance(
+            name, record.laterality.get(name), record.severity.get(name), record.variant.get(name)
+        )
+        for name in record.masks
+    )
+    return Case(seed=record.case_seed, findings=findings, shortcut_mark=record.mark_box is not None)
 
 
 def mask_file_name(finding: str) -> str:
