@@ -116,22 +116,23 @@ def test_auc_and_logistic_by_hand():
 
 
 # Measured with benchmarks/phantom_render.py --auc 1000 (table in docs/phantoms.md): small nodule, mild
-# fracture and small pneumothorax ~0.5 (chance), mild cardiomegaly ~0.89, large effusion ~1.0. Here with
-# 300 cases (test split of 90: AUC standard error ~0.03-0.05), so the bounds leave room for that noise.
+# fracture ~0.54 (chance), small pneumothorax ~0.64, mild cardiomegaly ~0.87, large effusion ~0.99.
+# Here with 300 cases (a test split of 90, so one estimate varies by +-0.1 for cardiomegaly): the mild
+# cardiomegaly bound is on the mean of two independent samples.
 @pytest.mark.parametrize(
-    ("finding", "low", "high"),
+    ("finding", "seeds", "low", "high"),
     [
-        (FindingInstance("Lung Lesion", None, "mild", "nodule"), 0.0, 0.75),
-        (FindingInstance("Fracture", None, "mild"), 0.0, 0.75),
-        (FindingInstance("Pneumothorax", None, "mild"), 0.0, 0.75),
-        (FindingInstance("Cardiomegaly", None, "mild"), 0.0, 0.95),
-        (FindingInstance("Pleural Effusion", None, "severe"), 0.95, 1.0),
+        (FindingInstance("Lung Lesion", None, "mild", "nodule"), (1,), 0.0, 0.75),
+        (FindingInstance("Fracture", None, "mild"), (1,), 0.0, 0.75),
+        (FindingInstance("Pneumothorax", None, "mild"), (1,), 0.0, 0.75),
+        (FindingInstance("Cardiomegaly", None, "mild"), (1, 2), 0.0, 0.9),
+        (FindingInstance("Pleural Effusion", None, "severe"), (1,), 0.95, 1.0),
     ],
     ids=["small-nodule", "fracture", "small-pneumothorax", "mild-cardiomegaly", "large-effusion"],
 )
-def test_world_is_not_linearly_trivial(finding, low, high):
+def test_world_is_not_linearly_trivial(finding, seeds, low, high):
     """A 16x16-pixel linear model must not find the subtle signs, but must find a large effusion."""
-    value = linear_probe_auc(finding, n=300, seed=1)
+    value = float(np.mean([linear_probe_auc(finding, n=300, seed=s) for s in seeds]))
     assert low <= value <= high, f"{finding}: AUC {value:.3f} outside [{low}, {high}]"
 
 
@@ -141,3 +142,12 @@ def test_contact_sheet(tmp_path):
     assert out.exists() and out.stat().st_size > 1000
     with pytest.raises(ValueError, match="reports"):
         contact_sheet(cases, tmp_path / "x.png", reports=["one"])
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_locality_at_other_sizes(size):
+    case = Case(21, tuple(instance(n, 3) for n in ABNORMALITIES))
+    full = render_case(case, size)
+    for name in ABNORMALITIES:
+        less = render_case(case.without(name), size)
+        assert not ((full.image != less.image) & ~full.masks[name]).any(), name
