@@ -126,15 +126,41 @@ def _run_train_generator(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- prepare
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="build the tailored data set from a generator's own reports")
-    p.add_argument("--generator", required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--generator", required=True, help="bundled name or adapter spec (ignored for --prompts gt)"
+    )
+    p.add_argument("--data", type=Path, required=True, help="phantom world or MIMIC-CXR-JPG folder")
+    p.add_argument("--out", type=Path, required=True, help="prepared folder (an interrupted run resumes)")
     p.add_argument("--prompts", choices=("generated", "gt", "raw"), default="generated")
+    p.add_argument(
+        "--uncertain", choices=("positive", "negative", "drop"), default=None, help="uncertainty policy"
+    )
+    p.add_argument(
+        "--splits", default="train,validate", help="comma-separated splits (default train,validate)"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="generator device (default: cuda when available)")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm prepare: owned by the diffusion work in progress")
+    from cvlm.prepare import prepare
+
+    result = prepare(
+        args.generator,
+        args.data,
+        args.out,
+        prompts=args.prompts,
+        policy=args.uncertain,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(
+        f"Prepared {result.out}: {result.n_written} new, {result.n_skipped} already done, "
+        f"{result.n_failed} failed (see failures.jsonl)"
+    )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- train
