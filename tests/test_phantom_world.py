@@ -14,15 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cvlm.phantoms.render import LATERALITY, VARIANTS, bbox
 from PIL import Image
 
 from cvlm.cli import main
 from cvlm.data import DatasetError, load_dataset, read_mask, read_report, report_body, report_sections
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, NO_FINDING
 from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.render import bbox
 from cvlm.phantoms.reports import compose_report
 from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
+from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
 from cvlm.phantoms.world import (
     CHEXPERT_COLUMNS,
     CHEXPERT_CSV,
@@ -221,7 +222,10 @@ def test_prevalence_and_co_occurrence_are_realistic() -> None:
         for f in case.findings:
             assert f.laterality in (*LATERALITY.get(f.name, ()), None)
             assert f.variant in (*VARIANTS.get(f.name, ()), None)
-            assert bool(LATERALITY.get(f.name)) == (f.laterality is not None)
+            assert f.severity in SEVERITY[f.name]
+            # Everything the renderer would otherwise choose itself is fixed here, for the report.
+            assert (f.laterality is None) == (LATERALITY[f.name] == (None,))
+            assert (f.variant is None) == (VARIANTS[f.name] == (None,))
 
 
 # ------------------------------------------------------------------------------- reports vs labels
@@ -287,7 +291,7 @@ def test_report_labels_are_exactly_those_of_the_text() -> None:
 
 def test_support_devices_alone_keep_no_finding_positive() -> None:
     case = Case(
-        seed=1, findings=(FindingInstance("Support Devices", variant=VARIANTS["Support Devices"][0]),)
+        seed=1, findings=(FindingInstance("Support Devices", variant=VARIANTS["Support Devices"][1]),)
     )
     report = compose_report(case, np.random.default_rng(0))
     assert report.labels["Support Devices"] == 1 and report.labels[NO_FINDING] == 1

@@ -181,6 +181,13 @@ class _Words:
             lat or "", "both lung bases"
         )
         self.sided = {"left": "left-sided", "right": "right-sided"}.get(lat or "", self.lat)
+        # Lung zone of an opacity or consolidation ("lower" -> "the right lower lung").
+        self.zone = {"upper": "upper", "middle": "mid", "lower": "lower"}.get(inst.variant or "", "")
+        if self.zone:
+            self.where = f"both {self.zone} lungs" if self.bilateral else f"the {self.lat} {self.zone} lung"
+        self.displaced = {"mild": "nondisplaced", "moderate": "minimally displaced", "severe": "displaced"}[
+            sev
+        ]
 
     def fill(self, template: str) -> str:
         return " ".join(template.format(**vars(self)).split())
@@ -211,14 +218,14 @@ _POSITIVE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "Lung Opacity": (
         (
-            "{opacity} {lat} lung opacity.",
+            "{opacity} {lat} {zone} lung opacity.",
             "There is a {opacity} opacity in {where}.",
             "{opacity} airspace opacity is seen in {where}.",
             "A {opacity} opacity projects over {where}.",
         ),
         (
-            "{opacity} bilateral opacities.",
-            "There are {opacity} opacities in both lungs.",
+            "{opacity} bilateral {zone} lung opacities.",
+            "There are {opacity} opacities in {where}.",
             "{opacity} bilateral airspace opacities.",
         ),
     ),
@@ -243,14 +250,14 @@ _POSITIVE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "Consolidation": (
         (
-            "{consolidation} {lat} lung consolidation.",
+            "{consolidation} {lat} {zone} lung consolidation.",
             "There is {consolidation} consolidation in {where}.",
             "{consolidation} consolidation is present in {where}.",
             "{sided} {consolidation} consolidation.",
         ),
         (
             "{consolidation} bilateral consolidations.",
-            "There is {consolidation} consolidation in both lungs.",
+            "There is {consolidation} consolidation in {where}.",
         ),
     ),
     "Pneumonia": (
@@ -302,21 +309,36 @@ _POSITIVE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "{size} pleural effusions on both sides.",
         ),
     ),
+    "Atelectasis:lobar": (
+        (
+            "{lat} lower lobe atelectasis.",
+            "{sided} lower lobe atelectasis with volume loss.",
+            "Atelectasis of the {lat} lower lobe with elevation of the hemidiaphragm.",
+        ),
+        ("Bilateral lower lobe atelectasis.", "Bilateral lower lobe atelectasis with volume loss."),
+    ),
     "Pleural Other": (
         (
             "{lat} pleural thickening.",
-            "There is {lat} apical pleural thickening.",
-            "Calcified pleural plaque on the {lat}.",
-            "{sided} pleural thickening.",
+            "There is {lat} pleural thickening.",
+            "{sided} pleural thickening along the lateral chest wall.",
         ),
-        ("Bilateral pleural thickening.", "Bilateral calcified pleural plaques."),
+        ("Bilateral pleural thickening.", "There is bilateral pleural thickening."),
+    ),
+    "Pleural Other:plaque": (
+        (
+            "{lat} calcified pleural plaque.",
+            "Calcified pleural plaque on the {lat}.",
+            "There are calcified pleural plaques on the {lat}.",
+        ),
+        ("Bilateral calcified pleural plaques.", "Calcified pleural plaques on both sides."),
     ),
     "Fracture": (
         (
-            "{lat} rib fracture.",
-            "There is a fracture of a {lat} rib.",
-            "A nondisplaced {lat} rib fracture is seen.",
-            "Acute {sided} rib fracture.",
+            "{displaced} {lat} rib fracture.",
+            "There is a {displaced} fracture of a {lat} rib.",
+            "A {displaced} {lat} lateral rib fracture is seen.",
+            "Acute {displaced} {sided} rib fracture.",
         ),
         ("Bilateral rib fractures.", "There are fractures of ribs on both sides."),
     ),
@@ -360,7 +382,12 @@ _HEDGED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("Possible small bilateral pleural effusions.",),
     ),
+    "Atelectasis:lobar": (
+        ("Possible {lat} lower lobe atelectasis.", "{lat} lower lobe atelectasis cannot be excluded."),
+        ("Possible bilateral lower lobe atelectasis.",),
+    ),
     "Pleural Other": (("Possible {lat} pleural thickening.",), ("Possible bilateral pleural thickening.",)),
+    "Pleural Other:plaque": (("Possible {lat} pleural plaque.",), ("Possible bilateral pleural plaques.",)),
     "Fracture": (
         ("Possible {lat} rib fracture.", "A {lat} rib fracture cannot be excluded."),
         ("Possible bilateral rib fractures.",),
@@ -382,7 +409,7 @@ _DEVICES: dict[str, tuple[str, ...]] = {
     "picc": (
         "PICC line in the SVC.",
         "A PICC line terminates in the mid SVC.",
-        "Right upper extremity PICC line with tip in the lower SVC.",
+        "Upper extremity PICC line with tip in the lower SVC.",
     ),
     "central_line": (
         "Central venous catheter in the SVC.",
@@ -471,7 +498,7 @@ _NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 
 
 def _templates(table: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]], inst: FindingInstance):
-    unilateral, bilateral = table[inst.name]
+    unilateral, bilateral = table.get(f"{inst.name}:{inst.variant}") or table[inst.name]
     return bilateral if inst.laterality == "bilateral" and bilateral else unilateral
 
 

@@ -15,10 +15,10 @@ is absent); in ``validate`` and ``test`` it is independent of every finding (0.5
 from __future__ import annotations
 
 import numpy as np
-from cvlm.phantoms.render import LATERALITY, VARIANTS
 
 from cvlm.findings import ABNORMALITIES, normalize_finding
 from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 
@@ -37,21 +37,13 @@ SHORTCUT_RATES: dict[str, tuple[float, float]] = {
 
 SEVERITY_WEIGHTS: dict[str, float] = {"mild": 0.5, "moderate": 0.35, "severe": 0.15}
 
-# Findings that have a graded look; the others (devices, fractures, lesions, pleural plaques) are
-# described by their variant and side instead.
-GRADED: frozenset[str] = frozenset(
-    {
-        "Enlarged Cardiomediastinum",
-        "Cardiomegaly",
-        "Lung Opacity",
-        "Edema",
-        "Consolidation",
-        "Pneumonia",
-        "Atelectasis",
-        "Pneumothorax",
-        "Pleural Effusion",
-    }
-)
+# Variants are always drawn here (never left to the renderer), so the report can name them.
+_VARIANT_WEIGHTS: dict[str, dict[str, float]] = {
+    "Lung Lesion": {"nodule": 0.7, "mass": 0.3},
+    # Airspace disease favours the lower zones.
+    "Lung Opacity": {"lower": 0.5, "middle": 0.3, "upper": 0.2},
+    "Consolidation": {"lower": 0.55, "middle": 0.25, "upper": 0.2},
+}
 
 # Per scenario: weight among abnormal studies and, per finding, its probability in that scenario.
 # The first finding of a scenario is its anchor: present whenever no other finding was drawn, so
@@ -124,7 +116,7 @@ _SCENARIOS: dict[str, tuple[float, dict[str, float]]] = {
             "Atelectasis": 0.2,
             "Cardiomegaly": 0.2,
             "Lung Opacity": 0.15,
-            "Pleural Other": 0.12,
+            "Pleural Other": 0.18,
             "Enlarged Cardiomediastinum": 0.12,
             "Pleural Effusion": 0.1,
             "Lung Lesion": 0.08,
@@ -146,8 +138,6 @@ _BILATERAL_RATE: dict[str, float] = {
     "Pneumothorax": 0.02,
 }
 
-_LESION_VARIANT_WEIGHTS: dict[str, float] = {"nodule": 0.7, "mass": 0.3}
-
 
 def _choice(rng: np.random.Generator, options: dict[str, float]) -> str:
     names = list(options)
@@ -155,9 +145,14 @@ def _choice(rng: np.random.Generator, options: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
+def _specified(table: dict[str, tuple[str | None, ...]], name: str) -> tuple[str, ...]:
+    """The explicit values the renderer accepts for ``name`` (``None`` means "renderer's choice")."""
+    return tuple(v for v in table.get(name, ()) if v is not None)
+
+
 def _laterality(rng: np.random.Generator, name: str, side: str) -> str | None:
     """A side accepted by the renderer for ``name``: bilateral at its rate, else the scenario side."""
-    accepted = tuple(LATERALITY.get(name, ()))
+    accepted = _specified(LATERALITY, name)
     if not accepted:
         return None
     wanted = "bilateral" if rng.random() < _BILATERAL_RATE.get(name, 0.0) else side
@@ -166,22 +161,26 @@ def _laterality(rng: np.random.Generator, name: str, side: str) -> str | None:
     return accepted[int(rng.integers(len(accepted)))]
 
 
-def _variant(rng: np.random.Generator, name: str) -> str | None:
-    accepted = tuple(VARIANTS.get(name, ()))
+def _variant(rng: np.random.Generator, name: str, severity: str | None) -> str | None:
+    accepted = _specified(VARIANTS, name)
     if not accepted:
         return None
-    if name == "Lung Lesion" and set(_LESION_VARIANT_WEIGHTS) <= set(accepted):
-        return _choice(rng, _LESION_VARIANT_WEIGHTS)
+    weights = _VARIANT_WEIGHTS.get(name)
+    if name == "Atelectasis" and set(accepted) >= {"plate", "lobar"}:
+        # Lobar collapse is the severe form; plate-like (discoid) atelectasis the common one.
+        return "lobar" if severity == "severe" and rng.random() < 0.7 else "plate"
+    if weights and set(weights) <= set(accepted):
+        return _choice(rng, weights)
     return accepted[int(rng.integers(len(accepted)))]
 
 
 def _instance(rng: np.random.Generator, name: str, side: str) -> FindingInstance:
-    severity = _choice(rng, SEVERITY_WEIGHTS) if name in GRADED else None
+    severity = _choice(rng, SEVERITY_WEIGHTS) if _specified(SEVERITY, name) else None
     return FindingInstance(
         name=name,
         laterality=_laterality(rng, name, side),
         severity=severity,
-        variant=_variant(rng, name),
+        variant=_variant(rng, name, severity),
     )
 
 

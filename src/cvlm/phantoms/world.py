@@ -7,7 +7,7 @@ Layout under the world root (formats of MIMIC-CXR-JPG 2.0.0, see ``shared/refere
     mimic-cxr-2.0.0-metadata.csv                      one row per image
     mimic-cxr-2.0.0-split.csv                         dicom_id, study_id, subject_id, split
     mimic-cxr-2.0.0-chexpert.csv                      one row per study: labels *of the report text*
-    masks/<dicom_id>/<Finding_Name>.png               one mask per present finding (+ shortcut_mark.png)
+    masks/<dicom_id>/<Finding_Name>.png               one mask per present finding (+ Shortcut_Mark.png)
     truth.jsonl                                       per image: ids, paths, split, labels, true findings
     world.json                                        seed, n, size, shortcut settings, cvlm version
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from cvlm.phantoms.render import bbox, render_case
 from PIL import Image
 
 from cvlm import __version__
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, normalize_finding
+from cvlm.phantoms.render import MARK_NAME, bbox, render_case
 from cvlm.phantoms.reports import compose_report
 from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
 
@@ -66,7 +66,6 @@ SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "validate": 0.1, "test": 0.1}
 
 STUDIES_PER_SUBJECT: dict[int, float] = {1: 0.6, 2: 0.25, 3: 0.1, 4: 0.05}
 JPEG_QUALITY = 95
-MARK_MASK_NAME = "shortcut_mark"
 MAX_SIZE = 512
 
 
@@ -197,7 +196,7 @@ def _make_image(job: _Job) -> dict:
     mark_box, mark_path = None, None
     if rendered.mark_mask is not None and case.shortcut_mark:
         mark = np.asarray(rendered.mark_mask, dtype=bool)
-        mark_path = f"masks/{slot.dicom_id}/{mask_file_name(MARK_MASK_NAME)}"
+        mark_path = f"masks/{slot.dicom_id}/{mask_file_name(MARK_NAME)}"
         _write_bytes(root / mark_path, _png(mark))
         box = bbox(mark)
         mark_box = None if box is None else [int(v) for v in box]
