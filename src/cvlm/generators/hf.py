@@ -10,6 +10,7 @@ returns ``cross_attentions`` and the patches form a square grid (ViT, Swin, ...;
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,14 +70,16 @@ class HFGenerator(ReportGenerator):
             self.image_processor = AutoImageProcessor.from_pretrained(self.folder, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
         except (OSError, ValueError, TypeError) as first:
-            try:
+            # Some models save one processor bundling both (BLIP, Pix2Struct, ...).
+            processor = None
+            with contextlib.suppress(OSError, ValueError, TypeError):
                 processor = AutoProcessor.from_pretrained(self.folder, local_files_only=True)
-            except (OSError, ValueError, TypeError) as err:
+            if not (hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")):
                 raise GeneratorError(
-                    f"{self.folder}: cannot load its image processor and tokenizer ({first}; {err}). "
+                    f"{self.folder}: cannot load its image processor and tokenizer ({first}). "
                     "Save them into the folder with image_processor.save_pretrained and "
                     "tokenizer.save_pretrained."
-                ) from err
+                ) from first
             self.image_processor = processor.image_processor
             self.tokenizer = processor.tokenizer
         size = getattr(self.image_processor, "size", None) or {}

@@ -46,12 +46,16 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 
 def save_weights(module: torch.nn.Module, config: dict[str, Any], folder: str | Path) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (float32, contiguous) into ``folder``."""
+    """Write ``config.json`` and ``model.safetensors`` into ``folder``.
+
+    Floating-point tensors are stored as float16 (half the size; loading casts them back to float32). The
+    scores in a model card are measured after reloading, i.e. with the stored weights.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     state = {
-        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in module.state_dict().items()
     }
     save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -25,17 +25,18 @@ TEMPLATES_NAME = "templates.json"
 SIDES = ("left", "right", "bilateral")
 SEVERITIES = ("mild", "moderate", "severe")
 
-# {a} is "a " / "an " as the next word needs, {severity} and {side} are "" or the word plus a space.
+# {a} is "a " / "an " as the next word needs; {severity}, {severely} (the adverb) and {side} are "" or the
+# word plus a space.
 DEFAULT_TEMPLATES: dict[str, Any] = {
     "positive": {
         "Enlarged Cardiomediastinum": [
-            "The mediastinum is {severity}widened.",
+            "The mediastinum is {severely}widened.",
             "There is {severity}widening of the mediastinum.",
             "The upper mediastinum appears widened.",
         ],
         "Cardiomegaly": [
             "There is {severity}cardiomegaly.",
-            "The heart is {severity}enlarged.",
+            "The heart is {severely}enlarged.",
             "The cardiac silhouette is enlarged, consistent with cardiomegaly.",
         ],
         "Lung Opacity": [
@@ -107,23 +108,25 @@ def _article(text: str) -> str:
 
 
 def fill_template(template: str, side: str | None, severity: str | None) -> str:
-    """Fill ``{a}``, ``{A}``, ``{side}``, ``{Side}`` and ``{severity}`` placeholders.
+    """Fill ``{a}``, ``{A}``, ``{side}``, ``{Side}``, ``{severity}`` and ``{severely}`` placeholders.
 
     Example:
         >>> fill_template("There is {a}{severity}{side}pleural effusion.", "left", None)
         'There is a left pleural effusion.'
     """
-    sev = f"{severity} " if severity else ""
-    sd = f"{side} " if side else ""
-    head, _, tail = template.partition("{a}")
-    if _:
-        rest = tail.format(severity=sev, side=sd, Side=sd.capitalize())
-        return head.format(severity=sev, side=sd) + _article(rest) + rest
-    head, _, tail = template.partition("{A}")
-    if _:
-        rest = tail.format(severity=sev, side=sd, Side=sd.capitalize())
-        return _article(rest).capitalize() + rest
-    return template.format(severity=sev, side=sd, Side=sd.capitalize())
+    words = {
+        "severity": f"{severity} " if severity else "",
+        "severely": f"{severity}ly " if severity else "",  # mildly, moderately, severely
+        "side": f"{side} " if side else "",
+        "Side": f"{side} ".capitalize() if side else "",
+    }
+    for article in ("{a}", "{A}"):
+        head, found, tail = template.partition(article)
+        if found:
+            rest = tail.format(**words)
+            word = _article(rest)
+            return head.format(**words) + (word.capitalize() if article == "{A}" else word) + rest
+    return template.format(**words)
 
 
 def image_seed(image: np.ndarray) -> int:

@@ -216,7 +216,7 @@ def _predict(net: nn.Module, data: TrainingData, device: torch.device, fn: Calla
 
 
 def _card_json(value: Any) -> str:
-    return "```json\n" + json.dumps(value, indent=2) + "\n```"
+    return "```json\n" + json.dumps(value) + "\n```"
 
 
 # ------------------------------------------------------------------------------------------ captioner
@@ -391,13 +391,11 @@ def _write_card(
         + (f", vocabulary {vocab_size} words" if vocab_size else ""),
         f"- positives per finding in training: {prevalence}",
         "",
-        "Hyper-parameters:",
-        "",
-        _card_json({**asdict(config), "widths": list(config.widths)}),
+        f"- hyper-parameters: `{json.dumps({**asdict(config), 'widths': list(config.widths)})}`",
         "",
     ]
     if metrics:
-        lines += ["## Validation (internal, from training)", "", _card_json(metrics), ""]
+        lines += ["## Validation split (from training)", "", _card_json(metrics), ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
