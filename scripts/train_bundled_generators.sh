@@ -25,15 +25,15 @@ cvlm phantoms --out "$WORLDS/test" --n "$N_TEST" --seed 3000
 pids=()
 # shellcheck disable=SC2086
 cvlm train-generator --arch captioner --data "$WORLDS/train" --out "$MODELS/phantom-captioner" \
-  --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" $DEVICE_FLAG > "$WORLDS/captioner.log" 2>&1 &
+  --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" --test-split all $DEVICE_FLAG > "$WORLDS/captioner.log" 2>&1 &
 pids+=($!)
 # shellcheck disable=SC2086
 cvlm train-generator --arch templater --data "$WORLDS/train" --out "$MODELS/phantom-templater" \
-  --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" $DEVICE_FLAG > "$WORLDS/templater.log" 2>&1 &
+  --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" --test-split all $DEVICE_FLAG > "$WORLDS/templater.log" 2>&1 &
 pids+=($!)
 # shellcheck disable=SC2086
 cvlm train-generator --arch captioner --name phantom-shortcut --data "$WORLDS/shortcut" \
-  --out "$MODELS/phantom-shortcut" --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" \
+  --out "$MODELS/phantom-shortcut" --epochs "$EPOCHS" --seed 0 --test-data "$WORLDS/test" --test-split all \
   --shortcut-finding Pneumothorax $DEVICE_FLAG > "$WORLDS/shortcut.log" 2>&1 &
 pids+=($!)
 status=0

@@ -141,6 +141,9 @@ def _add_train_generator(sub: argparse._SubParsersAction) -> None:
         "--test-data", type=Path, default=None, help="world whose test split scores the model for its card"
     )
     p.add_argument(
+        "--test-split", default="test", help="split of --test-data to score, or 'all' (default test)"
+    )
+    p.add_argument(
         "--shortcut-finding",
         default=None,
         help="also measure dependence on the shortcut mark of this finding",
@@ -162,6 +165,7 @@ def _run_train_generator(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         test_data=args.test_data,
+        test_split=None if args.test_split == "all" else args.test_split,
         shortcut_finding=args.shortcut_finding,
         command="cvlm " + " ".join(sys.argv[1:]),
     )

@@ -33,10 +33,10 @@ from cvlm.xray import read_xray
 WRITTEN = (1, -1)
 
 
-def _records(data_root: str | Path, split: str, n: int | None) -> list[Record]:
+def _records(data_root: str | Path, split: str | None, n: int | None) -> list[Record]:
     records = load_dataset(data_root, split=split)
     if not records:
-        raise ValueError(f"{data_root}: no images in split {split!r}.")
+        raise ValueError(f"{data_root}: no images in split {split or 'any'!r}.")
     if not all(r.has_truth for r in records):
         raise ValueError(
             f"{data_root}: scoring needs a phantom world (truth.jsonl) to know the true findings."
@@ -62,7 +62,7 @@ def _round_table(table: dict) -> dict:
 def score_generator(
     generator: ReportGenerator | str,
     data_root: str | Path,
-    split: str = "test",
+    split: str | None = "test",
     labeler: Labeler | None = None,
     n: int | None = None,
 ) -> dict[str, Any]:
@@ -71,7 +71,8 @@ def score_generator(
     Args:
         generator: A generator or a spec for :func:`cvlm.generators.load_generator`.
         data_root: Phantom world folder.
-        split: Split to score (a seed never used in training should be used for the world).
+        split: Split to score, ``None`` for all (a world from a seed never used in training is fresh in
+            every split).
         labeler: Default: the rule-based labeler.
         n: Score only the first ``n`` images.
 
@@ -201,6 +202,7 @@ def train_and_score(
     data: str | Path,
     out: str | Path,
     test_data: str | Path | None = None,
+    test_split: str | None = "test",
     shortcut_finding: str | None = None,
     log: Callable[[str], None] = print,
     **train_kwargs: Any,
@@ -208,9 +210,9 @@ def train_and_score(
     """``cvlm train-generator``: train, score, and write the scores into the model card.
 
     Trains with :func:`cvlm.generators.training.train_generator`. With ``test_data``, scores the model on
-    that world's test split and appends the F1 table to ``README.md`` (and ``scores.json``). With
-    ``shortcut_finding``, also measures the dependence on the mark on the *training* world's test split
-    (in a ``--shortcut`` world only the train split is biased; its test split is not).
+    that world's ``test_split`` (``None``: all splits) and appends the F1 table to ``README.md`` (and
+    ``scores.json``). With ``shortcut_finding``, also measures the dependence on the mark on the
+    *training* world's test split (in a ``--shortcut`` world only the train split is biased).
 
     Returns:
         The model folder.
@@ -219,13 +221,14 @@ def train_and_score(
     if test_data is None:
         return out
     generator = load_generator(out, device=train_kwargs.get("device"))
-    score = score_generator(generator, test_data)
+    score = score_generator(generator, test_data, split=test_split)
     sections = [
         "## Scores (fresh test world, rule-based labeler vs truth)",
         "",
-        f"Test world `{test_data}` (split test, {score['n_images']} images). A finding counts as written "
-        "when the labeler marks it positive or uncertain. Labeler ceiling (the same labeler on the world's own "
-        f"reports): macro F1 {score['labeler_ceiling_macro_f1']:.3f}. Generation speed: "
+        f"Test world `{test_data}` (split {test_split or 'all'}, {score['n_images']} images). "
+        "A finding counts as written when the labeler marks it positive or uncertain. "
+        "Labeler ceiling (the same labeler on the world's own reports): "
+        f"macro F1 {score['labeler_ceiling_macro_f1']:.3f}. Generation speed: "
         f"{score['reports_per_second']} reports/s.",
         "",
         format_f1_table(score),

@@ -49,8 +49,12 @@ class PhantomCaptioner(PhantomGenerator):
         super().__init__(folder, build_captioner_net(config, len(self.vocab)), resolve_device(device))
         self.batch_size = batch_size
 
-    def _decode(self, images: Sequence[np.ndarray]) -> tuple[list[list[str]], torch.Tensor]:
-        ids, maps = self.net.greedy(self.preprocess(images), self.vocab.bos_id, self.vocab.eos_id)
+    def _decode(
+        self, images: Sequence[np.ndarray], attention: bool = False
+    ) -> tuple[list[list[str]], torch.Tensor | None]:
+        ids, maps = self.net.greedy(
+            self.preprocess(images), self.vocab.bos_id, self.vocab.eos_id, attention=attention
+        )
         tokens = []
         for row in ids.tolist():
             words = self.vocab.decode(row)
@@ -73,7 +77,7 @@ class PhantomCaptioner(PhantomGenerator):
         reports, all_maps, all_tokens = [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
-            tokens, maps = self._decode(batch)
+            tokens, maps = self._decode(batch, attention=True)
             grid = self.net.grid
             for row, m in zip(tokens, maps.cpu().numpy(), strict=True):
                 reports.append(detokenize(row))

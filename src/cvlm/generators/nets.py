@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,7 +37,7 @@ class ConvEncoder(nn.Module):
         ``(B, 1, H, W) -> (B, widths[-1], H / 2**(len(widths)-1), W / 2**(len(widths)-1))``.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 64, 128)) -> None:
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64, 128)) -> None:
         super().__init__()
         layers: list[nn.Module] = [_block(1, widths[0], 1)]
         for i, (c_in, c_out) in enumerate(itertools.pairwise(widths)):
@@ -55,8 +57,44 @@ class ConvEncoder(nn.Module):
         return self.blocks(x)
 
 
+class Attention(nn.Module):
+    """Multi-head attention with separate query and key/value projections.
+
+    Keys and values can then be computed once and cached (region memory; past tokens while decoding).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.n_heads = n_heads
+        self.dropout = dropout
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, S, d)`` -> keys and values ``(B, heads, S, d / heads)``."""
+        k, v = self.kv(source).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries ``(B, T, d)`` over keys / values; optionally the weights ``(B, T, S)`` (mean of heads)."""
+        q = self._split(self.q(x))
+        if weights:
+            attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+            out, mean = attn @ v, attn.mean(1)
+        else:
+            p = self.dropout if self.training else 0.0
+            out, mean = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal), None
+        return self.out(out.transpose(1, 2).flatten(2)), mean
+
+
 class DecoderLayer(nn.Module):
-    """Pre-norm transformer decoder layer whose cross-attention weights can be returned."""
+    """Pre-norm transformer decoder layer: causal self-attention, cross-attention over regions, MLP."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
         super().__init__()
@@ -65,24 +103,35 @@ class DecoderLayer(nn.Module):
             nn.LayerNorm(d_model),
             nn.LayerNorm(d_model),
         )
-        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(d_model, n_heads, dropout)
+        self.cross_attn = Attention(d_model, n_heads, dropout)
         self.ff = nn.Sequential(
             nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
         )
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the new states ``(B, T, d)`` and the cross-attention ``(B, T, S)`` (mean over heads)."""
+        self,
+        x: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        cache: list[torch.Tensor] | None = None,
+        weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """New states ``(B, T, d)`` and, if asked, the cross-attention ``(B, T, S)``.
+
+        Without ``cache``, ``x`` is a whole sequence under a causal mask (training). With a cache (a list
+        holding the past keys and values, or empty), ``x`` is the next token only and the cache grows.
+        """
         h = self.norm1(x)
-        x = x + self.dropout(
-            self.self_attn(h, h, h, attn_mask=causal, key_padding_mask=pad, need_weights=False)[0]
-        )
-        h, weights = self.cross_attn(self.norm2(x), memory, memory, need_weights=True)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
+        x = x + self.dropout(self.self_attn(h, k, v, causal=cache is None)[0])
+        h, attn = self.cross_attn(self.norm2(x), *memory_kv, weights=weights)
         x = x + self.dropout(h)
-        return x + self.dropout(self.ff(self.norm3(x))), weights
+        return x + self.dropout(self.ff(self.norm3(x))), attn
 
 
 class CaptionerNet(nn.Module):
@@ -101,7 +150,7 @@ class CaptionerNet(nn.Module):
         self,
         vocab_size: int,
         n_findings: int = 13,
-        widths: tuple[int, ...] = (16, 24, 32, 64, 128),
+        widths: tuple[int, ...] = (8, 16, 32, 64, 128),
         grid: int = 8,
         d_model: int = 128,
         n_heads: int = 4,
@@ -131,44 +180,47 @@ class CaptionerNet(nn.Module):
         regions = fmap.flatten(2).transpose(1, 2)  # (B, S, C)
         return self.proj(regions) + self.region_pos[: regions.shape[1]], self.finding_head(pooled)
 
-    def decode(
-        self, memory: torch.Tensor, tokens: torch.Tensor, pad: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token logits ``(B, T, V)`` and cross-attention ``(B, T, S)`` averaged over layers."""
-        t = tokens.shape[1]
-        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=tokens.device), diagonal=1)
-        x = self.embed(tokens) + self.token_pos[:t]
-        attention = []
+    def decode(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: next-token logits ``(B, T, V)`` for tokens ``(B, T)``.
+
+        Right padding is harmless: the causal mask keeps real tokens from seeing it.
+        """
+        x = self.embed(tokens) + self.token_pos[: tokens.shape[1]]
         for layer in self.layers:
-            x, weights = layer(x, memory, causal, pad)
-            attention.append(weights)
-        return self.logits(self.norm(x)), torch.stack(attention).mean(0)
+            x, _ = layer(x, layer.cross_attn.keys_values(memory))
+        return self.logits(self.norm(x))
 
     def greedy(
-        self, images: torch.Tensor, bos: int, eos: int, max_len: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy decoding.
+        self, images: torch.Tensor, bos: int, eos: int, max_len: int | None = None, attention: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Greedy decoding with cached keys and values (one new token per step).
 
         Returns:
-            Token ids ``(B, T)`` (without BOS; after EOS, EOS again) and the cross-attention of each
-            generated token ``(B, T, S)``.
+            Token ids ``(B, T)`` (without BOS; after EOS, EOS again) and, with ``attention``, the
+            cross-attention of each generated token over the regions ``(B, T, S)`` (mean over layers).
         """
         memory, _ = self.encode(images)
+        memory_kv = [layer.cross_attn.keys_values(memory) for layer in self.layers]
+        caches: list[list[torch.Tensor]] = [[] for _ in self.layers]
         b = images.shape[0]
-        steps = min(max_len or self.max_len, self.max_len) - 1
-        tokens = torch.full((b, 1), bos, dtype=torch.long, device=images.device)
+        token = torch.full((b,), bos, dtype=torch.long, device=images.device)
         done = torch.zeros(b, dtype=torch.bool, device=images.device)
-        maps = []
-        for _ in range(steps):
-            logits, attention = self.decode(memory, tokens)
-            nxt = logits[:, -1].argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            maps.append(attention[:, -1])
-            done |= nxt == eos
+        out, maps = [], []
+        for t in range(min(max_len or self.max_len, self.max_len) - 1):
+            x = self.embed(token)[:, None] + self.token_pos[t]
+            step_maps = []
+            for layer, kv, cache in zip(self.layers, memory_kv, caches, strict=True):
+                x, attn = layer(x, kv, cache, weights=attention)
+                step_maps.append(attn)
+            token = self.logits(self.norm(x[:, -1])).argmax(-1)
+            token = torch.where(done, torch.full_like(token, eos), token)
+            out.append(token)
+            if attention:
+                maps.append(torch.stack(step_maps).mean(0)[:, -1])
+            done |= token == eos
             if bool(done.all()):
                 break
-        return tokens[:, 1:], torch.stack(maps, dim=1)
+        return torch.stack(out, dim=1), (torch.stack(maps, dim=1) if attention else None)
 
 
 class ClassifierNet(nn.Module):
@@ -180,7 +232,7 @@ class ClassifierNet(nn.Module):
     """
 
     def __init__(
-        self, n_findings: int = 13, widths: tuple[int, ...] = (16, 24, 32, 64, 128), dropout: float = 0.1
+        self, n_findings: int = 13, widths: tuple[int, ...] = (8, 16, 32, 64, 128), dropout: float = 0.1
     ) -> None:
         super().__init__()
         self.encoder = ConvEncoder(tuple(widths))

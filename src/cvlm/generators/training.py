@@ -119,14 +119,22 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    widths: tuple[int, ...] = (16, 24, 32, 64, 128)
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     shift: int = 4
     threads: int | None = None
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _batches(
+    n: int, batch_size: int, rng: np.random.Generator, lengths: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Shuffled batches; with ``lengths``, similar lengths share a batch (less padding to decode)."""
     order = rng.permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    chunks = np.split(order, range(batch_size * 16, n, batch_size * 16))
+    order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _image_batch(
@@ -177,6 +185,7 @@ def _run_epochs(
     device: torch.device,
     loss_fn: Callable[[nn.Module, torch.Tensor, np.ndarray], torch.Tensor],
     log: Callable[[str], None],
+    lengths: np.ndarray | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -186,7 +195,7 @@ def _run_epochs(
     for epoch in range(config.epochs):
         net.train()
         total = 0.0
-        for index in _batches(len(train), config.batch_size, rng):
+        for index in _batches(len(train), config.batch_size, rng, lengths):
             images = _image_batch(train.images, index, config.shift, rng).to(device)
             loss = loss_fn(net, images, index)
             optimizer.zero_grad(set_to_none=True)
@@ -272,12 +281,12 @@ def train_captioner(
         length = int((seq != vocab.pad_id).sum(1).max())
         seq = seq[:, :length]
         memory, finding_logits = model.encode(images)
-        logits, _ = model.decode(memory, seq[:, :-1], pad=seq[:, :-1] == vocab.pad_id)
+        logits = model.decode(memory, seq[:, :-1])
         text = F.cross_entropy(logits.flatten(0, 1), seq[:, 1:].flatten(), ignore_index=vocab.pad_id)
         aux = F.binary_cross_entropy_with_logits(finding_logits, labels[index].to(device))
         return text + aux
 
-    stats = _run_epochs(net, train, config, device, loss_fn, log)
+    stats = _run_epochs(net, train, config, device, loss_fn, log, lengths=(ids != vocab.pad_id).sum(1))
     out = Path(out)
     save_weights(net, cfg, out)
     vocab.save(out / VOCAB_NAME)
