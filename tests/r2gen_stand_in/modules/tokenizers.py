@@ -3,6 +3,15 @@ import re
 from collections import Counter
 
 
+def _sent_cleaner(t):
+    # The official regex, quirk included: ":-\[" is a character range.
+    return re.sub(
+        "[.,?;*!%^&_+():-\\[\\]{}]",
+        "",
+        t.replace('"', "").replace("/", "").replace("\\", "").replace("'", "").strip().lower(),
+    )
+
+
 class Tokenizer:
     def __init__(self, args):
         self.ann_path = args.ann_path
@@ -49,14 +58,7 @@ class Tokenizer:
                 .split(". ")
             )
 
-        def sent_cleaner(t):
-            return re.sub(
-                "[.,?;*!%^&_+():-\\[\\]{}]",
-                "",
-                t.replace('"', "").replace("/", "").replace("\\", "").replace("'", "").strip().lower(),
-            )
-
-        tokens = [sent_cleaner(sent) for sent in report_cleaner(report) if sent_cleaner(sent) != []]
+        tokens = [_sent_cleaner(sent) for sent in report_cleaner(report) if _sent_cleaner(sent) != []]
         return " . ".join(tokens) + " ."
 
     def clean_report_mimic_cxr(self, report):
@@ -83,14 +85,7 @@ class Tokenizer:
                 .split(". ")
             )
 
-        def sent_cleaner(t):
-            return re.sub(
-                "[.,?;*!%^&_+():-\\[\\]{}]",
-                "",
-                t.replace('"', "").replace("/", "").replace("\\", "").replace("'", "").strip().lower(),
-            )
-
-        tokens = [sent_cleaner(sent) for sent in report_cleaner(report) if sent_cleaner(sent) != []]
+        tokens = [_sent_cleaner(sent) for sent in report_cleaner(report) if _sent_cleaner(sent) != []]
         return " . ".join(tokens) + " ."
 
     def get_token_by_id(self, id):
