@@ -20,7 +20,7 @@ def test_contract_shapes_and_range():
     r = render_case(case, size=96)
     assert isinstance(r, RenderedCase)
     assert r.image.dtype == np.float32 and r.image.shape == (96, 96)
-    assert 0.0 <= r.image.min() and r.image.max() <= 1.0
+    assert r.image.min() >= 0.0 and r.image.max() <= 1.0
     assert list(r.masks) == ["Pleural Effusion", "Support Devices"]
     assert all(m.dtype == bool and m.shape == (96, 96) and m.any() for m in r.masks.values())
     assert r.mark_mask is not None and r.mark_mask.any() and isinstance(MARK_NAME, str)

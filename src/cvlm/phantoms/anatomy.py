@@ -111,7 +111,7 @@ class Geometry:
 def sample_geometry(rng: np.random.Generator) -> Geometry:
     """Draw a plausible adult PA chest (habitus, inspiration, heart size, positioning)."""
     u = rng.uniform
-    thorax = u(0.72, 0.84)
+    thorax = u(0.76, 0.86)
     apex = u(-0.76, -0.66)
     dome_r = u(0.26, 0.44)  # depth of inspiration
     dome_l = dome_r + u(0.02, 0.07)
@@ -138,10 +138,10 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
         heart_y=u(0.12, 0.24) + 0.5 * (dome_r - 0.35),
         rib_top=apex + u(-0.04, 0.02),
         rib_step=u(0.125, 0.145) * (1.0 + 0.6 * (dome_r - 0.35)),
-        rib_width=u(0.042, 0.055),
+        rib_width=u(0.055, 0.068),
         angle=float(np.clip(rng.normal(0.0, 1.6), -4.0, 4.0)),
-        scale=u(0.93, 1.05),
-        shift=(u(-0.03, 0.03), u(-0.03, 0.04)),
+        scale=u(1.02, 1.12),
+        shift=(u(-0.03, 0.03), u(0.02, 0.09)),
     )
 
 
@@ -283,21 +283,27 @@ class Rib:
 def rib_arcs(g: Geometry, rng: np.random.Generator) -> list[Rib]:
     """The posterior and anterior rib arcs of both hemithoraces."""
     ribs = []
+    wall = lung_outline(g, "left")  # lateral extent of the thorax at each height
+    wall = wall[wall[:, 0] > 0.2]
+    order = np.argsort(wall[:, 1])
     for side, s in SIDES.items():
         for i in range(10):
             y0 = g.rib_top + i * g.rib_step + rng.normal(0, 0.005)
-            t = np.linspace(0.0, 1.0, 20)
-            reach = g.thorax * (0.55 + 0.45 * min(1.0, 0.35 + 0.2 * i)) + 0.05
-            # Posterior arc: leaves the spine, rises slightly, then sweeps laterally and down.
-            x = 0.06 + (reach - 0.06) * np.sin(t * np.pi / 2) ** 0.9
-            y = y0 - 0.04 * np.sin(t * np.pi) + (0.1 + 0.012 * i) * t**2.2
+            t = np.linspace(0.0, 1.0, 18)
+            drop = 0.2 + 0.01 * i
+            reach = float(np.interp(y0 + drop, wall[order, 1], wall[order, 0])) + 0.03
+            # Posterior arc: leaves the spine, rises a little, descends laterally, hooks down at the wall.
+            x = 0.06 + (reach - 0.06) * t
+            y = y0 - 0.03 * np.sin(np.pi * np.clip(1.5 * t, 0, 1)) + drop * t**1.5
+            x = np.r_[x, reach + 0.012, reach + 0.005]
+            y = np.r_[y, y[-1] + 0.04, y[-1] + 0.075]
             post = np.stack([s * x + g.mid_x, y], 1)
-            ribs.append(Rib(side, i, True, post, g.rib_width * (0.8 + 0.04 * min(i, 5))))
-            if i < 7:
+            ribs.append(Rib(side, i, True, post, g.rib_width * (0.75 + 0.05 * min(i, 5))))
+            if i < 8:
                 # Anterior arc: from the lateral wall, medially and steeply down to the cartilage.
-                xa = reach - (reach - 0.28 + 0.02 * i) * t
-                ya = y[-1] + 0.02 + (0.22 + 0.01 * i) * t**1.3 - 0.04 * np.sin(t * np.pi)
-                ribs.append(Rib(side, i, False, np.stack([s * xa + g.mid_x, ya], 1), g.rib_width * 0.75))
+                xa = reach - (reach - 0.26 - 0.015 * i) * t
+                ya = y[-1] + (0.2 + 0.01 * i) * t**1.2 - 0.05 * np.sin(t * np.pi)
+                ribs.append(Rib(side, i, False, np.stack([s * xa + g.mid_x, ya], 1), g.rib_width * 0.8))
     return ribs
 
 
@@ -329,8 +335,9 @@ class Anatomy:
         x, y: ``(size, size)`` normalised coordinates of every pixel centre (rotation included).
         layers: Named ``(size, size)`` float32 attenuation layers; ``density`` is their sum
             and the only one the exposure sees. Others (``lung_right``, ``lung_left`` in [0, 1],
-            ``air`` = lung air thickness, ``markings``, ``texture``, ``ribs``, ``heart``,
-            ``mediastinum``) let findings replace what they cover.
+            ``air`` = lung air thickness, ``markings``, ``texture``, ``ribs`` (seen with weight
+            ``rib_weight``: processing makes ribs stand out over the lungs), ``heart``, ``mediastinum``)
+            let findings replace what they cover.
         exposure: ``(k, lo, hi, gamma)`` of the exposure curve.
         noise: ``(size, size)`` float32 unit noise field, fixed by the seed.
         noise_level: Standard deviation of the quantum noise at full brightness.
@@ -487,9 +494,9 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
 
     # 1. Soft tissue: an elliptic body cross-section, shoulders and neck at the top.
     half = g.body + 0.08 * np.clip(-y - 0.75, 0, None) / 0.25
-    half = np.where(y < -0.82, np.maximum(0.32, g.body - 2.2 * np.clip(-0.82 - y, 0, None) ** 1.2), half)
+    half = np.where(y < -0.9, np.maximum(0.32, g.body - 3.0 * np.clip(-0.9 - y, 0, None) ** 1.2), half)
     inside = np.clip(1.0 - (x / half) ** 2, 0.0, None)
-    soft = 0.85 * np.sqrt(inside) + 0.22 * smoothstep(0.0, 0.06, inside)
+    soft = 0.55 * np.sqrt(inside) + 0.45 * smoothstep(0.0, 0.06, inside)
     soft = anat.blur(soft.astype(np.float32), 1.0)
     if u() < 0.45:  # breast shadows: soft density over the lower zones, curved lower edge
         by = u(0.2, 0.45)
@@ -504,10 +511,10 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     thick = (0.55 + 0.45 * np.sin(np.pi * np.clip(lateral * 1.05, 0, 1) ** 0.8)) * (
         0.55 + 0.45 * smoothstep(g.apex, g.apex + 0.45, y)
     )
-    air = (u(0.62, 0.75) * thick * (lung_r + lung_l)).astype(np.float32)
+    air = (u(0.5, 0.6) * thick * (lung_r + lung_l)).astype(np.float32)
 
     # 3. Heart, mediastinum, trachea, hila; gastric bubble under the left dome.
-    heart = anat.fill([heart_outline(g)], 0.8)
+    heart = heart_field(anat, heart_outline(g))
     medi = anat.fill([mediastinum_outline(g)], 0.8)
     tw = u(0.03, 0.04)
     trachea = anat.stroke(
@@ -542,7 +549,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         values += v
     lungs = lung_r + lung_l
     vessels = anat.stroke(lines, widths, values, 0.6)
-    markings = (u(0.16, 0.24) * vessels + 0.18 * hila) * lungs
+    markings = (u(0.14, 0.2) * vessels + 0.2 * hila) * lungs
     texture = 0.035 * anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.9) * lungs
 
     # 5. Bones: ribs with brighter cortices, clavicles, spine with vertebral bodies, humeral heads.
@@ -559,20 +566,20 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     humeri = np.zeros_like(x)
     for s in SIDES.values():
         humeri += smoothstep(1.0, 0.9, ((x - s * (g.body + 0.02)) / 0.16) ** 2 + ((y + 0.8) / 0.2) ** 2)
-    coef = {"ribs": u(0.28, 0.36), "heart": u(0.5, 0.62), "mediastinum": 0.45}
+    coef = {"ribs": u(0.13, 0.17), "heart": u(0.08, 0.13), "mediastinum": 0.16}
     density = (
         soft
-        - air
-        + coef["heart"] * heart * (1.0 - 0.3 * lungs)
-        + coef["mediastinum"] * medi * (1.0 - 0.5 * lungs)
+        - air * (1.0 - 0.8 * heart)
+        + coef["heart"] * heart
+        + coef["mediastinum"] * medi
         - 0.22 * trachea
         - 0.3 * bubble
         + markings
         + texture
-        + coef["ribs"] * ribs
-        + 0.42 * clav
-        + 0.35 * anat.blur(spine.astype(np.float32), 0.6)
-        + 0.4 * anat.blur(humeri.astype(np.float32), 0.8)
+        + coef["ribs"] * ribs * (0.35 + 0.65 * lungs)
+        + 0.2 * clav
+        + 0.12 * anat.blur(spine.astype(np.float32), 0.6)
+        + 0.2 * anat.blur(humeri.astype(np.float32), 0.8)
     ).astype(np.float32)
     anat.coef = coef
     anat.layers = {
@@ -583,13 +590,25 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         "markings": markings.astype(np.float32),
         "texture": texture.astype(np.float32),
         "ribs": ribs,
+        "rib_weight": (0.35 + 0.65 * lungs).astype(np.float32),
         "heart": heart,
         "mediastinum": medi,
     }
-    anat.exposure = (u(1.6, 2.2), u(0.22, 0.32), u(0.9, 0.97), u(0.9, 1.3))
+    anat.exposure = (u(1.3, 1.7), u(0.15, 0.22), u(0.92, 0.97), u(0.7, 0.9))
     anat.noise = anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.45)
     anat.noise_level = u(0.01, 0.025)
     return anat
+
+
+def heart_field(anat: Anatomy, outline: np.ndarray) -> np.ndarray:
+    """Soft cardiac silhouette ``(size, size)`` in [0, 1], fading out below the diaphragm.
+
+    Below the domes the heart sits on the abdomen and adds nothing the abdominal soft tissue does not
+    already show.
+    """
+    g = anat.geometry
+    fade = smoothstep(max(g.dome) + 0.1, min(g.dome), anat.y)
+    return (anat.fill([outline], 0.8) * fade).astype(np.float32)
 
 
 def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:

@@ -7,7 +7,9 @@ al. 2019, as used for ``mimic-cxr-2.0.0-chexpert.csv``):
 * a finding written plainly ("Small left pleural effusion.") is ``1``; hedged ("may represent
   atelectasis", "cannot be excluded", "possible") is ``-1``; negated ("No pneumothorax.", "Heart size is
   normal.") is ``0``; not mentioned is ``None``;
-* "The cardiomediastinal silhouette is normal" negates both Cardiomegaly and Enlarged Cardiomediastinum;
+* "The cardiomediastinal silhouette is normal" negates Enlarged Cardiomediastinum only (it names no
+  Cardiomegaly mention: heart size, cardiac silhouette, ...), "Heart size and mediastinal contours are
+  normal" negates both;
   "The lungs are clear" and "No acute cardiopulmonary process" state no label of their own;
 * No Finding is ``1`` when no abnormality other than Support Devices is ``1`` or ``-1``, else ``None``.
 
@@ -27,8 +29,8 @@ import numpy as np
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN, Labels
 from cvlm.phantoms.case import Case, FindingInstance
 
-UNCERTAIN_RATE = 0.08
-"""Share of present (hedgeable) findings written with uncertainty (label -1)."""
+UNCERTAIN_RATE = 0.15
+"""Share of present, mild findings written with uncertainty (label -1); about 7% of all present ones."""
 
 CANNOT_EXCLUDE_PNEUMONIA_RATE = 0.15
 """Share of studies with opacity, consolidation or atelectasis but no pneumonia whose report still says
@@ -456,9 +458,8 @@ _NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (
         ("Cardiomegaly", "Enlarged Cardiomediastinum"),
         (
-            "The cardiomediastinal silhouette is normal.",
-            "The cardiomediastinal silhouette is within normal limits.",
             "Heart size and mediastinal contours are normal.",
+            "Heart size and mediastinum are within normal limits.",
         ),
     ),
     (("Pneumothorax",), ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen.")),
@@ -492,6 +493,9 @@ _NEGATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "The mediastinal contours are normal.",
             "Mediastinal contours are within normal limits.",
             "The mediastinum is not widened.",
+            # CheXpert's Cardiomegaly mentions (heart size, cardiac silhouette, ...) do not match this one.
+            "The cardiomediastinal silhouette is normal.",
+            "The cardiomediastinal silhouette is within normal limits.",
         ),
     ),
 )
@@ -572,7 +576,11 @@ def _section_key(sentence: Sentence) -> int:
 def _format(title: str, body: str, width: int = 79) -> list[str]:
     lines = [f" {title}", " "] if body else [f" {title}"]
     for paragraph in body.split("\n"):
-        lines.extend(textwrap.wrap(paragraph, width=width, initial_indent=" ", subsequent_indent=" "))
+        lines.extend(
+            textwrap.wrap(
+                paragraph, width=width, initial_indent=" ", subsequent_indent=" ", break_on_hyphens=False
+            )
+        )
     return lines
 
 
@@ -591,7 +599,12 @@ def compose_report(case: Case, rng: np.random.Generator) -> PhantomReport:
         >>> report.labels["No Finding"]
         1
     """
-    hedged = {f.name for f in case.findings if f.name in _HEDGEABLE and rng.random() < UNCERTAIN_RATE}
+    # Radiologists hedge subtle findings: only mild (or ungraded) ones are written as uncertain.
+    hedged = {
+        f.name
+        for f in case.findings
+        if f.name in _HEDGEABLE and f.severity in (None, "mild") and rng.random() < UNCERTAIN_RATE
+    }
     combined, covered = _combined_sentence(case, hedged, rng)
     stated = [combined] if combined else []
     stated += [

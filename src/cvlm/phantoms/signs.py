@@ -29,6 +29,7 @@ from cvlm.phantoms.anatomy import (
     Rib,
     chaikin,
     draw_ribs,
+    heart_field,
     heart_outline,
     lung_outline,
     mediastinum_outline,
@@ -173,9 +174,8 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
     widen = _level(f, 1.35, 1.6, 1.9) * rng.uniform(0.95, 1.08)
     wide = anat.fill([mediastinum_outline(g, widen)], 0.8)
     extra = np.clip(wide - anat.layers["mediastinum"], 0.0, None)
-    lungs = anat.lung("bilateral")
     # Mediastinal soft tissue replaces the lung air it now covers.
-    delta = extra * (anat.coef["mediastinum"] * (1.0 - 0.5 * lungs) + anat.layers["air"])
+    delta = extra * (anat.coef["mediastinum"] + anat.layers["air"])
     band = (anat.y > g.apex - 0.3) & (anat.y < 0.15)
     mask = (wide > 0.03) & band
     return _sign(delta, mask | _grow(extra > 0.01, 1))
@@ -188,9 +188,10 @@ def cardiomegaly(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) ->
     xl, xr = g.heart_left - g.mid_x, g.mid_x - g.heart_right
     grow_right = 1.0 + (target / g.ctr - 1.0) * rng.uniform(0.4, 0.8)
     grow_left = (target * 2.0 * g.thorax - xr * grow_right) / xl
-    big = anat.fill([heart_outline(g, grow_left, grow_right)], 0.8)
+    big = heart_field(anat, heart_outline(g, grow_left, grow_right))
     extra = np.clip(big - anat.layers["heart"], 0.0, None)
-    delta = extra * anat.coef["heart"] * (1.0 - 0.3 * anat.lung("bilateral"))
+    # The heart adds its own attenuation and displaces lung air (as in the anatomy's sum).
+    delta = extra * (anat.coef["heart"] + 0.8 * anat.layers["air"])
     return _sign(delta, (big > 0.03) | _grow(extra > 0.01, 1))
 
 
@@ -229,11 +230,11 @@ def lung_opacity(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) ->
     for side in _sides(f):
         cx, cy = _inside_lung(anat, side, rng, 0.08, _zone_band(anat, side, zone))
         r = _level(f, 0.16, 0.22, 0.3) * rng.uniform(0.85, 1.15)
-        blob = np.exp(-(((anat.x - cx) / (1.3 * r)) ** 2 + ((anat.y - cy) / r) ** 2))
-        patchy = np.clip(0.55 + 0.45 * anat.smooth_noise(rng, 10), 0.0, 1.0)
+        blob = np.exp(-((((anat.x - cx) / (1.3 * r)) ** 2 + ((anat.y - cy) / r) ** 2) ** 2))
+        patchy = np.clip(0.65 + 0.4 * anat.smooth_noise(rng, 10), 0.0, 1.0)
         field = field + blob * patchy * anat.lung(side)
     w, mask = _cut(anat, np.clip(field, 0.0, 1.0), 0.06)
-    delta = w * (_level(f, 0.3, 0.42, 0.55) * anat.layers["air"] + 0.03)
+    delta = w * (_level(f, 0.45, 0.6, 0.75) * anat.layers["air"] + 0.03)
     return _sign(delta, mask)
 
 
@@ -295,7 +296,7 @@ def edema(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     field = np.clip(haze, 0.0, 1.0)
     w, mask = _cut(anat, field, 0.08)
     sw, smask = _cut(anat, strokes, 0.03)
-    delta = w * _level(f, 0.3, 0.42, 0.55) * anat.layers["air"] + 0.15 * sw
+    delta = w * _level(f, 0.4, 0.55, 0.7) * anat.layers["air"] + 0.15 * sw
     return _sign(delta, mask | smask)
 
 
@@ -328,11 +329,11 @@ def consolidation(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -
     lobe = _zone(anat, side, zone, sharp=zone != "lower")
     cx, cy = _inside_lung(anat, side, rng, 0.06, _zone_band(anat, side, zone))
     extent = _level(f, 0.2, 0.32, 0.6)
-    blob = np.exp(-(((anat.x - cx) ** 2 + (anat.y - cy) ** 2) / extent**2))
-    field = lobe * np.clip(1.6 * blob * (0.85 + 0.15 * anat.smooth_noise(rng, 12)), 0.0, 1.0)
+    blob = np.exp(-((((anat.x - cx) ** 2 + (anat.y - cy) ** 2) / extent**2) ** 2))
+    field = lobe * np.clip(2.2 * blob * (0.85 + 0.15 * anat.smooth_noise(rng, 12)), 0.0, 1.0)
     w, mask = _cut(anat, field, 0.06)
     bronch = _bronchograms(anat, rng, side, (cx, cy))
-    delta = w * (0.85 * anat.layers["air"] + 0.04) * (1.0 - 0.5 * bronch)
+    delta = w * (0.95 * anat.layers["air"] + 0.05) * (1.0 - 0.5 * bronch)
     return _sign(delta, mask)
 
 
@@ -479,13 +480,13 @@ def pleural_other(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -
 def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Lateral rib fracture: a lucent gap in the cortex and a step between the fragments."""
     side = f.laterality
-    candidates = [r for r in anat.ribs if r.posterior and r.side == side and 3 <= r.index <= 8]
+    candidates = [r for r in anat.ribs if r.posterior and r.side == side and 2 <= r.index <= 6]
     rib = candidates[int(rng.integers(len(candidates)))]
     pts = rib.points
     seg = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
-    at = seg[-1] * rng.uniform(0.55, 0.85)
-    gap = _level(f, 0.008, 0.012, 0.018)
-    step = _level(f, 0.006, 0.014, 0.025) * rng.choice([-1.0, 1.0])
+    at = seg[-1] * rng.uniform(0.45, 0.8)
+    gap = _level(f, 0.012, 0.017, 0.024)
+    step = _level(f, 0.01, 0.02, 0.03) * rng.choice([-1.0, 1.0])
     # Fragment ends, then the distal fragment displaced perpendicular to the rib, tapering off.
     tangent = np.array([np.interp(at, seg, np.gradient(pts[:, k])) for k in range(2)])
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
@@ -498,7 +499,7 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
         Rib(rib.side, rib.index, True, before, rib.width),
         Rib(rib.side, rib.index, True, after, rib.width),
     ]
-    change = anat.coef["ribs"] * (draw_ribs(anat, broken) - anat.layers["ribs"])
+    change = anat.coef["ribs"] * anat.layers["rib_weight"] * (draw_ribs(anat, broken) - anat.layers["ribs"])
     mask = _grow(np.abs(change) > 1e-4, 1)
     return _sign(change, mask)
 

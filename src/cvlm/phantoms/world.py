@@ -279,7 +279,8 @@ def iter_world(
     """Write a phantom world image by image, yielding each image's truth record in index order.
 
     Arguments as in :func:`write_world`. Tables are written to ``*.partial`` files and renamed once
-    complete; ``world.json`` carries ``"complete": true`` only when everything is written.
+    complete; ``world.json`` carries ``"complete": true`` only when everything is written. Rerunning an
+    interrupted world with the same settings keeps the images it finished and renders the rest.
     """
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}.")
@@ -299,9 +300,13 @@ def iter_world(
         json.dumps({**settings, "complete": False}, indent=2) + "\n", encoding="utf-8"
     )
 
-    jobs = (_Job(str(out), seed, size, finding, slot) for slot in plan_slots(seed, n))
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    # An interrupted run of the same world is resumed: its finished records are kept (streamed from
+    # the old partial table), and rendering restarts at the first image it had not finished.
     tables = {name: out / f"{name}.partial" for name in (METADATA_CSV, SPLIT_CSV, CHEXPERT_CSV, TRUTH_JSONL)}
+    previous = out / f"{TRUTH_JSONL}.resume"
+    if tables[TRUTH_JSONL].is_file():
+        tables[TRUTH_JSONL].replace(previous)
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
     with (
         open(tables[METADATA_CSV], "w", newline="", encoding="utf-8") as meta_f,
         open(tables[SPLIT_CSV], "w", newline="", encoding="utf-8") as split_f,
@@ -312,15 +317,41 @@ def iter_world(
         meta.writerow(METADATA_COLUMNS)
         splits.writerow(SPLIT_COLUMNS)
         chex.writerow(CHEXPERT_COLUMNS)
+        kept = 0
+        for record in _finished(out, previous, n):
+            _write_rows(record, size, meta, splits, chex)
+            truth_f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            kept += 1
+            yield record
+        jobs = (_Job(str(out), seed, size, finding, s) for s in plan_slots(seed, n) if s.index >= kept)
         for record in _run(jobs, workers):
             _write_rows(record, size, meta, splits, chex)
             truth_f.write(json.dumps(record, separators=(",", ":")) + "\n")
             yield record
+    previous.unlink(missing_ok=True)
     for name, partial in tables.items():
         partial.replace(out / name)
     (out / WORLD_JSON).write_text(
         json.dumps({**settings, "complete": True}, indent=2) + "\n", encoding="utf-8"
     )
+
+
+def _finished(out: Path, previous: Path, n: int) -> Iterator[dict]:
+    """Records of an interrupted run worth keeping: whole lines, in index order, whose files exist."""
+    if not previous.is_file():
+        return
+    with open(previous, encoding="utf-8") as lines:
+        for expected, line in enumerate(lines):
+            if expected >= n or not line.endswith("\n"):
+                return
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return
+            files = [record["image"], record["report"], *(f["mask"] for f in record["findings"])]
+            if record.get("index") != expected or not all((out / f).is_file() for f in files):
+                return
+            yield record
 
 
 def _run(jobs: Iterator[_Job], workers: int) -> Iterator[dict]:
@@ -369,8 +400,8 @@ def write_world(
     """Write a phantom world of ``n`` frontal chest radiographs in the MIMIC-CXR-JPG layout.
 
     Args:
-        out: Output folder (created; must be empty, or hold an unfinished world of the same settings,
-            which is then rewritten; a finished one is left as it is).
+        out: Output folder (created; must be empty, or hold the same world: an unfinished one is
+            resumed, a finished one left as it is).
         n: Number of images (one image per study).
         seed: World seed; the same seed gives byte-identical files whatever ``workers`` is.
         size: Image side in pixels (16..512).
