@@ -5,6 +5,8 @@ import pytest
 
 from cvlm.findings import ABNORMALITIES
 from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.contact_sheet import contact_sheet
+from cvlm.phantoms.difficulty import auc, fit_logistic, linear_probe_auc
 from cvlm.phantoms.render import MARK_NAME, RenderedCase, bbox, render_case
 from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
 
@@ -101,3 +103,41 @@ def test_mark_is_local():
     b = render_case(Case(4, (instance("Edema"),), shortcut_mark=True))
     assert not ((a.image != b.image) & ~b.mark_mask).any()
     assert b.image[b.mark_mask].mean() > 0.9
+
+
+def test_auc_and_logistic_by_hand():
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert auc(np.array([1.0, 1.0, 1.0, 1.0]), np.array([0, 1, 0, 1])) == 0.5
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 1] > 0).astype(int)
+    w = fit_logistic(x, y, ridge=0.1)
+    assert np.argmax(np.abs(w[:-1])) == 1 and auc(x @ w[:-1], y) > 0.99
+
+
+# Measured with benchmarks/phantom_render.py --auc 1000 (table in docs/phantoms.md): small nodule, mild
+# fracture and small pneumothorax ~0.5 (chance), mild cardiomegaly ~0.89, large effusion ~1.0. Here with
+# 300 cases (test split of 90: AUC standard error ~0.03-0.05), so the bounds leave room for that noise.
+@pytest.mark.parametrize(
+    ("finding", "low", "high"),
+    [
+        (FindingInstance("Lung Lesion", None, "mild", "nodule"), 0.0, 0.75),
+        (FindingInstance("Fracture", None, "mild"), 0.0, 0.75),
+        (FindingInstance("Pneumothorax", None, "mild"), 0.0, 0.75),
+        (FindingInstance("Cardiomegaly", None, "mild"), 0.0, 0.95),
+        (FindingInstance("Pleural Effusion", None, "severe"), 0.95, 1.0),
+    ],
+    ids=["small-nodule", "fracture", "small-pneumothorax", "mild-cardiomegaly", "large-effusion"],
+)
+def test_world_is_not_linearly_trivial(finding, low, high):
+    """A 16x16-pixel linear model must not find the subtle signs, but must find a large effusion."""
+    value = linear_probe_auc(finding, n=300, seed=1)
+    assert low <= value <= high, f"{finding}: AUC {value:.3f} outside [{low}, {high}]"
+
+
+def test_contact_sheet(tmp_path):
+    cases = [Case(1), Case(2, (instance("Pneumothorax"),), shortcut_mark=True)]
+    out = contact_sheet(cases, tmp_path / "sheet.png", size=64, reports=["Normal chest.", "Pneumothorax."])
+    assert out.exists() and out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="reports"):
+        contact_sheet(cases, tmp_path / "x.png", reports=["one"])

@@ -111,16 +111,17 @@ class Geometry:
 def sample_geometry(rng: np.random.Generator) -> Geometry:
     """Draw a plausible adult PA chest (habitus, inspiration, heart size, positioning)."""
     u = rng.uniform
-    thorax = u(0.76, 0.86)
+    thorax = u(0.74, 0.88)
     apex = u(-0.76, -0.66)
     dome_r = u(0.26, 0.44)  # depth of inspiration
     dome_l = dome_r + u(0.02, 0.07)
     cp_drop = u(0.09, 0.15)
-    mid_x = u(-0.02, 0.03)
-    med_half = u(0.095, 0.125)
-    ctr = u(0.39, 0.48)
+    mid_x = u(-0.04, 0.05)
+    med_half = u(0.11, 0.15)
+    # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
+    ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
-    heart_right = mid_x - width * u(0.27, 0.35)
+    heart_right = mid_x - width * u(0.25, 0.38)
     hila = ((mid_x - u(0.17, 0.23), u(-0.12, -0.02)), (mid_x + u(0.17, 0.22), u(-0.16, -0.07)))
     return Geometry(
         thorax=thorax,
@@ -139,9 +140,9 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
         rib_top=apex + u(-0.04, 0.02),
         rib_step=u(0.125, 0.145) * (1.0 + 0.6 * (dome_r - 0.35)),
         rib_width=u(0.055, 0.068),
-        angle=float(np.clip(rng.normal(0.0, 1.6), -4.0, 4.0)),
-        scale=u(1.02, 1.12),
-        shift=(u(-0.03, 0.03), u(0.02, 0.09)),
+        angle=float(np.clip(rng.normal(0.0, 2.2), -5.0, 5.0)),
+        scale=u(1.0, 1.14),
+        shift=(u(-0.05, 0.05), u(0.0, 0.1)),
     )
 
 
@@ -294,7 +295,7 @@ def rib_arcs(g: Geometry, rng: np.random.Generator) -> list[Rib]:
             reach = float(np.interp(y0 + drop, wall[order, 1], wall[order, 0])) + 0.03
             # Posterior arc: leaves the spine, rises a little, descends laterally, hooks down at the wall.
             x = 0.06 + (reach - 0.06) * t
-            y = y0 - 0.03 * np.sin(np.pi * np.clip(1.5 * t, 0, 1)) + drop * t**1.5
+            y = y0 - 0.055 * np.sin(np.pi * np.clip(1.4 * t, 0, 1)) + drop * t**1.6
             x = np.r_[x, reach + 0.012, reach + 0.005]
             y = np.r_[y, y[-1] + 0.04, y[-1] + 0.075]
             post = np.stack([s * x + g.mid_x, y], 1)
@@ -313,7 +314,7 @@ def clavicles(g: Geometry) -> list[np.ndarray]:
     for s in SIDES.values():
         t = np.linspace(0.0, 1.0, 16)
         x = 0.07 + 0.7 * t
-        y = g.apex + 0.02 - 0.14 * t + 0.03 * np.sin(t * 2 * np.pi)
+        y = g.apex + 0.13 - 0.17 * t + 0.025 * np.sin(t * 2 * np.pi)
         out.append(np.stack([s * x + g.mid_x, y], 1))
     return out
 
@@ -368,6 +369,11 @@ class Anatomy:
         p = np.asarray(points, dtype=np.float64)
         return p @ self._matrix[:, :2].T + self._matrix[:, 2]
 
+    def _fixed_point(self, shapes: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalised ``(N_i, 2)`` point lists -> cv2 fixed-point pixel coordinates (one transform)."""
+        flat = np.round(self.to_px(np.concatenate(shapes)) * _AA_SCALE).astype(np.int32)
+        return np.split(flat, np.cumsum([len(p) for p in shapes])[:-1])
+
     def sigma(self, at128: float) -> float:
         """A blur width given in pixels at 128 x 128, for this image size."""
         return at128 * self.size / 128.0
@@ -382,8 +388,9 @@ class Anatomy:
     def fill(self, polygons: list[np.ndarray], soften: float = 0.7) -> np.ndarray:
         """Anti-aliased fill of closed normalised polygons, softened; ``(size, size)`` in [0, 1]."""
         canvas = np.zeros((self.size, self.size), np.uint8)
-        pts = [np.round(self.to_px(p) * _AA_SCALE).astype(np.int32) for p in polygons]
-        cv2.fillPoly(canvas, pts, 255, cv2.LINE_AA, _AA)
+        pts = self._fixed_point(polygons)
+        for p in pts:  # one call per polygon: overlaps are filled, not cancelled
+            cv2.fillPoly(canvas, [p], 255, cv2.LINE_AA, _AA)
         return self.blur(canvas.astype(np.float32) / 255.0, soften)
 
     def stroke(
@@ -402,8 +409,7 @@ class Anatomy:
         n = len(lines)
         widths = [widths] * n if np.isscalar(widths) else widths
         values = [values] * n if np.isscalar(values) else values
-        for line, w, v in zip(lines, widths, values, strict=True):
-            pts = np.round(self.to_px(line) * _AA_SCALE).astype(np.int32)
+        for pts, w, v in zip(self._fixed_point(lines), widths, values, strict=True):
             thick = max(1, round(w * self.px))
             cv2.polylines(canvas, [pts], False, round(255 * v), thick, cv2.LINE_AA, _AA)
         return self.blur(canvas.astype(np.float32) / 255.0, soften)
@@ -440,39 +446,36 @@ def _grids(size: int, g: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _vessel_tree(
     g: Geometry, rng: np.random.Generator, side: str
 ) -> tuple[list[np.ndarray], list[float], list[float]]:
-    """Pulmonary vessels branching from one hilum: lines, widths, intensities (fading outwards)."""
+    """Pulmonary vessels branching from one hilum: lines, widths, intensities (fading outwards).
+
+    Six trunks fan out from the hilum; each generation splits in two, shorter, thinner and fainter,
+    for three generations. All branches of a generation are grown at once (vectorised).
+    """
     s = SIDES[side]
     hx, hy = g.hila[0 if side == "right" else 1]
+    base = np.array([-1.25, -0.75, -0.3, 0.15, 0.6, 1.05])
+    # In image coordinates the lateral direction is angle 0 (patient left) or pi (patient right).
+    angle = base + rng.normal(0, 0.1, 6)
+    angle = angle if s > 0 else np.pi - angle
+    length = rng.uniform(0.16, 0.22, 6) * np.where(np.abs(base) > 0.9, 1.2, 1.0)
+    start = np.array([hx, hy]) + rng.normal(0, 0.015, (6, 2))
+    width, value = 0.022, 0.9
     lines, widths, values = [], [], []
-
-    def grow(p: np.ndarray, angle: float, length: float, width: float, value: float, depth: int) -> None:
-        n = 3
-        pts = [p]
-        a = angle
-        for _ in range(n):
-            a += rng.normal(0, 0.12)
-            pts.append(pts[-1] + length / n * np.array([np.cos(a), np.sin(a)]))
-        lines.append(np.array(pts))
-        widths.append(width)
-        values.append(value)
-        if depth < 3:
-            for da in (-1, 1):
-                grow(
-                    pts[-1],
-                    a + da * rng.uniform(0.25, 0.55),
-                    length * rng.uniform(0.6, 0.8),
-                    width * 0.7,
-                    value * 0.72,
-                    depth + 1,
-                )
-
-    # Main trunks fan out laterally; in image coordinates the lateral direction is angle 0 (s > 0) or pi.
-    for base in (-1.25, -0.75, -0.3, 0.15, 0.6, 1.05):
-        ang = base + rng.normal(0, 0.1)
-        ang = ang if s > 0 else np.pi - ang
-        length = rng.uniform(0.16, 0.22) * (1.2 if abs(base) > 0.9 else 1.0)
-        start = np.array([hx, hy]) + rng.normal(0, 0.015, 2)
-        grow(start, ang, length, 0.022, 0.9, 0)
+    for depth in range(4):
+        k = len(angle)
+        turns = np.cumsum(rng.normal(0, 0.12, (k, 3)), axis=1) + angle[:, None]
+        steps = (length / 3)[:, None, None] * np.stack([np.cos(turns), np.sin(turns)], 2)
+        pts = np.concatenate([start[:, None], start[:, None] + np.cumsum(steps, axis=1)], axis=1)
+        lines += list(pts)
+        widths += [width] * k
+        values += [value] * k
+        if depth == 3:
+            break
+        spread = rng.uniform(0.25, 0.55, (k, 2)) * np.array([-1.0, 1.0])
+        angle = (turns[:, -1:] + spread).ravel()
+        length = np.repeat(length, 2) * rng.uniform(0.6, 0.8, 2 * k)
+        start = np.repeat(pts[:, -1], 2, axis=0)
+        width, value = width * 0.7, value * 0.72
     return lines, widths, values
 
 
@@ -497,6 +500,8 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     half = np.where(y < -0.9, np.maximum(0.32, g.body - 3.0 * np.clip(-0.9 - y, 0, None) ** 1.2), half)
     inside = np.clip(1.0 - (x / half) ** 2, 0.0, None)
     soft = 0.55 * np.sqrt(inside) + 0.45 * smoothstep(0.0, 0.06, inside)
+    # Uneven soft-tissue thickness, and a denser abdomen lower down.
+    soft = soft * (1.0 + 0.05 * anat.smooth_noise(rng, 4)) + 0.12 * smoothstep(0.3, 1.0, y) * inside
     soft = anat.blur(soft.astype(np.float32), 1.0)
     if u() < 0.45:  # breast shadows: soft density over the lower zones, curved lower edge
         by = u(0.2, 0.45)
@@ -511,7 +516,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     thick = (0.55 + 0.45 * np.sin(np.pi * np.clip(lateral * 1.05, 0, 1) ** 0.8)) * (
         0.55 + 0.45 * smoothstep(g.apex, g.apex + 0.45, y)
     )
-    air = (u(0.5, 0.6) * thick * (lung_r + lung_l)).astype(np.float32)
+    air = (u(0.42, 0.6) * thick * (lung_r + lung_l)).astype(np.float32)
 
     # 3. Heart, mediastinum, trachea, hila; gastric bubble under the left dome.
     heart = heart_field(anat, heart_outline(g))
@@ -529,7 +534,13 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     )
     hila = np.zeros_like(x)
     for hx, hy in g.hila:
-        hila += np.exp(-(((x - hx) / 0.07) ** 2 + ((y - hy) / 0.12) ** 2))
+        hila += np.exp(-(((x - hx) / 0.08) ** 2 + ((y - hy) / 0.13) ** 2))
+    # Liver under the right dome (denser than the stomach side), outside the lung fields only.
+    liver = (
+        0.08
+        * smoothstep(g.dome[0] - 0.02, g.dome[0] + 0.12, y)
+        * smoothstep(g.mid_x + 0.25, g.mid_x - 0.05, x)
+    )
     bubble = np.zeros_like(x)
     if u() < 0.7:
         bx, by = g.mid_x + u(0.25, 0.45), g.dome[1] + u(0.08, 0.14)
@@ -549,7 +560,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         values += v
     lungs = lung_r + lung_l
     vessels = anat.stroke(lines, widths, values, 0.6)
-    markings = (u(0.14, 0.2) * vessels + 0.2 * hila) * lungs
+    markings = (u(0.2, 0.28) * vessels + 0.2 * hila) * lungs
     texture = 0.035 * anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.9) * lungs
 
     # 5. Bones: ribs with brighter cortices, clavicles, spine with vertebral bodies, humeral heads.
@@ -566,17 +577,20 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     humeri = np.zeros_like(x)
     for s in SIDES.values():
         humeri += smoothstep(1.0, 0.9, ((x - s * (g.body + 0.02)) / 0.16) ** 2 + ((y + 0.8) / 0.2) ** 2)
-    coef = {"ribs": u(0.13, 0.17), "heart": u(0.08, 0.13), "mediastinum": 0.16}
+    coef = {"ribs": u(0.13, 0.17), "heart": u(0.04, 0.14), "mediastinum": 0.16}
+    # Ribs stand out over aerated lung (processing), much less over the heart and the abdomen.
+    rib_weight = (0.35 + 0.65 * lungs * (1.0 - 0.7 * heart)).astype(np.float32)
     density = (
         soft
+        + liver * (1.0 - lungs)
         - air * (1.0 - 0.8 * heart)
         + coef["heart"] * heart
         + coef["mediastinum"] * medi
-        - 0.22 * trachea
+        - 0.14 * trachea
         - 0.3 * bubble
         + markings
         + texture
-        + coef["ribs"] * ribs * (0.35 + 0.65 * lungs)
+        + coef["ribs"] * ribs * rib_weight
         + 0.2 * clav
         + 0.12 * anat.blur(spine.astype(np.float32), 0.6)
         + 0.2 * anat.blur(humeri.astype(np.float32), 0.8)
@@ -590,7 +604,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         "markings": markings.astype(np.float32),
         "texture": texture.astype(np.float32),
         "ribs": ribs,
-        "rib_weight": (0.35 + 0.65 * lungs).astype(np.float32),
+        "rib_weight": rib_weight,
         "heart": heart,
         "mediastinum": medi,
     }
@@ -611,6 +625,31 @@ def heart_field(anat: Anatomy, outline: np.ndarray) -> np.ndarray:
     return (anat.fill([outline], 0.8) * fade).astype(np.float32)
 
 
+def ribbons(lines: list[np.ndarray], widths: list[float]) -> list[np.ndarray]:
+    """Closed polygons ``(2N, 2)`` of bands of given widths around polylines, with square ends.
+
+    Unlike thick strokes (round caps), a band ends exactly where its line does, so a rib broken into
+    two pieces shows a real gap. Lines of equal length are processed together (vectorised); the
+    output keeps the input order, which fixes the drawing order.
+    """
+    out: list[np.ndarray] = [np.empty(0)] * len(lines)
+    groups: dict[int, list[int]] = {}
+    for i, line in enumerate(lines):
+        groups.setdefault(len(line), []).append(i)
+    for idx in groups.values():
+        p = np.stack([lines[i] for i in idx])
+        d = np.empty_like(p)
+        d[:, 1:-1] = p[:, 2:] - p[:, :-2]
+        d[:, 0], d[:, -1] = p[:, 1] - p[:, 0], p[:, -1] - p[:, -2]
+        n = np.stack([-d[..., 1], d[..., 0]], -1)
+        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-9)
+        half = 0.5 * np.asarray([widths[i] for i in idx])[:, None, None]
+        polys = np.concatenate([p + half * n, (p - half * n)[:, ::-1]], axis=1)
+        for j, i in enumerate(idx):
+            out[i] = polys[j]
+    return out
+
+
 def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
     """Rasterise rib arcs with bright cortical margins; ``(size, size)`` float32.
 
@@ -619,7 +658,8 @@ def draw_ribs(anat: Anatomy, ribs: list[Rib]) -> np.ndarray:
     layers = []
     for posterior in (True, False):
         sel = [r for r in ribs if r.posterior == posterior]
-        outer = anat.stroke([r.points for r in sel], [r.width for r in sel], 1.0, 0.45)
-        core = anat.stroke([r.points for r in sel], [0.45 * r.width for r in sel], 1.0, 0.6)
-        layers.append((outer - 0.35 * core) * (1.0 if posterior else 0.55))
+        lines = [r.points for r in sel]
+        outer = anat.fill(ribbons(lines, [r.width for r in sel]), 0.45)
+        core = anat.fill(ribbons(lines, [0.45 * r.width for r in sel]), 0.6)
+        layers.append((outer - 0.3 * core) * (1.0 if posterior else 0.4))
     return (layers[0] + layers[1]).astype(np.float32)

@@ -129,17 +129,28 @@ def _sign(delta: np.ndarray, mask: np.ndarray) -> Sign:
     return Sign(np.where(mask, delta, 0.0).astype(np.float32), mask)
 
 
-def _inside_lung(anat: Anatomy, side: str, rng: np.random.Generator, margin: float, ys=(-1.0, 1.0)):
-    """A random point ``(x, y)`` at least ``margin`` inside one lung outline, within a ``y`` band."""
+def _inside_lung(
+    anat: Anatomy,
+    side: str,
+    rng: np.random.Generator,
+    margin: float,
+    ys: tuple[float, float] = (-1.0, 1.0),
+    clear_of_heart: bool = False,
+) -> tuple[float, float]:
+    """A random point ``(x, y)`` at least ``margin`` inside one lung outline, within a ``y`` band.
+
+    With ``clear_of_heart`` the point is also at least ``margin`` outside the cardiac silhouette.
+    """
     outline = lung_outline(anat.geometry, side).astype(np.float32)
+    heart = heart_outline(anat.geometry).astype(np.float32)
     lo, hi = outline.min(0), outline.max(0)
     for _ in range(200):
         p = rng.uniform(lo, hi)
-        if (
-            ys[0] <= p[1] <= ys[1]
-            and cv2.pointPolygonTest(outline, (float(p[0]), float(p[1])), True) >= margin
-        ):
-            return float(p[0]), float(p[1])
+        xy = (float(p[0]), float(p[1]))
+        if not ys[0] <= p[1] <= ys[1] or cv2.pointPolygonTest(outline, xy, True) < margin:
+            continue
+        if not clear_of_heart or cv2.pointPolygonTest(heart, xy, True) < -margin:
+            return xy
     # Narrow lungs with a large margin: fall back to the lung's deepest point in the band.
     c = outline.mean(0)
     return float(c[0]), float(np.clip(c[1], *ys))
@@ -149,9 +160,10 @@ def _wall_distance(anat: Anatomy, side: str) -> np.ndarray:
     """Pixel distance from the apical / lateral chest wall of one hemithorax (not the mediastinum)."""
     g = anat.geometry
     s = SIDES[side]
-    i = 0 if side == "right" else 1
     outside = anat.lung(side) < 0.5
-    wall = outside & ((s * (anat.x - g.mid_x) > 0.3) | (anat.y < g.apex + 0.1)) & (anat.y < g.cp[i] - 0.03)
+    # Outside the lung, lateral to it or above it, and above the diaphragm line (not the dome itself).
+    lateral = (s * (anat.x - g.mid_x) > 0.3) | (anat.y < g.apex + 0.1)
+    wall = outside & lateral & (anat.y < _dome_y(anat, side) - 0.03)
     return cv2.distanceTransform((~wall).astype(np.uint8), cv2.DIST_L2, 3)
 
 
@@ -176,7 +188,7 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
     extra = np.clip(wide - anat.layers["mediastinum"], 0.0, None)
     # Mediastinal soft tissue replaces the lung air it now covers.
     delta = extra * (anat.coef["mediastinum"] + anat.layers["air"])
-    band = (anat.y > g.apex - 0.3) & (anat.y < 0.15)
+    band = (anat.y > g.apex - 0.12) & (anat.y < 0.15)
     mask = (wide > 0.03) & band
     return _sign(delta, mask | _grow(extra > 0.01, 1))
 
@@ -184,7 +196,10 @@ def enlarged_cardiomediastinum(anat: Anatomy, f: FindingInstance, rng: np.random
 def cardiomegaly(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Enlarged cardiac silhouette (cardiothoracic ratio > 0.5); mask = the enlarged heart."""
     g = anat.geometry
-    target = rng.uniform(*{"mild": (0.52, 0.555), "severe": (0.63, 0.7)}.get(f.severity, (0.56, 0.62)))
+    if f.severity == "mild":  # just over the 0.5 line: a subtle change for a broad normal heart
+        target = max(g.ctr + rng.uniform(0.02, 0.035), rng.uniform(0.5, 0.515))
+    else:
+        target = rng.uniform(*{"severe": (0.62, 0.7)}.get(f.severity, (0.55, 0.6)))
     xl, xr = g.heart_left - g.mid_x, g.mid_x - g.heart_right
     grow_right = 1.0 + (target / g.ctr - 1.0) * rng.uniform(0.4, 0.8)
     grow_left = (target * 2.0 * g.thorax - xr * grow_right) / xl
@@ -211,8 +226,8 @@ def _zone(anat: Anatomy, side: str, zone: str, sharp: bool) -> np.ndarray:
     elif zone == "middle":
         w = (
             smoothstep(hy - edge, hy + edge, y)
-            * smoothstep(0.75, 0.55, lat)
-            * smoothstep(max(g.dome) + 0.05, max(g.dome) - 0.15, y)
+            * smoothstep(0.9, 0.35, lat)
+            * smoothstep(max(g.dome) + 0.05, max(g.dome) - 0.25, y)
         )
     else:
         w = (
@@ -231,10 +246,11 @@ def lung_opacity(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) ->
         cx, cy = _inside_lung(anat, side, rng, 0.08, _zone_band(anat, side, zone))
         r = _level(f, 0.16, 0.22, 0.3) * rng.uniform(0.85, 1.15)
         blob = np.exp(-((((anat.x - cx) / (1.3 * r)) ** 2 + ((anat.y - cy) / r) ** 2) ** 2))
-        patchy = np.clip(0.65 + 0.4 * anat.smooth_noise(rng, 10), 0.0, 1.0)
-        field = field + blob * patchy * anat.lung(side)
-    w, mask = _cut(anat, np.clip(field, 0.0, 1.0), 0.06)
-    delta = w * (_level(f, 0.45, 0.6, 0.75) * anat.layers["air"] + 0.03)
+        # Two scales of texture: blotches (cells of ~1/8 image) and finer mottling.
+        patchy = 0.6 + 0.3 * anat.smooth_noise(rng, 8) + 0.2 * anat.smooth_noise(rng, 20)
+        field = field + blob * np.clip(patchy, 0.0, 1.0) * anat.lung(side)
+    w, mask = _cut(anat, np.clip(1.3 * field, 0.0, 1.0), 0.06)
+    delta = w * (_level(f, 0.55, 0.7, 0.85) * anat.layers["air"] + 0.03)
     return _sign(delta, mask)
 
 
@@ -253,7 +269,7 @@ def lung_lesion(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> 
     r = (_level(f, 0.022, 0.03, 0.04) if kind == "nodule" else _level(f, 0.07, 0.095, 0.125)) * rng.uniform(
         0.9, 1.1
     )
-    cx, cy = _inside_lung(anat, f.laterality, rng, r + 0.04)
+    cx, cy = _inside_lung(anat, f.laterality, rng, r + 0.04, clear_of_heart=True)
     dx, dy = anat.x - cx, anat.y - cy
     radius = r * np.ones_like(dx)
     if kind == "mass":
@@ -267,7 +283,7 @@ def lung_lesion(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> 
     field = anat.blur(ball, 0.5)
     w, mask = _cut(anat, field, 0.02)
     # A sphere of soft tissue: attenuation grows with its thickness, i.e. with the radius.
-    delta = w * (0.18 + 1.6 * r) * (0.5 + 0.5 * anat.lung(f.laterality))
+    delta = w * (0.22 + 2.6 * r) * (0.5 + 0.5 * anat.lung(f.laterality))
     return _sign(delta, mask)
 
 
@@ -277,8 +293,9 @@ def edema(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     haze = np.zeros_like(anat.x)
     for (hx, hy), side in zip(g.hila, SIDES, strict=True):
         sx = _level(f, 0.22, 0.3, 0.4) * rng.uniform(0.9, 1.1)
-        blob = np.exp(-(((anat.x - hx) / sx) ** 2 + ((anat.y - hy - 0.05) / (0.9 * sx + 0.08)) ** 2))
-        haze = haze + blob * (0.75 + 0.25 * anat.smooth_noise(rng, 8)) * anat.lung(side)
+        r2 = ((anat.x - hx) / sx) ** 2 + ((anat.y - hy - 0.05) / (0.9 * sx + 0.08)) ** 2
+        blob = np.exp(-(r2**1.5))  # flatter top than a Gaussian: confluent centrally, fading outwards
+        haze = haze + blob * (0.8 + 0.2 * anat.smooth_noise(rng, 12)) * anat.lung(side)
     lines, widths = [], []
     for (hx, hy), s in zip(g.hila, SIDES.values(), strict=True):
         for _ in range(4):  # engorged upper-lobe veins
@@ -294,9 +311,9 @@ def edema(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
                 widths.append(0.008)
     strokes = anat.stroke(lines, widths, 0.8, 0.5) * anat.lung("bilateral")
     field = np.clip(haze, 0.0, 1.0)
-    w, mask = _cut(anat, field, 0.08)
+    w, mask = _cut(anat, field, 0.1)
     sw, smask = _cut(anat, strokes, 0.03)
-    delta = w * _level(f, 0.4, 0.55, 0.7) * anat.layers["air"] + 0.15 * sw
+    delta = w * _level(f, 0.5, 0.65, 0.8) * anat.layers["air"] + 0.15 * sw
     return _sign(delta, mask | smask)
 
 
@@ -330,7 +347,8 @@ def consolidation(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -
     cx, cy = _inside_lung(anat, side, rng, 0.06, _zone_band(anat, side, zone))
     extent = _level(f, 0.2, 0.32, 0.6)
     blob = np.exp(-((((anat.x - cx) ** 2 + (anat.y - cy) ** 2) / extent**2) ** 2))
-    field = lobe * np.clip(2.2 * blob * (0.85 + 0.15 * anat.smooth_noise(rng, 12)), 0.0, 1.0)
+    # Homogeneous inside, with an irregular (not elliptic) margin where no fissure bounds it.
+    field = lobe * smoothstep(0.15, 0.45, blob + 0.12 * anat.smooth_noise(rng, 12))
     w, mask = _cut(anat, field, 0.06)
     bronch = _bronchograms(anat, rng, side, (cx, cy))
     delta = w * (0.95 * anat.layers["air"] + 0.05) * (1.0 - 0.5 * bronch)
@@ -340,7 +358,7 @@ def consolidation(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -
 def pneumonia(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Multifocal patchy airspace disease: clusters of ill-defined acinar nodules, lower zones first."""
     g = anat.geometry
-    field = np.zeros_like(anat.x)
+    centres = []
     n = int(rng.integers(*{"mild": (2, 4), "severe": (5, 8)}.get(f.severity, (3, 6))))
     sides = _sides(f)
     for k in range(n):
@@ -348,13 +366,19 @@ def pneumonia(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Si
         dome = g.dome[0 if side == "right" else 1]
         cx, cy = _inside_lung(anat, side, rng, 0.07, (g.apex + 0.3 if k % 3 == 2 else -0.15, dome - 0.05))
         spread = rng.uniform(0.05, 0.09)
-        for _ in range(int(rng.integers(6, 13))):
-            bx, by = cx + rng.normal(0, spread), cy + rng.normal(0, spread)
-            br = rng.uniform(0.018, 0.035)
-            field = field + 0.7 * np.exp(-(((anat.x - bx) ** 2 + (anat.y - by) ** 2) / br**2))
+        k = int(rng.integers(8, 16))
+        centres.append(np.stack([cx + rng.normal(0, spread, k), cy + rng.normal(0, spread, k)], 1))
+    # Acinar nodules of two sizes, coalescing into patches: point masses blurred to blobs.
+    pts = np.round(anat.to_px(np.vstack(centres))).astype(int).clip(0, anat.size - 1)
+    field = np.zeros_like(anat.x)
+    for part, sigma in enumerate((1.4, 2.4)):
+        dots = np.zeros_like(anat.x)
+        # Each point becomes a Gaussian of peak 0.6 after the blur.
+        np.add.at(dots, (pts[part::2, 1], pts[part::2, 0]), 0.6 * 2 * np.pi * anat.sigma(sigma) ** 2)
+        field = field + anat.blur(dots, sigma)
     field = np.clip(field, 0.0, 1.0) * anat.lung("bilateral")
     w, mask = _cut(anat, field, 0.06)
-    delta = w * (0.7 * anat.layers["air"] + 0.04)
+    delta = w * (0.75 * anat.layers["air"] + 0.04)
     return _sign(delta, mask)
 
 
@@ -485,8 +509,8 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     pts = rib.points
     seg = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
     at = seg[-1] * rng.uniform(0.45, 0.8)
-    gap = _level(f, 0.012, 0.017, 0.024)
-    step = _level(f, 0.01, 0.02, 0.03) * rng.choice([-1.0, 1.0])
+    gap = 0.5 * _level(f, 0.007, 0.011, 0.018)
+    step = _level(f, 0.01, 0.018, 0.03) * rng.choice([-1.0, 1.0])
     # Fragment ends, then the distal fragment displaced perpendicular to the rib, tapering off.
     tangent = np.array([np.interp(at, seg, np.gradient(pts[:, k])) for k in range(2)])
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
@@ -495,10 +519,13 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     reach = 0.1
     off = np.clip(1.0 - (np.r_[at + gap, seg[seg > at + gap]] - at) / reach, 0.0, 1.0)
     after = after + step * off[:, None] * normal
-    broken = [r for r in anat.ribs if r is not rib] + [
+    # Same drawing order as the anatomy, so crossings with other ribs are drawn identically.
+    k = next(i for i, r in enumerate(anat.ribs) if r is rib)
+    pieces = [
         Rib(rib.side, rib.index, True, before, rib.width),
         Rib(rib.side, rib.index, True, after, rib.width),
     ]
+    broken = [*anat.ribs[:k], *pieces, *anat.ribs[k + 1 :]]
     change = anat.coef["ribs"] * anat.layers["rib_weight"] * (draw_ribs(anat, broken) - anat.layers["ribs"])
     mask = _grow(np.abs(change) > 1e-4, 1)
     return _sign(change, mask)
