@@ -45,7 +45,10 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:cardio)?mediastinal (?:silhouettes?|contours?|configuration|shadow|width|structures)",
         {"Enlarged Cardiomediastinum": NEUTRAL},
     ),
-    (r"cardiomediastinum|mediastinum", {"Enlarged Cardiomediastinum": NEUTRAL}),
+    (
+        r"cardiomediastinum|mediastinum|(?:cardio)?mediastinal(?=,? and hilar)",
+        {"Enlarged Cardiomediastinum": NEUTRAL},
+    ),
     # ---------------------------------------------------------------------------- Cardiomegaly
     (
         r"cardiomegaly|cardiac (?:enlargement|megaly)|cardio-megaly|cardiomegally|cardiomeglay",
@@ -57,7 +60,10 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:heart|cardiac) (?:size|silhouettes?|contours?|shadow|diameter|dimensions?)",
         {"Cardiomegaly": NEUTRAL},
     ),
-    (r"size of the (?:heart|cardiac silhouette)", {"Cardiomegaly": NEUTRAL}),
+    (
+        r"size of the (?:heart|cardiac silhouette)|cardiac(?=,? and (?:mediastinal|hilar))",
+        {"Cardiomegaly": NEUTRAL},
+    ),
     (r"(?:the )?heart(?! failure| valve| rate)", {"Cardiomegaly": NEUTRAL}),
     # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly.
     (r"(?:congestive )?heart failure|chf|chf exacerbation", {"Edema": PLAIN, "Cardiomegaly": IMPLIED}),
@@ -90,10 +96,20 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     (
         r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement|prominence|redistribution)|pulmonary congestion|congestion|"
         r"(?:fluid|volume) overload|(?:vascular|perihilar|hilar) (?:indistinctness|haziness|blurring)|indistinct(?:ness)? (?:of )?(?:the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)|"
-        r"prominen(?:t|ce of the) (?:pulmonary )?(?:vasculature|vessels|interstitial markings)|cephalization|peribronchial cuffing",
+        r"cephalization|peribronchial cuffing",
         {"Edema": UNCERTAIN_KIND},
     ),
     # ---------------------------------------------------------------------------- Consolidation
+    (
+        r"pulmonary (?:arterial |artery )?hypertension|(?:enlarged|prominent|dilated) (?:central )?pulmonary arter(?:y|ies)|pulmonary outflow",
+        {OTHER: PLAIN},
+    ),
+    # The vessels' description decides: engorged or prominent vessels are an uncertain Edema (CheXpert).
+    (
+        r"(?:pulmonary |lung |central |perihilar |hilar )*(?:vascularity|vasculature|vascular markings|vessels)",
+        {"Edema": NEUTRAL},
+    ),
+    (r"pulmonary venous hypertension|(?:early|mild) (?:heart |cardiac )?failure", {"Edema": UNCERTAIN_KIND}),
     (r"consolidat(?:ion|ions|ed|ive|ing)|air bronchograms?", {"Consolidation": PLAIN}),
     # ---------------------------------------------------------------------------- Pneumonia
     (
@@ -102,7 +118,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     # ---------------------------------------------------------------------------- Atelectasis
     (
-        r"atelecta(?:sis|ses|tic)|atelectsis|atelactasis|atelectais|collapsed? (?:of (?:the )?)?(?:right |left )?(?:upper |middle |lower )?(?:lobe|lung)|lobar collapse|(?:lung|lobe|lobar) collapse|volume loss|subsegmental collapse",
+        r"atelecta(?:sis|ses|tic)|atelectsis|atelactasis|atelectais|collapsed? (?:of (?:the )?)?(?:right |left )?(?:upper |middle |lower )?(?:lobe|lung)|lobar collapse|(?:lung|lobe|lobar) collapse|volume loss|loss of (?:lung |lobar )?volume|subsegmental collapse",
         {"Atelectasis": PLAIN},
     ),
     (r"collapse(?! of the vertebra| fracture)", {"Atelectasis": PLAIN}),
@@ -119,7 +135,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     # Blunting alone may be a small effusion or pleural thickening. CheXpert: not a mention.
     (
-        r"blunt(?:ing|ed)? (?:of )?(?:the )?(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus|recess(?:es)?)|"
+        r"blunt(?:ing|ed)? (?:of )?(?:the )?(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus|recess(?:es)?|xxxx)|"
         r"(?:right |left |bilateral |posterior |lateral )*costophrenic (?:angles?|sulci|sulcus) (?:are |is )?(?:mildly |minimally |slightly )?blunt(?:ed|ing)?",
         {"Pleural Effusion": UNCERTAIN_KIND},
     ),
@@ -145,7 +161,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"opacit(?:y|ies)|opacificat(?:ion|ions)|opacified|opaque lung|airspace (?:disease|process|densit(?:y|ies))|air-space disease|air space (?:disease|process)|"
         r"infiltrat(?:e|es|ion|ive)|interstitial (?:markings?|pattern|lung disease|abnormalit(?:y|ies)|changes?|process|prominence|thickening)|"
         r"reticular (?:pattern|markings?|opacities|changes?)|reticulation|reticulonodular|parenchymal scarring|scar(?:ring|s)?|"
-        r"peribronchial thickening|bronchial wall thickening|wall thickening|haz(?:iness|y)|ground[- ]glass|increased densit(?:y|ies)|densit(?:y|ies)|"
+        r"peribronchial thickening|bronchial wall thickening|wall thickening|haz(?:iness|y)|ground[- ]glass|increased densit(?:y|ies)|(?:airspace|air space|alveolar|parenchymal|pulmonary|lung|retrocardiac|basilar|bibasilar|patchy|hazy|ill-defined|confluent|streaky|linear) densit(?:y|ies)|"
         r"decreased translucency|increased markings|"
         r"(?:increased|prominent|coarse|coarsened|crowded) (?:interstitial |lung |bronchovascular |pulmonary )markings|bronchiectasis|bronchiectatic",
         {"Lung Opacity": PLAIN},
@@ -157,13 +173,16 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"ett|ngt|ogt|tubes?|trach|tracheostomy|catheters?|picc|piccs|port-a-cath|portacath|port|mediport|"
         r"(?:(?:central|venous|arterial|picc|midline|ij|jugular|subclavian|femoral|dialysis|hemodialysis|port|catheter|pa|support|"
         r"monitoring|sided|lumen|tunneled|tunnelled|access|swan-ganz|swan ganz|groin) )+lines?|lines?(?= and tubes)|line tip|"
-        r"swan[- ]ganz|swan|cordis|introducer|sheath|"
+        r"swan[- ]ganz|swan|pulmonary arter(?:y|ial) catheter|pa catheter|cordis|introducer|sheath|"
         r"pacemaker|pacer|(?:pacer|pacemaker|pacing|icd|aicd|epicardial|transvenous|ventricular|atrial|rv|ra|lv|defibrillator|ekg|ecg) (?:leads?|wires?)|"
         r"icd|aicd|defibrillator|defib|loop recorder|guide ?wires?|"
-        r"(?:prosthetic|mechanical|bioprosthetic|porcine) (?:aortic |mitral |tricuspid )?valves?|valve (?:replacement|prosthesis)|tavr|tavi|"
+        r"(?:prosthetic|mechanical|bioprosthetic|porcine|artificial) (?:aortic |mitral |tricuspid |pulmonic |pulmonary )?valves?|"
+        r"(?:spinal |nerve |vagal |vagus |neuro|cardiac |deep brain )?stimulators?|(?:pacemaker |pacer |icd |aicd |battery |pulse )?generators?|"
+        r"(?:external |cardiac |ekg |ecg )?monitor(?:ing)? leads?|(?:with|and) (?:two|three|2|3|dual|single|biventricular) leads|"
+        r"tips|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
         r"stents?|coils?|drains?|cannulas?|ecmo|impella|lvad|balloon pump|iabp|"
         r"hardware|plates?(?![- ]?like)|screws?|rods?|arthroplast(?:y|ies)|prosthes[ie]s|spinal fusion|"
-        r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?",
+        r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?|(?:median )?(?:sternotomy|sternal) (?:wires?|sutures?)",
         {"Support Devices": PLAIN},
     ),
     # ---------------------------------------------------------------------------- other abnormalities
@@ -185,27 +204,31 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
 # Descriptions that decide a neutral mention. Checked in this order at the same position, so
 # "not enlarged" wins over "enlarged" and "normal to mildly enlarged" over "normal".
 SIZE_CUES: list[tuple[str, int]] = [
-    # uncertain: hedged size or a description that neither confirms nor excludes it (CheXpert: "stable
-    # cardiac silhouette", "heart size is unchanged", "borderline heart size" are uncertain).
+    # uncertain: a hedged size ("borderline heart size", "upper limits of normal or mildly enlarged").
+    # CheXpert also counts a bare "stable cardiomediastinal silhouette" as uncertain; cvlm does not (a
+    # stable silhouette says nothing about its size): see docs/labeler.md.
     (
-        r"(?:top|upper|high)[- ]normal to (?:mildly |slightly |minimally )?(?:enlarged|large)|normal to (?:mildly |slightly |minimally )?(?:enlarged|large|increased)|"
-        r"borderline|equivocal|difficult to (?:assess|evaluate)|(?:cannot|can not|could not) be (?:assessed|evaluated)|not (?:well )?(?:assessed|evaluated|seen|visualized)|"
-        r"obscur(?:ed|es|ing)|exaggerated|accentuated|magnified|(?:may|might|could) be (?:mildly |slightly )?(?:enlarged|increased|widened|prominent)|"
-        r"possibl[ey] (?:mildly |slightly )?(?:enlarged|widened)|questionabl[ey] (?:enlarged|widened)|stable|unchanged|no (?:significant |substantial |interval )?change|similar|grossly stable|not changed|"
+        r"(?:(?:at )?(?:the )?(?:top|upper|high)[- ]normal|(?:at )?(?:the )?upper limits?(?: of)?(?: normal)?|normal|borderline) "
+        r"(?:to|or) (?:borderline |mildly |slightly |minimally )?(?:enlarged|large|increased|enlargement)|"
+        r"borderline|equivocal|difficult to (?:assess|evaluate)|(?:cannot|can not|could not) be (?:assessed|evaluated)|"
+        r"not (?:well )?(?:assessed|evaluated|seen|visualized)|obscur(?:ed|es|ing)|exaggerated|accentuated|magnified|"
+        r"(?:may|might|could) be (?:mildly |slightly )?(?:enlarged|increased|widened|prominent)|"
+        r"possibl[ey] (?:mildly |slightly )?(?:enlarged|widened)|questionabl[ey] (?:enlarged|widened)|"
         r"limited evaluation|poorly (?:assessed|evaluated|seen)",
         -1,
     ),
     # negative
     (
         r"not (?:be )?(?:significantly |substantially |appreciably )?(?:enlarged|increased|widened|large)|"
-        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|upper limits? of normal|upper range of normal|within normal limits|within the normal range|unremarkable|normal size|normal-sized|normally sized|"
-        r"normal in (?:size|contour|configuration)|not abnormal|wnl|small|unremarkable)",
+        r"(?:normal|top[- ]normal|upper[- ]normal|high[- ]normal|(?:upper|top|high) limits? of normal|upper range of normal|within normal limits|"
+        r"within the normal range|within (?:the )?limits of normal|unremarkable|normal size|normal-sized|normally sized|"
+        r"normal in (?:size|contour|configuration)|not abnormal|wnl|small)",
         0,
     ),
     # positive
     (
-        r"enlarg(?:ed|ement|ing)|large|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|dilat(?:ed|ation)|massive(?:ly)?|globular|"
-        r"abnormal|bulging|(?:mildly|moderately|markedly|severely) (?:enlarged|increased)",
+        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|"
+        r"dilat(?:ed|ation)|massive(?:ly)?|globular|abnormal|bulging",
         1,
     ),
 ]
@@ -217,6 +240,19 @@ EFFUSION_ANGLE_CUES: list[tuple[str, int]] = [
 ]
 """Cues for "costophrenic angle" mentions: "sharp costophrenic angles" is a negative Pleural Effusion."""
 
+VESSEL_CUES: list[tuple[str, int]] = [
+    (
+        r"normal|within normal limits|within (?:the )?limits of normal|unremarkable|not (?:engorged|congested|prominent|increased)",
+        0,
+    ),
+    (
+        r"prominen(?:t|ce)|increased|engorge(?:d|ment)|congest(?:ed|ion)|indistinct(?:ness)?|cephaliz(?:ed|ation)|"
+        r"redistribut(?:ed|ion)|distended|plethor(?:a|ic)|hazy|blurr(?:ed|ing)|enlarged|upper zone",
+        1,
+    ),
+]
+"""Cues for vessel mentions: engorged or prominent vessels are an uncertain Edema; normal ones say nothing."""
+
 # Phrases that contain a negation word but do not negate the finding that follows ("no change in the
 # moderate effusion"): masked before any cue is searched. NegEx calls these pseudo-negations.
 PSEUDO_NEGATIONS = (
@@ -224,13 +260,20 @@ PSEUDO_NEGATIONS = (
     r"(?:change|changes|increase|decrease|worsening|improvement|progression|difference|enlargement of the effusion)|"
     r"not (?:significantly |substantially |appreciably |markedly )?(?:changed|increased|decreased|worsened|improved|different)|"
     r"without (?:significant |substantial |appreciable |interval )?(?:change|interval change|progression)|"
-    r"not only|no longer (?:requires|needed)|gram[- ]negative|not been (?:changed|adjusted)|"
+    r"not only|no longer (?:requires|needed)|previously (?:seen|noted|described|demonstrated|identified|visualized)|gram[- ]negative|not been (?:changed|adjusted)|"
     r"(?:cannot|can not|can't|could not) be (?:assessed|evaluated|seen|visualized)"
+)
+
+# A clause that speaks about radiography in general, not about this patient ("fractures may not be
+# visible on radiographs", "CT is more sensitive for small nodules"): its mentions are not mentions.
+GENERIC_STATEMENTS = (
+    r"(?:more |less |most )?sensitive (?:in|for|to)|"
+    r"(?:may|might|can|could|are often|is often|are frequently|is frequently) not be (?:demonstrated|seen|visible|apparent|detected|evident)"
 )
 
 # Negation cues before the mention (scope: to the mention, inside the clause).
 PRE_NEGATIONS = (
-    r"no|not|without|free of|negative for|absence of|absent|lack of|resolution of|resolved|resolving of|clearing of|cleared of|"
+    r"no|not|without|free of|clear of|negative for|absence of|absent|lack of|resolution of|resolved|resolving of|clearing of|cleared of|"
     r"removal of|removed|interval removal of|status post removal of|s/p removal of|rule out|ruled out|r/o|"
     r"history of|h/o|nor|neither|none|never|denies|deny|"
     r"no (?:radiographic |definite |obvious |convincing |focal |evidence |signs? |findings? )+(?:of|for|to suggest)?|"
@@ -247,7 +290,7 @@ POST_NEGATIONS = (
     r"been withdrawn|been discontinued|been resolved)|"
     r"(?:is|are|was|were|has been|have been) (?:now )?(?:removed|withdrawn|discontinued|absent|resolved|gone)|removed|"
     r"(?:is|are|appears?|remains?|seems?) (?:otherwise )?(?:normal|unremarkable|within normal limits|negative|clear)|"
-    r"within normal limits|(?:is|are) no longer|absent|resolved|negative"
+    r"within normal limits|within (?:the )?(?:limits of normal|normal range)|(?:is|are) no longer|absent|resolved|negative|removal"
 )
 
 # Uncertainty that already contains a negation word ("cannot be excluded"): checked before negation.
@@ -256,7 +299,7 @@ PRE_NEGATION_UNCERTAINTY = (
     r"(?:excluded|exclude|ruled out|rule out|excluded|assessed|evaluated)|"
     r"not (?:entirely |completely |totally |definitely |fully )?(?:excluded|ruled out)|"
     r"difficult to (?:exclude|rule out)|no (?:definite )?(?:way|means) to exclude|"
-    r"not (?:well |clearly )?(?:seen|visualized|evaluated|assessed)|"
+    r"not (?:well|clearly|optimally|adequately) (?:seen|visualized|evaluated|assessed)|"
     r"(?:cannot|can not|can't) (?:be )?(?:differentiated|distinguished)|"
     r"unable to (?:exclude|rule out|assess|evaluate)"
 )
@@ -266,7 +309,7 @@ PRE_UNCERTAINTY = (
     r"may|might|could|would|possible|possibly|probable|probably|likely|unlikely|presumed|presumably|presumptive|"
     r"questionable|questionably|question of|suspicious|suspected|suspect|suspicion|concerning|concern|worrisome|worry|"
     r"suggestive|suggesting|suggests?|suggestion|compatible with|consider|considered|considering|differential|"
-    r"equivocal|indeterminate|uncertain|unclear|raising the possibility|possibility|potential(?:ly)?|atypical|"
+    r"equivocal|indeterminate|uncertain|unclear|borderline|apparent|raising the possibility|possibility|potential(?:ly)?|atypical|"
     r"evaluate for|assess for|to evaluate|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
     r"cannot|can not|can't"
 )
@@ -277,25 +320,35 @@ ADJACENT_UNCERTAINTY = r"or|versus|vs\.?|v\.s\.|and/or|\?"
 
 # Uncertainty cues after the mention, e.g. "atelectasis is likely", "pneumonia?".
 POST_UNCERTAINTY = (
-    r"(?:is|are|was|were) (?:also |still |more |most |less |felt to be |thought to be )?"
-    r"(?:possible|possibly present|suspected|questioned|likely|probable|considered|favored|a consideration|in the differential|"
+    r"(?:is|are|was|were) (?:also |still |more |most |less |felt to be |thought to be )?(?:possible|likely|probable)"
+    r"(?= *(?:$|[.,;:]|present|developing|given|in |at |on |but |although |though |and ))|"
+    r"(?:is|are|was|were) (?:also |still |felt to be |thought to be )?"
+    r"(?:suspected|questioned|considered|favored|a consideration|a possibility|in the differential|"
     r"not excluded|not ruled out|difficult to (?:exclude|assess|evaluate)|(?:partially |partly )?obscured)|"
     r"(?:may|might|could) (?:also |still )?(?:be present|be seen|exist|be noted|be developing|be superimposed|be obscured|"
     r"be contributing|contribute|coexist|be included)|"
-    r"\?|or|versus|vs\.?|and/or|possible|suspected|questioned|(?:partially |partly )?obscured"
+    r"\?|or|versus|vs\.?|and/or|(?:partially |partly )?obscured"
+)
+
+# A hedge that the finding may be an artefact of technique ("widening of the mediastinum may be due to AP
+# technique", "could represent a nipple shadow"): uncertain for the mentions before it in the clause.
+TECHNICAL_HEDGE = (
+    r"(?:may|might|could|can|likely|probably|possibly|presumably)\b[^.;]{0,50}?\b(?:technique|projection|positioning|"
+    r"rotation|rotated|soft tissues?|overlap|overlapping|lung volumes|habitus|artifact|artefact|nipple|summation|"
+    r"skin folds?|overlying|portable|ap view|supine|shadow|vessels|vascular shadows?|confluence)\b"
 )
 
 # Words that end the scope of a cue: a cue never reaches past them (they start a new clause).
 CLAUSE_BREAKS = (
     r"but|however|although|though|whereas|while|which|except|aside from|apart from|other than|"
-    r"with the exception of|given|since|because|in addition|additionally|otherwise|where|as well as|"
+    r"with the exception of|given|since|because|after|following|in addition|additionally|where|as well as|"
     r"and there|with (?:a |an |the )?(?:new|persistent|stable|small|large|moderate|mild|minimal|trace|tiny|residual|slight)"
 )
 
 # After ", " or " and " or " with ", one of these starts a new noun phrase or clause, so the scope of a
 # pre-negation ends ("no effusion, and moderate cardiomegaly").
 NEW_PHRASE_STARTS = (
-    r"there|the|a|an|this|these|which|mild|mildly|moderate|moderately|small|large|severe|trace|tiny|minimal|minimally|"
+    r"there|the|a|an|this|these|which|mild|mildly|moderate|moderately|small|severe|trace|tiny|minimal|minimally|"
     r"stable|persistent|persisting|new|newly|increased|increasing|decreased|decreasing|worsened|worsening|improved|improving|"
     r"unchanged|residual|slight|slightly|marked|markedly|extensive|known|chronic|old|healed|healing|prominent|"
     r"enlarged|interval|again|redemonstrat\w*|continued|re-demonstrat\w*|bibasilar|is|are|was|were|has|have|remains?"
@@ -305,6 +358,45 @@ NEW_PHRASE_STARTS = (
 # seen", "the tube, previously seen, has been removed"); any other word means the cue has another subject.
 POST_GAP_WORDS = frozenset(
     [
+        "in",
+        "at",
+        "within",
+        "mid",
+        "base",
+        "bases",
+        "apex",
+        "apices",
+        "lingula",
+        "lingular",
+        "hemithorax",
+        "zone",
+        "zones",
+        "region",
+        "segment",
+        "segments",
+        "perihilar",
+        "retrocardiac",
+        "along",
+        "near",
+        "into",
+        "over",
+        "projecting",
+        "posterior",
+        "anterior",
+        "medial",
+        "superior",
+        "inferior",
+        "lateral",
+        "lobar",
+        "basilar",
+        "bibasilar",
+        "apical",
+        "appear",
+        "appears",
+        "seem",
+        "seems",
+        "remain",
+        "remains",
         "and",
         "or",
         "the",
@@ -390,7 +482,7 @@ POST_GAP_WORDS = frozenset(
 # and pneumothorax is not seen").
 VERBS = (
     r"is|are|was|were|has|have|had|remains?|remained|appears?|seems?|persists?|demonstrates?|shows?|"
-    r"noted|seen|identified|present|persisting|measures?|measuring|projects?|terminates?|extends?"
+    r"persisting|measures?|measuring|projects?|terminates?|extends?"
 )
 
 SECTION_HEADERS_SKIPPED = (

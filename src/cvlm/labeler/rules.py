@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,11 +67,21 @@ def _cue_regex(pattern: str) -> re.Pattern[str]:
 
 _WORD = re.compile(r"[a-z0-9?]+(?:[-/][a-z0-9]+)*|,")
 _HEADER = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&()-]{1,40}):|(?<![A-Za-z])([A-Z][A-Z /&]{2,40}):")
-_SENTENCE = re.compile(r"(?<=[.?!;])\s+|\n\s*\n|\n\s*(?=\d{1,2}[.)]\s)|\s+(?=\d{1,2}\.\s+[a-z])")
+_SENTENCE = re.compile(
+    r"(?<=[^\s?][.!;])\s+|(?<=\w\?)\s+|\n\s*\n|\n\s*(?=\d{1,2}[.)]\s)|\s+(?=\d{1,2}\.\s+[a-z])"
+)
 _NEGATED_SUGGESTION = re.compile(
     r"(?<![\w-])(?:no|without|not)(?![\w-])[^;:]*?(?<![\w-])(to suggest|to indicate|suggestive of|suggesting|"
     r"to explain|concerning for|suspicious for|worrisome for|to account for)(?![\w-])"
 )
+# Verbs right after a cue belong to it ("does not appear to be a hydropneumothorax"); they do not end
+# its scope the way a verb after the next noun does ("no pneumothorax is seen, effusion ...").
+_LEAD_VERBS = re.compile(
+    r"(?:\s*(?:appears?|seems?|to|be|is|are|there|definitely|clearly|shows?|demonstrates?|reveals?|identify|"
+    r"see|seen|evident|present|any|significant|definite|convincing|been|have|has|identified|noted))*"
+)
+_CUE_TABLE = {"Pleural Effusion": "angle", "Edema": "vessel"}
+_QUESTION = re.compile(r"\?")
 _SPACE = re.compile(r"\s+")
 _PREPOSITION_BEFORE = re.compile(
     r"(?:behind|over|overlying|of|to|through|beyond|along|near|with|at|into|projecting over|obscuring|"
@@ -88,6 +100,7 @@ class RuleLabeler:
     Args:
         vocabulary: Findings to label; extras are recognised by their synonyms (and their name) with
             the same negation and uncertainty handling as the built-in classes.
+        cache_size: Distinct sentences whose result is kept (0: no cache).
 
     Example:
         >>> RuleLabeler().label(["Possible small left effusion."])[0]["Pleural Effusion"]
@@ -96,8 +109,14 @@ class RuleLabeler:
 
     name = "rules"
 
-    def __init__(self, vocabulary: FindingVocabulary = DEFAULT_VOCABULARY) -> None:
+    def __init__(self, vocabulary: FindingVocabulary = DEFAULT_VOCABULARY, cache_size: int = 65536) -> None:
         self.vocabulary = vocabulary
+        # Report sentences repeat a lot ("No pneumothorax."): classify each distinct sentence once.
+        self._classify = (
+            functools.lru_cache(maxsize=cache_size)(self._classify_sentence)
+            if cache_size
+            else self._classify_sentence
+        )
         entries: list[tuple[str, dict[str, str]]] = []
         for extra in vocabulary.extras:
             synonyms = {re.escape(s.strip().lower()) for s in (extra.name, *extra.synonyms) if s.strip()}
@@ -117,6 +136,8 @@ class RuleLabeler:
         self._pre_unc = _cue_regex(P.PRE_UNCERTAINTY)
         self._adj_unc = re.compile(r"(?:(?<![\w/-])(?:or|versus|vs\.?|v\.s\.|and/or)(?![\w/-])|\?)")
         self._post_unc = _cue_regex(P.POST_UNCERTAINTY)
+        self._hedge = re.compile(P.TECHNICAL_HEDGE)
+        self._generic = _cue_regex(P.GENERIC_STATEMENTS)
         self._breaks = re.compile(r"[;:]|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
         self._soft_break = re.compile(
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
@@ -126,10 +147,12 @@ class RuleLabeler:
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
         )
         self._cues = {
-            "size": [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in P.SIZE_CUES],
-            "angle": [
-                (re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in P.EFFUSION_ANGLE_CUES
-            ],
+            name: [(re.compile(r"(?<![\w-])(?:" + p + r")(?![\w-])"), v) for p, v in table]
+            for name, table in (
+                ("size", P.SIZE_CUES),
+                ("angle", P.EFFUSION_ANGLE_CUES),
+                ("vessel", P.VESSEL_CUES),
+            )
         }
         self._skipped_headers = set(P.SECTION_HEADERS_SKIPPED)
 
@@ -151,7 +174,7 @@ class RuleLabeler:
         """Label one report (see :meth:`label`)."""
         found: dict[str, list[int]] = {}
         for sentence in self.sentences(report):
-            for cls, value in self._classify_sentence(sentence):
+            for cls, value in self._classify(sentence):
                 found.setdefault(cls, []).append(value)
         return self._aggregate(found)
 
@@ -181,10 +204,10 @@ class RuleLabeler:
             pieces.append(report[last:])
         return "".join(pieces)
 
-    def _classify_sentence(self, s: str) -> list[tuple[str, int]]:
+    def _classify_sentence(self, s: str) -> tuple[tuple[str, int], ...]:
         mentions = list(self._mentions.finditer(s))
         if not mentions:
-            return []
+            return ()
         masked = self._pseudo.sub(lambda m: "#" * len(m.group()), s)
         clause_edges = [0] + [m.start() for m in self._breaks.finditer(masked)] + [len(s) + 1]
         neg_unc = [m.span() for m in self._neg_unc.finditer(masked)]
@@ -199,28 +222,38 @@ class RuleLabeler:
         pre_unc = [m.span() for m in self._pre_unc.finditer(unmasked)]
         adj_unc = [m.span() for m in self._adj_unc.finditer(unmasked)]
         post_unc = [m.span() for m in self._post_unc.finditer(unmasked)]
+        post_unc += [m.span() for m in _QUESTION.finditer(unmasked)]  # "pneumonia?" (no word boundary)
+        hedges = [m.start() for m in self._hedge.finditer(unmasked)]
+        generic = [m.start() for m in self._generic.finditer(s)]
         spans = [m.span() for m in mentions]
 
         out = []
         for mention in mentions:
             entry = self._entries[int(mention.lastgroup[1:])]  # type: ignore[index]
             start, end = mention.span()
-            lo = max(e for e in clause_edges if e <= start)
-            hi = min(e for e in clause_edges if e >= end)
+            lo = clause_edges[bisect.bisect_right(clause_edges, start) - 1]
+            hi = clause_edges[bisect.bisect_left(clause_edges, end)]
+            if any(lo <= g < hi for g in generic):
+                continue
 
             def before(cues: list[tuple[int, int]], soft: re.Pattern[str], lo=lo, start=start) -> bool:
                 return any(
-                    lo <= a and b <= start and not soft.search(masked, b, start) for a, b in cues if a >= lo
+                    b <= start and not soft.search(masked, _LEAD_VERBS.match(masked, b, start).end(), start)
+                    for a, b in cues
+                    if a >= lo
                 )
 
             def after(cues: list[tuple[int, int]], end=end, hi=hi) -> bool:
                 return any(end <= a and b <= hi and self._gap_ok(s, end, a, spans) for a, b in cues)
 
-            negated = before(pre_neg, self._soft_break) or after(post_neg)
+            # "the tip of the feeding tube is not visualized": the device is there, its tip is not seen.
+            tip = "Support Devices" in entry.classes and "tip" in s[max(lo, start - 12) : min(hi, end + 30)]
+            negated = before(pre_neg, self._soft_break) or (after(post_neg) and not tip)
             uncertain_neg = before(neg_unc, self._new_phrase) or after(neg_unc)
             uncertain = (
                 before(pre_unc, self._new_phrase)
                 or after(post_unc)
+                or any(end <= h < hi for h in hedges)
                 or any(b <= start and a >= lo and self._adjacent(s, b, start) for a, b in adj_unc)
             )
             for cls, kind in entry.classes.items():
@@ -242,7 +275,7 @@ class RuleLabeler:
                 else:
                     value = POSITIVE
                 out.append((cls, value))
-        return out
+        return tuple(out)
 
     @staticmethod
     def _adjacent(s: str, cue_end: int, start: int) -> bool:
@@ -262,7 +295,7 @@ class RuleLabeler:
 
     def _neutral_value(self, cls: str, s: str, start: int, end: int, lo: int, hi: int) -> int | None:
         """Decide a neutral mention ("heart size") from the description next to it, or None."""
-        table = self._cues["angle" if cls == "Pleural Effusion" else "size"]
+        table = self._cues[_CUE_TABLE.get(cls, "size")]
         head = s[max(lo, start - 40) : start]
         # "behind the heart", "over the mediastinum": the structure is a landmark, not the subject.
         if _PREPOSITION_BEFORE.search(head) and not any(r.search(head) for r, _ in table):
@@ -279,14 +312,20 @@ class RuleLabeler:
                     distance = len(words)
                 elif m.start() >= end:  # a predicate: "heart size is mildly enlarged"
                     words = _WORD.findall(s[end : m.start()])
-                    if len(words) > 10 or any(w not in _NEUTRAL_GAP for w in words):
+                    if len(words) > 10 or any(
+                        w not in _NEUTRAL_GAP and not w.endswith("ly") and w != "xxxx" for w in words
+                    ):
                         continue
                     distance = len(words)
                 else:
                     continue
                 if best is None or distance < best[0]:
                     best = (distance, value)
-        return None if best is None else best[1]
+        if best is None:
+            return None
+        if cls == "Edema":  # vessels: prominent is an uncertain edema, normal says nothing about edema
+            return UNCERTAIN if best[1] != NEGATIVE else None
+        return best[1]
 
     def _aggregate(self, found: dict[str, list[int]]) -> Labels:
         """Per class: positive beats uncertain beats negative (CheXpert); then No Finding."""
@@ -318,6 +357,8 @@ _NEUTRAL_GAP_WORDS = (
     "severely minimally top within and otherwise stably also both likely probably grossly may might could to "
     ", mediastinal cardiomediastinal contours contour silhouette silhouettes hilar heart cardiac pulmonary "
     "vasculature vascularity hila aortic knob structures configuration mediastinum cardiomediastinum which "
-    "has have unchanged a bit somewhat costophrenic angles angle sulci bilateral left right posterior lateral"
+    "has have unchanged a bit somewhat costophrenic angles angle sulci bilateral left right posterior "
+    "lateral "
+    "lungs lung osseous bony structures stable unchanged similar grossly appearance size"
 )
 _NEUTRAL_GAP = frozenset(_NEUTRAL_GAP_WORDS.split())
