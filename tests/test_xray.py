@@ -93,6 +93,23 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path):
     assert m2[0, 0] == 0.0 and m2[-1, -1] == 1.0  # no VOI: min-max of the values
 
 
+def test_bits_stored_masks_unused_high_bits(tmp_path):
+    # 12 bits stored in 16 allocated, with junk (e.g. an overlay) in the 4 unused high bits.
+    stored = _ramp(0, 4000)
+    path = _dicom(tmp_path / "junk.dcm", stored, WindowCenter=2048, WindowWidth=4096)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = (stored | 0xF000).astype("<u2").tobytes()
+    ds.save_as(path)
+    # Window c 2048, w 4096: (x - 2047.5) / 4095 + 0.5 = x / 4095.
+    np.testing.assert_allclose(read_xray(path), stored / 4095, atol=1e-6)
+
+
+def test_signed_pixels_without_window_use_min_max(tmp_path):
+    stored = (_ramp(0, 2000).astype(np.int32) - 1000).astype(np.int16)
+    img = read_xray(_dicom(tmp_path / "signed.dcm", stored, RescaleSlope=1, RescaleIntercept=-24))
+    np.testing.assert_allclose(img, (stored + 1000) / 2000, atol=1e-6)
+
+
 def test_rescale_then_window_hand_computed(tmp_path):
     # Modality LUT: x = 2 s - 1000. Window c = 1000, w = 2001 (DICOM PS3.3 C.11.2.1.2.1):
     # x <= -0.5 -> 0, x > 1999.5 -> 1, else (x - 999.5) / 2000 + 0.5.
@@ -199,8 +216,44 @@ def test_empty_missing_and_text_files_refused(tmp_path):
     with pytest.raises(XrayReadError, match=r"notes\.png: not an image file"):
         read_xray(tmp_path / "notes.png")
     (tmp_path / "notes.dcm").write_text("FINDINGS: no acute cardiopulmonary process.\n")
-    with pytest.raises(XrayReadError, match=r"notes\.dcm"):
+    with pytest.raises(XrayReadError, match=r"notes\.dcm: not a DICOM image"):
         read_xray(tmp_path / "notes.dcm")
+
+
+def test_damaged_files_raise_only_the_project_error(tmp_path):
+    # Seeded fuzzing: truncated or byte-flipped files of every format either read into the
+    # convention or raise XrayReadError, never another exception type.
+    rng = np.random.default_rng(4)
+    img = rng.random((32, 32))
+    tifffile.imwrite(tmp_path / "src.tif", (img * 65535).astype(np.uint16))
+    sources = {
+        "dcm": _dicom(tmp_path / "src.dcm", _ramp(0, 4000, (32, 32)), WindowCenter=2000, WindowWidth=4000),
+        "png": write_png(img, tmp_path / "src.png", 16),
+        "jpg": write_jpeg(img, tmp_path / "src.jpg"),
+        "tif": tmp_path / "src.tif",
+    }
+    refused = {"truncated": 0, "flipped": 0}
+    for ext, source in sources.items():
+        data = source.read_bytes()
+        for trial in range(40):
+            kind = ("truncated", "flipped")[trial % 2]
+            damaged = bytearray(data[: rng.integers(1, len(data))] if kind == "truncated" else data)
+            for i in rng.integers(0, len(damaged), size=8 if kind == "flipped" else 0):
+                damaged[i] = rng.integers(0, 256)
+            path = tmp_path / f"damaged.{ext}"
+            path.write_bytes(bytes(damaged))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    out = read_xray(path)
+                except XrayReadError as e:
+                    assert e.path == path
+                    refused[kind] += 1
+                else:
+                    assert out.dtype == np.float32 and 0 <= out.min() <= out.max() <= 1
+    # Every truncated file is caught; flipped bytes inside pixel data may still decode.
+    assert refused["truncated"] == 80, refused
+    assert refused["flipped"] > 0, refused
 
 
 def test_too_small_images_refused(tmp_path):

@@ -43,7 +43,6 @@ import pydicom
 import tifffile
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 __all__ = [
@@ -144,8 +143,9 @@ def read_xray(path: str | Path) -> np.ndarray:
     if not head:
         raise XrayReadError(path, "the file is empty")
 
-    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
-        img = _read_dicom(path)
+    has_preamble = head[128:132] == b"DICM"
+    if has_preamble or path.suffix.lower() in (".dcm", ".dicom"):
+        img = _read_dicom(path, has_preamble)
     elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         img = _read_tiff(path)
     else:
@@ -171,7 +171,7 @@ def _read_pillow(path: Path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
     except UnidentifiedImageError as e:
         raise XrayReadError(path, "not an image file (format not recognised)") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, EOFError, zlib.error...; chained
         raise XrayReadError(path, f"corrupt or truncated {_describe(path)} ({e})") from e
     if getattr(im, "n_frames", 1) > 1:
         raise XrayReadError(path, f"{fmt} file with {im.n_frames} frames; give one image per file")
@@ -234,52 +234,60 @@ def _warn_if_12_bit(path: Path, arr: np.ndarray) -> None:
         )
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _read_dicom(path: Path, has_preamble: bool) -> np.ndarray:
     """DICOM -> (H, W) float64 in [0, 1], display polarity."""
     # force=True reads DICOMs without the 128-byte preamble too; pydicom's complaints while guessing
     # the encoding are held back until the file turns out to hold an image, then re-issued with its name.
+    # pydicom parses elements lazily, so the header fields are read here, where damage is caught.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(path, force=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as e:
-            raise XrayReadError(path, f"corrupt or unreadable DICOM ({e})") from e
-    if "PixelData" not in ds:
+            has_pixels = "PixelData" in ds
+            frames = int(ds.get("NumberOfFrames") or 1)
+            samples = int(ds.get("SamplesPerPixel") or 1)
+            modality, photometric, part, view = (
+                str(ds.get(key) or "").upper()
+                for key in ("Modality", "PhotometricInterpretation", "BodyPartExamined", "ViewPosition")
+            )
+        except Exception as e:  # a damaged header raises many types (struct.error, NotImplementedError...)
+            raise XrayReadError(path, f"corrupt or unreadable DICOM header ({e})") from e
+    if not has_pixels:
+        if not has_preamble:
+            raise XrayReadError(path, "not a DICOM image (no 'DICM' header and no pixel data)")
         raise XrayReadError(path, "DICOM without pixel data (not an image, e.g. a report or structure set)")
     for w in caught:
         warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
-    frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise XrayReadError(path, f"multi-frame DICOM ({frames} frames); cvlm reads one radiograph per file")
-    modality = str(ds.get("Modality") or "").upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise XrayReadError(
             path,
             f"DICOM modality {modality!r} is not projection radiography "
             f"(accepted: {', '.join(sorted(RADIOGRAPH_MODALITIES))})",
         )
-    photometric = str(ds.get("PhotometricInterpretation") or "").upper()
-    if int(ds.get("SamplesPerPixel") or 1) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise XrayReadError(path, f"colour DICOM ({photometric or 'unknown'}); a radiograph is grayscale")
-    _warn_if_not_chest_pa(path, ds)
+    _warn_if_not_chest_pa(path, part, view)
 
     try:
         stored = ds.pixel_array
-    except Exception as e:  # decoders raise ValueError, RuntimeError, NotImplementedError...; chained
+        values = apply_modality_lut(stored, ds)
+        shown = apply_voi_lut(values, ds)
+        if shown is values:
+            lo, hi = float(np.min(values)), float(np.max(values))
+        else:
+            lo, hi = _voi_output_range(ds)
+    except Exception as e:  # decoders and LUTs raise ValueError, RuntimeError, NotImplementedError...
         raise XrayReadError(path, f"cannot decode the DICOM pixel data ({e})") from e
-    values = apply_modality_lut(stored, ds)
-    shown = apply_voi_lut(values, ds)
-    if shown is values:
-        lo, hi = float(np.min(values)), float(np.max(values))
-        if hi <= lo:
-            raise XrayReadError(path, f"DICOM image is uniform (every pixel {lo:g}); nothing to read")
-    else:
-        lo, hi = _voi_output_range(path, ds)
+    if hi <= lo:
+        what = "image is uniform" if shown is values else "VOI LUT / window maps every value to one grey"
+        raise XrayReadError(path, f"DICOM {what}; nothing to read")
     img = (np.asarray(shown, dtype=np.float64) - lo) / (hi - lo)
     return 1.0 - img if photometric == "MONOCHROME1" else img
 
 
-def _voi_output_range(path: Path, ds: pydicom.Dataset) -> tuple[float, float]:
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
     """The lowest and highest value the dataset's VOI transform can output.
 
     Found by passing the transform's whole input domain through ``apply_voi_lut`` itself, so pydicom
@@ -294,21 +302,16 @@ def _voi_output_range(path: Path, ds: pydicom.Dataset) -> tuple[float, float]:
         probe = np.array([-1e12, 1e12])
     with np.errstate(over="ignore"):
         out = np.asarray(apply_voi_lut(probe, ds), dtype=np.float64)
-    lo, hi = float(out.min()), float(out.max())
-    if hi <= lo:
-        raise XrayReadError(path, "the VOI LUT / window maps every value to one grey")
-    return lo, hi
+    return float(out.min()), float(out.max())
 
 
-def _warn_if_not_chest_pa(path: Path, ds: pydicom.Dataset) -> None:
-    part = str(ds.get("BodyPartExamined") or "").upper()
+def _warn_if_not_chest_pa(path: Path, part: str, view: str) -> None:
     if part and not any(word in part for word in _CHEST_WORDS):
         warnings.warn(
             f"{path}: BodyPartExamined is {part!r}, not the chest; cvlm's models expect chest radiographs.",
             XrayReadWarning,
             stacklevel=4,
         )
-    view = str(ds.get("ViewPosition") or "").upper()
     if view in _LATERAL_VIEWS:
         warnings.warn(
             f"{path}: ViewPosition is {view!r}, a lateral view; cvlm's models expect frontal (PA/AP) views.",
