@@ -138,6 +138,10 @@ def _add_train_generator(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
+        "--widths", default=None, help="CNN encoder widths, comma-separated (default 8,16,32,64,128)"
+    )
+    p.add_argument("--init", type=Path, default=None, help="continue training this model folder")
+    p.add_argument(
         "--test-data", type=Path, default=None, help="world whose test split scores the model for its card"
     )
     p.add_argument(
@@ -164,6 +168,8 @@ def _run_train_generator(args: argparse.Namespace) -> int:
         name=args.name,
         device=args.device,
         threads=args.threads,
+        widths=[int(w) for w in args.widths.split(",")] if args.widths else None,
+        init=args.init,
         test_data=args.test_data,
         test_split=None if args.test_split == "all" else args.test_split,
         shortcut_finding=args.shortcut_finding,

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from cvlm.findings import ABNORMALITIES
 from cvlm.generators.base import resolve_device
 from cvlm.generators.captioner import VOCAB_NAME
 from cvlm.generators.nets import CaptionerNet, ClassifierNet
-from cvlm.generators.phantom import save_weights
+from cvlm.generators.phantom import load_weights, read_config, save_weights
 from cvlm.generators.templater import DEFAULT_TEMPLATES, SEVERITIES, SIDES, TEMPLATES_NAME
 from cvlm.generators.text import WordVocabulary, target_tokens
 
@@ -122,6 +122,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     shift: int = 4
     threads: int | None = None
+    init: str | None = None
 
 
 def _batches(
@@ -249,8 +250,14 @@ def train_captioner(
     if config.threads:
         torch.set_num_threads(config.threads)
     documents = [target_tokens(r) for r in train.reports]
-    vocab = WordVocabulary.build(documents, min_count=2)
-    max_len = min(max(len(d) for d in documents) + 2, 200)
+    init = read_config(config.init) if config.init else None
+    if init:  # continue from a trained captioner: its vocabulary, sizes and weights
+        vocab = WordVocabulary.load(Path(config.init) / VOCAB_NAME)
+        config.widths = tuple(init["architecture"]["widths"])
+        max_len = int(init["architecture"]["max_len"])
+    else:
+        vocab = WordVocabulary.build(documents, min_count=2)
+        max_len = min(max(len(d) for d in documents) + 2, 200)
     ids = np.full((len(train), max_len), vocab.pad_id, np.int64)
     for i, doc in enumerate(documents):
         row = [vocab.bos_id, *vocab.encode(doc[: max_len - 2]), vocab.eos_id]
@@ -272,7 +279,10 @@ def train_captioner(
         "findings": list(ABNORMALITIES),
         "architecture": architecture,
     }
-    net = CaptionerNet(len(vocab), len(ABNORMALITIES), **{**architecture, "widths": config.widths}).to(device)
+    net = CaptionerNet(len(vocab), len(ABNORMALITIES), **{**architecture, "widths": config.widths})
+    if init:
+        load_weights(net, config.init).train()
+    net = net.to(device)
     labels = torch.from_numpy(train.labels)
     tokens = torch.from_numpy(ids)
 
@@ -320,12 +330,21 @@ def train_templater(
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    net = ClassifierNet(len(ABNORMALITIES), config.widths).to(device)
+    if config.init:  # continue from a trained templater
+        config.widths = tuple(read_config(config.init)["architecture"]["widths"])
+    net = ClassifierNet(len(ABNORMALITIES), config.widths)
+    if config.init:
+        load_weights(net, config.init).train()
+    net = net.to(device)
     labels, sides, severities = (torch.from_numpy(a) for a in (train.labels, train.sides, train.severities))
+    # Rare findings (fracture, pleural plaque) weigh more, sqrt(negatives / positives); thresholds tuned on
+    # the validation split undo the shift in calibration.
+    positives = labels.sum(0).clamp_min(1.0)
+    pos_weight = ((len(train) - positives) / positives).sqrt().clamp(1.0, 10.0).to(device)
 
     def loss_fn(model: nn.Module, images: torch.Tensor, index: np.ndarray) -> torch.Tensor:
         presence, side, severity = model(images)
-        loss = F.binary_cross_entropy_with_logits(presence, labels[index].to(device))
+        loss = F.binary_cross_entropy_with_logits(presence, labels[index].to(device), pos_weight=pos_weight)
         for logits, target in ((side, sides[index]), (severity, severities[index])):
             target = target.to(device).flatten()
             if bool((target != IGNORE).any()):
@@ -382,6 +401,16 @@ def _write_card(
         "sentence templates, the choice seeded by the image content.",
     }[arch]
     prevalence = dict(zip(ABNORMALITIES, train.labels.sum(0).astype(int).tolist(), strict=True))
+    earlier = []
+    if config.init:  # keep the earlier stage's lines: the card describes the whole training
+        card = Path(config.init) / "README.md"
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+        earlier = [f"- initialised from `{config.init}`, trained before as follows:"]
+        earlier += [
+            "  " + line
+            for line in text.splitlines()
+            if line.startswith(("- command:", "- steps:", "- time:"))
+        ]
     lines = [
         f"# {name}",
         "",
@@ -392,6 +421,7 @@ def _write_card(
         "",
         f"- data: `{train.source}` ({len(train)} images)"
         + (f", validation `{val.source}` ({len(val)})" if val else ""),
+        *earlier,
         f"- command: `{command}`" if command else "- command: (library call)",
         f"- steps: {stats['steps']} ({config.epochs} epochs, batch {config.batch_size}), final loss "
         f"{stats['final_loss']}",
@@ -425,6 +455,8 @@ def train_generator(
     name: str | None = None,
     command: str = "",
     threads: int | None = None,
+    widths: Sequence[int] | None = None,
+    init: str | Path | None = None,
     log: Callable[[str], None] = logger.info,
 ) -> Path:
     """Train a phantom generator on the ``train`` split of a world (thresholds / checks on ``validate``).
@@ -440,6 +472,8 @@ def train_generator(
         name: Model name (default ``phantom-<arch>``).
         command: The command line, recorded in the model card.
         threads: torch CPU threads (``None``: torch's default).
+        widths: CNN encoder widths (default ``TrainConfig.widths``).
+        init: A model folder of the same ``arch`` to continue training from (its sizes are kept).
         log: Where progress lines go.
     """
     if arch not in ("captioner", "templater"):
@@ -454,6 +488,8 @@ def train_generator(
         f"loaded {len(train)} training and {len(val) if val else 0} validation images "
         f"in {time.perf_counter() - started:.0f} s"
     )
-    config = TrainConfig(epochs=epochs, seed=seed, threads=threads)
+    config = TrainConfig(epochs=epochs, seed=seed, threads=threads, init=str(init) if init else None)
+    if widths:
+        config.widths = tuple(int(w) for w in widths)
     fn = train_captioner if arch == "captioner" else train_templater
     return fn(train, val, out, config, name or f"phantom-{arch}", device, command, log)
