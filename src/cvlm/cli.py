@@ -101,13 +101,28 @@ def _run_label(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="write reports for images with a report generator")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    p.add_argument("--generator", required=True, help="bundled name or adapter spec")
+    p.add_argument(
+        "--generator",
+        required=True,
+        help="bundled name, model folder, spec .json, hf:DIR, r2gen:CODE,CKPT,ANN[,k=v], command:..., "
+        "callable:module:function (docs/generators.md)",
+    )
     p.add_argument("--out", type=Path, required=True, help="reports.jsonl")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per generator call")
     p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm generate: owned by the generator work in progress")
+    from cvlm.generators import load_generator
+    from cvlm.generators.files import generate_files
+
+    generator = load_generator(args.generator, device=args.device)
+    summary = generate_files(generator, args.images, args.out, batch_size=args.batch_size)
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"Reports: {summary.out} ({summary.n_reports} written, {len(summary.skipped)} skipped)")
+    return 0
 
 
 # ------------------------------------------------------------------------------- train-generator
@@ -116,11 +131,52 @@ def _add_train_generator(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=("captioner", "templater"), required=True)
     p.add_argument("--data", type=Path, required=True, help="phantom world folder")
     p.add_argument("--out", type=Path, required=True, help="output model folder")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use at most N training images")
+    p.add_argument("--name", default=None, help="model name (default phantom-<arch>)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--widths", default=None, help="CNN encoder widths, comma-separated (default 8,16,32,64,128)"
+    )
+    p.add_argument("--init", type=Path, default=None, help="continue training this model folder")
+    p.add_argument(
+        "--test-data", type=Path, default=None, help="world whose test split scores the model for its card"
+    )
+    p.add_argument(
+        "--test-split", default="test", help="split of --test-data to score, or 'all' (default test)"
+    )
+    p.add_argument(
+        "--shortcut-finding",
+        default=None,
+        help="also measure dependence on the shortcut mark of this finding",
+    )
     p.set_defaults(func=_run_train_generator)
 
 
 def _run_train_generator(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm train-generator: owned by the generator work in progress")
+    from cvlm.scoring import train_and_score
+
+    out = train_and_score(
+        args.arch,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        limit=args.limit,
+        name=args.name,
+        device=args.device,
+        threads=args.threads,
+        widths=[int(w) for w in args.widths.split(",")] if args.widths else None,
+        init=args.init,
+        test_data=args.test_data,
+        test_split=None if args.test_split == "all" else args.test_split,
+        shortcut_finding=args.shortcut_finding,
+        command="cvlm " + " ".join(sys.argv[1:]),
+    )
+    print(f"Model: {out} (card: {out / 'README.md'})")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------- prepare

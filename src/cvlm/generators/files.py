@@ -1,0 +1,101 @@
+"""Reports for image files on disk (``cvlm generate``): find, read, generate in batches, write JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cvlm.generators.base import ReportGenerator
+from cvlm.xray import SUFFIXES, iter_xrays
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationSummary:
+    """What :func:`generate_files` did.
+
+    Attributes:
+        out: The JSON-lines file written.
+        n_reports: Reports written.
+        skipped: ``(path, reason)`` of every image that could not be read.
+    """
+
+    out: Path
+    n_reports: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Image files named directly, plus every X-ray file under named folders (recursively, sorted).
+
+    Raises:
+        FileNotFoundError: If an input does not exist.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist.")
+    return found
+
+
+def generate_files(
+    generator: ReportGenerator,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Write ``{"id": <file stem>, "image": <path>, "report": <text>}`` per readable image to ``out``.
+
+    Unreadable images are logged, listed in the summary and skipped; the rest are generated. Lines are
+    written batch by batch, so an interrupted run keeps what it finished.
+
+    Raises:
+        FileNotFoundError: If an input does not exist.
+        ValueError: If no image is found.
+    """
+    paths = collect_images(inputs)
+    if not paths:
+        raise ValueError(f"No X-ray images ({', '.join(SUFFIXES)}) found in {', '.join(map(str, inputs))}.")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = GenerationSummary(out)
+    batch_size = batch_size or generator.batch_size
+    batch: list[tuple[Path, np.ndarray]] = []
+    with (
+        out.open("w", encoding="utf-8") as handle,
+        tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar,
+    ):
+
+        def flush() -> None:
+            reports = generator.generate([image for _, image in batch])
+            for (path, _), report in zip(batch, reports, strict=True):
+                handle.write(json.dumps({"id": path.stem, "image": str(path), "report": report}) + "\n")
+            handle.flush()
+            summary.n_reports += len(batch)
+            bar.update(len(batch))
+            batch.clear()
+
+        for path, image in iter_xrays(paths):
+            if isinstance(image, Exception):
+                summary.skipped.append((path, str(image)))
+                bar.update(1)
+                continue
+            batch.append((path, image))
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+    return summary

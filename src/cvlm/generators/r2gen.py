@@ -1,0 +1,281 @@
+"""R2Gen / R2GenCMN adapter: the user's checkout of the official code, its checkpoint and ``annotation.json``.
+
+Faithful to the official inference path (cuhksz-nlp/R2Gen, zhjohnchan/R2GenCMN; formats.md section 3):
+
+1. The checkout is put on ``sys.path`` and its own ``modules.tokenizers.Tokenizer`` rebuilds the vocabulary
+   from ``annotation.json["train"]`` with the model's threshold (the clean-report quirks, sorted vocabulary,
+   ids from 1, 0 = BOS/EOS/PAD come with it).
+2. ``models.r2gen.R2GenModel(args, tokenizer)`` is built with the official defaults (beam search, beam 3) and
+   ``visual_extractor_pretrained=False`` (the checkpoint supplies the ResNet; nothing is downloaded).
+3. The checkpoint is read here with ``map_location`` and ``weights_only=True`` (numpy scalars allowed, as the
+   trainer stores ``monitor_best``); ``state_dict`` keys lose a DataParallel ``module.`` prefix; the
+   vocabulary size is checked against ``encoder_decoder.logit.weight`` before loading.
+4. Images: 224 px, three channels, ImageNet normalisation (the official test transform); MIMIC-CXR takes one
+   view, IU X-ray two (``generate`` uses the one image as both views; :meth:`R2GenGenerator.generate_pairs`
+   takes frontal + lateral).
+5. The official beam search calls ``.cuda()`` unconditionally; during generation only, ``Tensor.cuda`` and
+   ``Module.cuda`` are redirected to the chosen device and restored afterwards. The checkout is never edited.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from cvlm.generators.base import GeneratorError, ReportGenerator, check_images, resolve_device
+from cvlm.xray import to_imagenet_tensor
+
+DATASETS: dict[str, dict[str, int]] = {
+    "iu_xray": {"max_seq_length": 60, "threshold": 3},
+    "mimic_cxr": {"max_seq_length": 100, "threshold": 10},
+}
+
+# The argparse defaults shared by R2Gen's main.py and R2GenCMN's main_test.py (formats.md 3.1).
+DEFAULT_ARGS: dict[str, Any] = {
+    "image_dir": "",
+    "num_workers": 0,
+    "batch_size": 16,
+    "visual_extractor": "resnet101",
+    "visual_extractor_pretrained": False,
+    "d_model": 512,
+    "d_ff": 512,
+    "d_vf": 2048,
+    "num_heads": 8,
+    "num_layers": 3,
+    "dropout": 0.1,
+    "logit_layers": 1,
+    "bos_idx": 0,
+    "eos_idx": 0,
+    "pad_idx": 0,
+    "use_bn": 0,
+    "drop_prob_lm": 0.5,
+    "rm_num_slots": 3,
+    "rm_num_heads": 8,
+    "rm_d_model": 512,
+    "topk": 32,
+    "cmm_size": 2048,
+    "cmm_dim": 512,
+    "sample_method": "beam_search",
+    "beam_size": 3,
+    "temperature": 1.0,
+    "sample_n": 1,
+    "group_size": 1,
+    "output_logsoftmax": 1,
+    "decoding_constraint": 0,
+    "block_trigrams": 1,
+    "n_gpu": 1,
+    "seed": 9233,
+}
+
+
+@contextmanager
+def cuda_calls_to(device: torch.device) -> Iterator[None]:
+    """Within the block, ``tensor.cuda()`` and ``module.cuda()`` move to ``device``; restored on exit."""
+    tensor_cuda, module_cuda = torch.Tensor.cuda, torch.nn.Module.cuda
+
+    def _tensor(self: torch.Tensor, *args: Any, non_blocking: bool = False, **kwargs: Any) -> torch.Tensor:
+        return self.to(device, non_blocking=non_blocking)
+
+    def _module(self: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        return self.to(device)
+
+    torch.Tensor.cuda, torch.nn.Module.cuda = _tensor, _module  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = tensor_cuda, module_cuda  # type: ignore[method-assign]
+
+
+def load_r2gen_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """``checkpoint["state_dict"]`` of an R2Gen / R2GenCMN trainer checkpoint, on the CPU.
+
+    Arbitrary objects are never unpickled; a DataParallel ``module.`` prefix is stripped.
+
+    Raises:
+        GeneratorError: If the file is missing, holds objects ``weights_only`` refuses, or has no state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GeneratorError(f"R2Gen checkpoint {path} does not exist.")
+    # The trainer stores monitor_best, sometimes a numpy scalar: allow exactly those types.
+    core = getattr(np, "_core", None) or np.core
+    numpy_scalars = [core.multiarray.scalar, np.dtype]
+    numpy_scalars += [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType")]
+    try:
+        with torch.serialization.safe_globals(numpy_scalars):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or others for foreign content
+        raise GeneratorError(
+            f"Cannot read {path} with torch.load(weights_only=True): {err}. If you trust the file, "
+            "re-save just the weights once: "
+            "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, p2)."
+        ) from err
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise GeneratorError(
+            f"{path}: expected {{'state_dict': {{name: tensor}}, ...}} (R2Gen trainer format)."
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+@contextmanager
+def _on_sys_path(code_dir: Path) -> Iterator[None]:
+    sys.path.insert(0, str(code_dir))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(code_dir))
+
+
+class R2GenGenerator(ReportGenerator):
+    """An R2Gen or R2GenCMN model from the official code.
+
+    Args:
+        code_dir: The user's checkout (the folder holding ``models/`` and ``modules/``).
+        checkpoint: ``model_best.pth`` (trainer format, ``{"state_dict": ...}``).
+        annotation: The ``annotation.json`` the model was trained with.
+        dataset: ``"mimic_cxr"`` (one view) or ``"iu_xray"`` (two views).
+        threshold: Vocabulary count threshold (default: 10 for MIMIC-CXR, 3 for IU X-ray).
+        max_seq_length: Longest report in tokens (default: 100 / 60).
+        beam_size: Beam width (official: 3).
+        args: Other R2Gen arguments to override (``{"d_model": 512, ...}``).
+        model_module: Module and class of the model, ``"models.r2gen:R2GenModel"`` (R2GenCMN:
+            ``"models.models:BaseCMNModel"``).
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available.
+        batch_size: Images per forward pass.
+
+    Raises:
+        GeneratorError: If a file is missing, the code cannot be imported, or the vocabulary rebuilt from
+            ``annotation.json`` does not match the checkpoint.
+    """
+
+    pixel_convention = "xray [0, 1] -> 224 px, 3 channels, ImageNet mean/std (R2Gen test transform)"
+    input_size = (224, 224)
+
+    def __init__(
+        self,
+        code_dir: str | Path,
+        checkpoint: str | Path,
+        annotation: str | Path,
+        dataset: str = "mimic_cxr",
+        threshold: int | None = None,
+        max_seq_length: int | None = None,
+        beam_size: int = 3,
+        args: dict[str, Any] | None = None,
+        model_module: str = "models.r2gen:R2GenModel",
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if dataset not in DATASETS:
+            raise GeneratorError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}.")
+        self.code_dir = Path(code_dir).resolve()
+        for path, what in ((self.code_dir, "code folder"), (Path(annotation), "annotation.json")):
+            if not path.exists():
+                raise GeneratorError(f"R2Gen {what} {path} does not exist.")
+        self.dataset = dataset
+        self.name = f"r2gen-{dataset}"
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.args = SimpleNamespace(
+            **{
+                **DEFAULT_ARGS,
+                "ann_path": str(annotation),
+                "dataset_name": dataset,
+                "threshold": threshold if threshold is not None else DATASETS[dataset]["threshold"],
+                "max_seq_length": max_seq_length or DATASETS[dataset]["max_seq_length"],
+                "beam_size": beam_size,
+                **(args or {}),
+            }
+        )
+        state = load_r2gen_state_dict(checkpoint)
+        tokenizer_cls = self._import("modules.tokenizers:Tokenizer")
+        model_cls = self._import(model_module)
+        with _on_sys_path(self.code_dir):
+            self.tokenizer = tokenizer_cls(self.args)
+            self._check_vocabulary(state, Path(checkpoint))
+            model = model_cls(self.args, self.tokenizer)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise GeneratorError(
+                f"{checkpoint} does not fit {model_module} with these arguments ({err}). "
+                "Pass the arguments the model was trained with "
+                "(args={...}: d_model, num_layers, rm_num_slots, cmm_size, ...)."
+            ) from err
+        self.model = model.to(self.device).eval()
+
+    def _import(self, target: str) -> Any:
+        module_name, _, attribute = target.partition(":")
+        with _on_sys_path(self.code_dir):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as err:
+                raise GeneratorError(
+                    f"Cannot import {module_name} from the R2Gen checkout {self.code_dir}: {err}"
+                ) from err
+        origin = Path(getattr(module, "__file__", "") or "").resolve()
+        if self.code_dir not in origin.parents:
+            raise GeneratorError(
+                f"{module_name} was imported from {origin}, not from {self.code_dir}: "
+                "another package of that name is already loaded. Run cvlm in a fresh process."
+            )
+        if not hasattr(module, attribute):
+            raise GeneratorError(f"{module_name} in {self.code_dir} has no {attribute}.")
+        return getattr(module, attribute)
+
+    def _check_vocabulary(self, state: dict[str, torch.Tensor], checkpoint: Path) -> None:
+        key = "encoder_decoder.logit.weight"
+        if key not in state:
+            raise GeneratorError(f"{checkpoint} has no {key}; is it an R2Gen / R2GenCMN checkpoint?")
+        expected = state[key].shape[0] - 1  # tgt_vocab = vocab_size + 1 (id 0 is BOS/EOS/PAD)
+        rebuilt = self.tokenizer.get_vocab_size()
+        if rebuilt != expected:
+            raise GeneratorError(
+                f"Vocabulary mismatch: {checkpoint} was trained with {expected} tokens, but "
+                f"{self.args.ann_path} (train split, threshold {self.args.threshold}, {self.dataset}) gives "
+                f"{rebuilt}. Pass the annotation.json the model was trained with and its threshold "
+                f"(official: mimic_cxr 10, iu_xray 3)."
+            )
+
+    def _forward(self, images: torch.Tensor) -> list[str]:
+        with cuda_calls_to(self.device):
+            output = self.model(images.to(self.device), mode="sample")
+        if isinstance(output, tuple):  # R2GenCMN returns (sequences, log-probs)
+            output = output[0]
+        return [str(r) for r in self.tokenizer.decode_batch(output.cpu().numpy())]
+
+    def _generate(self, images: list[np.ndarray]) -> list[str]:
+        tensor = to_imagenet_tensor(images, size=224)
+        if self.dataset == "iu_xray":
+            tensor = torch.stack([tensor, tensor], dim=1)
+        return self._forward(tensor)
+
+    @torch.no_grad()
+    def generate_pairs(self, frontal: Sequence[np.ndarray], lateral: Sequence[np.ndarray]) -> list[str]:
+        """IU X-ray: reports from two views per study (``image_path[0]``, ``image_path[1]`` order).
+
+        Raises:
+            GeneratorError: If the model is not an IU X-ray model or the lists differ in length.
+        """
+        if self.dataset != "iu_xray":
+            raise GeneratorError("generate_pairs is for two-view iu_xray models.")
+        frontal, lateral = check_images(frontal), check_images(lateral)
+        if len(frontal) != len(lateral):
+            raise GeneratorError(f"{len(frontal)} frontal but {len(lateral)} lateral images.")
+        reports: list[str] = []
+        for start in range(0, len(frontal), self.batch_size):
+            stop = start + self.batch_size
+            views = [
+                to_imagenet_tensor(frontal[start:stop], 224),
+                to_imagenet_tensor(lateral[start:stop], 224),
+            ]
+            reports += self._forward(torch.stack(views, dim=1))
+        return reports

@@ -1,0 +1,158 @@
+"""Tiny stand-ins in the real on-disk formats, built offline for the generator adapter tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvlm.findings import ABNORMALITIES
+from cvlm.generators.training import IGNORE, TrainingData
+
+WORDS = ["no", "pleural", "effusion", "the", "heart", "is", "normal", "pneumothorax", "."]
+
+
+def build_tiny_vision_encoder_decoder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised ViT + BERT-decoder VisionEncoderDecoder saved as a local HF folder."""
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GenerationConfig,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8"
+    )
+    tokenizer = BertTokenizer(str(vocab))
+    torch.manual_seed(seed)
+    encoder = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    decoder = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        is_decoder=True,
+        add_cross_attention=True,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = tokenizer.cls_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.sep_token_id
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=tokenizer.cls_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        max_new_tokens=8,
+        do_sample=False,
+        num_beams=1,
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(folder)
+    (folder / "README.md").write_text("tiny random test model\n", encoding="utf-8")
+    return folder
+
+
+R2GEN_CODE = Path(__file__).resolve().parent / "r2gen_stand_in"
+R2GEN_ARGS = {"d_model": 16, "d_vf": 8}
+REPORTS = [
+    "The heart size is normal. No pleural effusion or pneumothorax.",
+    "1. Small left pleural effusion. 2. No pneumothorax.",
+    "Heart size is normal.  The lungs are clear (no focal consolidation).",
+    "Moderate cardiomegaly. No pneumothorax.. Mild pulmonary edema!",
+]
+
+
+def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str = "", threshold: int = 2):
+    """annotation.json (R2Gen format) + model_best.pth (trainer format) for the stand-in checkout.
+
+    Returns:
+        (checkpoint path, annotation path).
+    """
+    import sys
+    from types import SimpleNamespace
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(12):
+        entry = {"id": f"{i:08x}-0000", "report": REPORTS[i % len(REPORTS)], "split": "train"}
+        if dataset == "iu_xray":
+            entry["image_path"] = [f"CXR{i}_IM-{i}/0.png", f"CXR{i}_IM-{i}/1.png"]
+        else:
+            entry.update(study_id=50000000 + i, subject_id=10000000 + i)
+            entry["image_path"] = [f"p10/p{10000000 + i}/s{50000000 + i}/{entry['id']}.jpg"]
+        entries.append(entry)
+    annotation = folder / "annotation.json"
+    annotation.write_text(
+        json.dumps({"train": entries[:8], "val": entries[8:10], "test": entries[10:]}), encoding="utf-8"
+    )
+    sys.path.insert(0, str(R2GEN_CODE))
+    try:
+        from models.r2gen import R2GenModel
+        from modules.tokenizers import Tokenizer
+    finally:
+        sys.path.remove(str(R2GEN_CODE))
+    args = SimpleNamespace(
+        ann_path=str(annotation), threshold=threshold, dataset_name=dataset, max_seq_length=12, **R2GEN_ARGS
+    )
+    torch.manual_seed(0)
+    model = R2GenModel(args, Tokenizer(args))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    checkpoint = folder / "model_best.pth"
+    torch.save(
+        {
+            "epoch": 7,
+            "state_dict": state,
+            "optimizer": optimizer.state_dict(),
+            "monitor_best": np.float64(0.21),
+        },
+        checkpoint,
+    )
+    return checkpoint, annotation
+
+
+def fake_world(
+    n: int, size: int = 128, seed: int = 0, findings: Sequence[str] = ("Cardiomegaly",)
+) -> TrainingData:
+    """A tiny synthetic stand-in for unit tests: a bright disc means the first finding (and its sentence)."""
+    rng = np.random.default_rng(seed)
+    images = (rng.random((n, size, size)) * 60 + 60).astype(np.uint8)
+    labels = np.zeros((n, len(ABNORMALITIES)), np.float32)
+    sides = np.full((n, len(ABNORMALITIES)), IGNORE, np.int64)
+    reports = []
+    yy, xx = np.mgrid[:size, :size]
+    j = ABNORMALITIES.index(findings[0])
+    for i in range(n):
+        if i % 2 == 0:
+            images[i][(yy - size // 2) ** 2 + (xx - size // 3) ** 2 < (size // 5) ** 2] = 230
+            labels[i, j] = 1
+            sides[i, j] = 0
+            reports.append(f"FINDINGS: There is {findings[0].lower()}.\nIMPRESSION: {findings[0]}.")
+        else:
+            reports.append(f"FINDINGS: No {findings[0].lower()}.\nIMPRESSION: No acute process.")
+    return TrainingData(
+        images, reports, labels, sides, np.full_like(sides, IGNORE), [str(i) for i in range(n)], "fake"
+    )
