@@ -1,7 +1,7 @@
 """``cvlm validate``: how faithfully a diffusion model reconstructs, and how locally it edits.
 
 On a phantom world (``truth.jsonl``: true findings and masks) or a prepared folder (``manifest.jsonl``)
-it measures, for the first ``n`` images of the test split (else validate, else train):
+it measures, on ``n`` images (test split first, then validate, then train):
 
 * ``vae_psnr``: PSNR of VAE encode -> decode alone;
 * ``reconstruction_psnr`` / ``reconstruction_ssim``: encode -> DDIM inversion with the image's own
@@ -44,23 +44,21 @@ class ValidationCase:
     masks: dict[str, str] = field(default_factory=dict)
 
 
-def _first_split(rows: list, split_of) -> list:
-    for split in ("test", "validate", "train"):
-        chosen = [r for r in rows if split_of(r) == split]
-        if chosen:
-            return chosen
-    return rows
+def _test_first(rows: list, split_of) -> list:
+    # Unseen images first: test, then validate, then train (all of a fresh world is unseen).
+    order = {"test": 0, "validate": 1, "train": 2}
+    return sorted(rows, key=lambda r: order.get(split_of(r), 3))
 
 
 def load_cases(data: str | Path, n: int) -> list[ValidationCase]:
-    """The first ``n`` cases of a phantom world or prepared folder (test split first).
+    """The first ``n`` cases of a phantom world or prepared folder (test split, then validate, then train).
 
     Raises:
         FileNotFoundError: If ``data`` holds neither ``truth.jsonl`` nor ``manifest.jsonl``.
     """
     data = Path(data)
     if (data / MANIFEST).is_file():
-        rows = _first_split(read_manifest(data), lambda r: r["split"])[:n]
+        rows = _test_first(read_manifest(data), lambda r: r["split"])[:n]
         return [
             ValidationCase(
                 id=str(r["id"]),
@@ -72,7 +70,7 @@ def load_cases(data: str | Path, n: int) -> list[ValidationCase]:
             for r in rows
         ]
     if (data / "truth.jsonl").is_file():
-        records = _first_split(load_dataset(data, views=None), lambda r: r.split)[:n]
+        records = _test_first(load_dataset(data, views=None), lambda r: r.split)[:n]
         return [
             ValidationCase(
                 id=r.dicom_id,

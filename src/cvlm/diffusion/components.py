@@ -2,7 +2,7 @@
 
 A model folder looks like a Stable Diffusion v1.x pipeline folder (``model_index.json`` +
 ``vae/ unet/ text_encoder/ tokenizer/ scheduler/``), so ``StableDiffusionPipeline.from_pretrained(dir,
-safety_checker=None, feature_extractor=None)`` also reads it, plus ``cvlm_diffusion.json`` with what the
+safety_checker=None, feature_extractor=None)`` also reads it, plus ``config.json`` with what the
 pipeline does not record (configuration name, image size and channels, training summary).
 
 Two configurations:
@@ -30,7 +30,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-INFO_FILE = "cvlm_diffusion.json"
+INFO_FILE = "config.json"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Stable Diffusion v1.x's noise schedule (formats.md 4.1); DDIM with clip_sample off so that inversion
@@ -336,7 +336,7 @@ def save_components(
     folder: str | Path,
     half: bool = False,
 ) -> Path:
-    """Write the model folder (``model_index.json`` + five subfolders + ``cvlm_diffusion.json``).
+    """Write the model folder (``model_index.json`` + five subfolders + ``config.json``).
 
     Args:
         components: What to save (networks are copied to the CPU, the originals are left as they are).

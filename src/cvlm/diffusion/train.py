@@ -502,6 +502,8 @@ def train(options: TrainOptions) -> TrainResult:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        # Wall time counts every session of a resumed run up to its checkpoint (the card reports it).
+        start -= state.get("seconds", 0.0)
         if ema is not None:
             ema.load_state_dict(_read_ema(checkpoint / EMA_FILE))
         if accelerator.is_main_process:
@@ -549,9 +551,10 @@ def train(options: TrainOptions) -> TrainResult:
             losses = []
         if step % options.val_every == 0 or step == options.steps:
             _validate_and_keep(
-                accelerator, task, ema, state, out, {**meta, "wall_seconds": _wall(out, start)}
+                accelerator, task, ema, state, out, {**meta, "wall_seconds": time.perf_counter() - start}
             )
         if step % options.checkpoint_every == 0 or step == options.steps:
+            state["seconds"] = time.perf_counter() - start
             _save_checkpoint(accelerator, out, state, ema, options.keep_checkpoints)
         if options.stop_after is not None and steps_this_run >= options.stop_after:
             break
@@ -589,14 +592,6 @@ def _is_vae(options: TrainOptions) -> bool:
         return True
     path = Path(options.config)
     return path.suffix == ".json" and path.is_file() and json.loads(path.read_text()).get("kind") == "vae"
-
-
-def _wall(out: Path, start: float) -> float:
-    """Wall time over all resumed sessions of a run (the card reports it)."""
-    previous = 0.0
-    if (out / "train.json").is_file():
-        previous = float(json.loads((out / "train.json").read_text()).get("seconds", 0.0))
-    return previous + time.perf_counter() - start
 
 
 class _ema_weights:
