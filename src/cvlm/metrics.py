@@ -1,0 +1,368 @@
+"""Metrics of cvlm: pure functions, numpy in, plain Python numbers out.
+
+Every function has one call shape, checks its inputs (a ``ValueError`` that names the problem on
+shape mismatch or empty input) and carries a doctest. Images follow the pixel convention of
+:mod:`cvlm.xray` (float, values in ``[0, 1]``), which is why ``data_range`` defaults to 1.
+
+* Image fidelity: :func:`psnr`, :func:`ssim` (Wang et al., "Image quality assessment: from error
+  visibility to structural similarity", IEEE TIP 2004).
+* Finding classification (reports scored as CheXpert label sets): :func:`f1_table`.
+* Localisation against ground-truth masks: :func:`pointing_game`, :func:`iou`,
+  :func:`energy_in_mask`, :func:`mask_from_boxes`.
+* Rates with uncertainty: :func:`cyclic_rate`, :func:`wilson_interval` (Wilson score interval,
+  E. B. Wilson, JASA 1927).
+
+Boxes are ``(x0, y0, x1, y1)`` in pixel indices with ``x1``/``y1`` exclusive, i.e. the box covers
+``mask[y0:y1, x0:x1]``, the same as numpy slicing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "cyclic_rate",
+    "energy_in_mask",
+    "f1_table",
+    "iou",
+    "mask_from_boxes",
+    "pointing_game",
+    "psnr",
+    "ssim",
+    "wilson_interval",
+]
+
+# SSIM constants of Wang et al. 2004: an 11x11 circular-symmetric Gaussian window with sigma 1.5,
+# K1 = 0.01 and K2 = 0.03. truncate=3.5 makes scipy's kernel radius int(3.5 * 1.5 + 0.5) = 5, i.e. 11 taps.
+_SSIM_SIGMA = 1.5
+_SSIM_TRUNCATE = 3.5
+_SSIM_RADIUS = 5
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+
+
+def _pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays as float64 after checking they have one non-empty shape."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shapes differ, {a.shape} vs {b.shape}.")
+    if a.size == 0:
+        raise ValueError(f"{what}: empty input of shape {a.shape}.")
+    return a, b
+
+
+def _masks(saliency: np.ndarray, mask: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Saliency as float64 and mask as bool, same 2-D shape, mask not empty."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    mask = np.asarray(mask).astype(bool)
+    if saliency.ndim != 2 or saliency.shape != mask.shape:
+        raise ValueError(
+            f"{what}: need two (H, W) arrays of one shape, got {saliency.shape} and {mask.shape}."
+        )
+    if not mask.any():
+        raise ValueError(f"{what}: the mask is empty, so the score is undefined.")
+    if not np.isfinite(saliency).all():
+        raise ValueError(f"{what}: saliency holds NaN or infinite values.")
+    return saliency, mask
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``.
+
+    Args:
+        a: Image(s) of any shape, e.g. (H, W) or (N, H, W).
+        b: Same shape as ``a``.
+        data_range: Distance between the lowest and highest possible pixel value.
+
+    Returns:
+        PSNR over all pixels together; ``inf`` when the images are identical.
+
+    Example:
+        >>> a = np.zeros((4, 4)); b = np.full((4, 4), 0.1)
+        >>> round(psnr(a, b), 6)
+        20.0
+    """
+    a, b = _pair(a, b, "psnr")
+    if data_range <= 0:
+        raise ValueError(f"psnr: data_range must be positive, got {data_range}.")
+    mse = float(np.mean((a - b) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Structural similarity of Wang et al. 2004 with their Gaussian window, for grayscale images.
+
+    Local means, variances and covariance are Gaussian-weighted (sigma 1.5, 11x11 window), the
+    SSIM map is averaged over the pixels whose window lies fully inside the image (as
+    ``skimage.metrics.structural_similarity(gaussian_weights=True, use_sample_covariance=False)``).
+
+    Args:
+        a: One image (H, W) or a batch (N, H, W); H and W at least 11.
+        b: Same shape as ``a``.
+        data_range: Distance between the lowest and highest possible pixel value.
+
+    Returns:
+        Mean SSIM, in ``[-1, 1]``; for a batch the mean over the N images.
+
+    Example:
+        >>> x = np.random.default_rng(0).random((16, 16))
+        >>> ssim(x, x)
+        1.0
+        >>> # Two flat images: only the luminance term remains, (2 m1 m2 + C1) / (m1^2 + m2^2 + C1).
+        >>> c1 = (0.01 * 1.0) ** 2
+        >>> flat = ssim(np.full((16, 16), 0.2), np.full((16, 16), 0.4))
+        >>> bool(abs(flat - (2 * 0.08 + c1) / (0.2 + c1)) < 1e-12)
+        True
+    """
+    a, b = _pair(a, b, "ssim")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"ssim: need (H, W) or (N, H, W) grayscale images, got shape {a.shape}.")
+    side = 2 * _SSIM_RADIUS + 1
+    if min(a.shape[-2:]) < side:
+        raise ValueError(f"ssim: images must be at least {side}x{side} pixels, got {a.shape[-2:]}.")
+    if data_range <= 0:
+        raise ValueError(f"ssim: data_range must be positive, got {data_range}.")
+    # Filter only along H and W so the images of a batch never mix.
+    sigma = (0.0,) * (a.ndim - 2) + (_SSIM_SIGMA, _SSIM_SIGMA)
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(x, sigma=sigma, truncate=_SSIM_TRUNCATE, mode="reflect")
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    # Pixels whose window would reach past the border are dropped; every image of a batch keeps the
+    # same number, so the mean over all kept pixels is the mean of the per-image SSIMs.
+    r = _SSIM_RADIUS
+    return float(ssim_map[..., r:-r, r:-r].mean())
+
+
+def f1_table(
+    truth: Sequence[Mapping[str, int | None]],
+    pred: Sequence[Mapping[str, int | None]],
+    classes: Sequence[str],
+    positive: tuple[int, ...] = (1,),
+) -> dict:
+    """Per-finding precision, recall and F1 of predicted label sets against true ones.
+
+    A label counts as positive when its value is in ``positive``; anything else (0, -1, ``None``,
+    a missing key) counts as negative. Pass ``positive=(1, -1)`` to treat uncertain as positive.
+
+    Args:
+        truth: One label mapping per study, finding name -> 1 / 0 / -1 / None.
+        pred: One label mapping per study, aligned with ``truth``.
+        classes: The finding names to score.
+        positive: Label values that count as positive.
+
+    Returns:
+        ``{name: {"precision", "recall", "f1", "support", "n_pred"}}`` for every class, plus
+        ``"macro_f1"`` (mean F1 over classes with support > 0; NaN if none has) and ``"micro_f1"``
+        (F1 of the pooled counts over all classes). Precision is 0 when nothing was predicted,
+        recall 0 when nothing is true.
+
+    Example:
+        >>> t = [{"Edema": 1}, {"Edema": 0}, {"Edema": 1}]
+        >>> p = [{"Edema": 1}, {"Edema": 1}, {"Edema": None}]
+        >>> table = f1_table(t, p, ["Edema"])
+        >>> table["Edema"]["precision"], table["Edema"]["recall"], table["Edema"]["f1"]
+        (0.5, 0.5, 0.5)
+    """
+    if len(truth) != len(pred):
+        raise ValueError(f"f1_table: {len(truth)} true label sets but {len(pred)} predicted ones.")
+    if len(truth) == 0:
+        raise ValueError("f1_table: no studies to score.")
+    if len(classes) == 0:
+        raise ValueError("f1_table: no classes to score.")
+    table: dict = {}
+    pooled = np.zeros(3, dtype=np.int64)  # tp, n_pred, support over all classes
+    for name in classes:
+        t = np.array([row.get(name) in positive for row in truth])
+        p = np.array([row.get(name) in positive for row in pred])
+        tp, n_pred, support = int(np.sum(t & p)), int(p.sum()), int(t.sum())
+        pooled += (tp, n_pred, support)
+        table[name] = {**_prf(tp, n_pred, support), "support": support, "n_pred": n_pred}
+    scored = [table[name]["f1"] for name in classes if table[name]["support"] > 0]
+    table["macro_f1"] = float(np.mean(scored)) if scored else math.nan
+    table["micro_f1"] = _prf(*(int(x) for x in pooled))["f1"]
+    return table
+
+
+def _prf(tp: int, n_pred: int, support: int) -> dict[str, float]:
+    """Precision, recall and F1 from true positives, predicted positives and true positives + misses."""
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def pointing_game(saliency: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the most salient pixel lies inside the mask (Zhang et al., ECCV 2016).
+
+    Ties are broken by the first maximum in row-major order (``np.argmax``), so a flat saliency map
+    points at the top-left pixel and is not rewarded for free.
+
+    Args:
+        saliency: (H, W) saliency scores, any real values.
+        mask: (H, W) ground truth, non-zero inside; must not be empty.
+
+    Returns:
+        True for a hit.
+
+    Example:
+        >>> s = np.zeros((3, 3)); s[1, 2] = 5.0
+        >>> m = np.zeros((3, 3), bool); m[1, 1:] = True
+        >>> pointing_game(s, m)
+        True
+    """
+    saliency, mask = _masks(saliency, mask, "pointing_game")
+    return bool(mask.flat[int(np.argmax(saliency))])
+
+
+def iou(pred_mask: np.ndarray, mask: np.ndarray) -> float:
+    """Intersection over union of two binary masks.
+
+    Args:
+        pred_mask: (H, W) predicted region, non-zero inside.
+        mask: (H, W) ground-truth region, non-zero inside.
+
+    Returns:
+        ``|pred & mask| / |pred | mask|``; 0 when the prediction is empty and the mask is not.
+
+    Example:
+        >>> a = np.zeros((2, 4), bool); a[:, :2] = True
+        >>> b = np.zeros((2, 4), bool); b[:, 1:3] = True
+        >>> round(iou(a, b), 6)
+        0.333333
+    """
+    pred_mask = np.asarray(pred_mask).astype(bool)
+    mask = np.asarray(mask).astype(bool)
+    if pred_mask.shape != mask.shape:
+        raise ValueError(f"iou: shapes differ, {pred_mask.shape} vs {mask.shape}.")
+    union = int(np.sum(pred_mask | mask))
+    if union == 0:
+        raise ValueError("iou: both masks are empty, so IoU is undefined.")
+    return int(np.sum(pred_mask & mask)) / union
+
+
+def energy_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the non-negative saliency that falls inside the mask (energy-based pointing game).
+
+    Negative scores are clipped to 0 first (as in Score-CAM's energy-based pointing game), so the
+    result is in ``[0, 1]``. A map with no positive score puts no energy anywhere: 0.
+
+    Args:
+        saliency: (H, W) saliency scores.
+        mask: (H, W) ground truth, non-zero inside; must not be empty.
+
+    Returns:
+        ``sum(max(s, 0) inside) / sum(max(s, 0))``.
+
+    Example:
+        >>> s = np.array([[3.0, 1.0], [-2.0, 0.0]])
+        >>> m = np.array([[True, False], [True, False]])
+        >>> energy_in_mask(s, m)
+        0.75
+    """
+    saliency, mask = _masks(saliency, mask, "energy_in_mask")
+    energy = np.clip(saliency, 0.0, None)
+    total = float(energy.sum())
+    return float(energy[mask].sum()) / total if total > 0 else 0.0
+
+
+def mask_from_boxes(boxes: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
+    """Union of axis-aligned boxes as a boolean mask.
+
+    Args:
+        boxes: ``(x0, y0, x1, y1)`` per box, pixel indices, ``x1``/``y1`` exclusive. Fractional
+            corners are widened to whole pixels (floor of the start, ceil of the end); boxes are
+            clipped to the image.
+        shape: ``(H, W)`` of the mask.
+
+    Returns:
+        (H, W) bool mask, True inside any box.
+
+    Example:
+        >>> mask_from_boxes([(1, 0, 3, 2)], (3, 4)).astype(int)
+        array([[0, 1, 1, 0],
+               [0, 1, 1, 0],
+               [0, 0, 0, 0]])
+    """
+    if len(shape) != 2 or min(shape) <= 0:
+        raise ValueError(f"mask_from_boxes: shape must be (H, W) with positive sides, got {shape}.")
+    h, w = int(shape[0]), int(shape[1])
+    mask = np.zeros((h, w), dtype=bool)
+    for box in boxes:
+        if len(box) != 4:
+            raise ValueError(f"mask_from_boxes: a box is (x0, y0, x1, y1), got {tuple(box)}.")
+        x0, y0, x1, y1 = box
+        if x1 < x0 or y1 < y0:
+            raise ValueError(f"mask_from_boxes: box {tuple(box)} has x1 < x0 or y1 < y0.")
+        c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+        c1, r1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n``.
+
+    Unlike the normal approximation it stays inside ``[0, 1]`` and is sensible at ``k = 0`` or
+    ``k = n`` and for small ``n``.
+
+    Args:
+        k: Successes, ``0 <= k <= n``.
+        n: Trials, ``n > 0``.
+        z: Standard-normal quantile; 1.96 for a 95% interval.
+
+    Returns:
+        ``(low, high)``.
+
+    Example:
+        >>> low, high = wilson_interval(0, 10)
+        >>> low, round(high, 4)
+        (0.0, 0.2775)
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval: need at least one trial, got n={n}.")
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}.")
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    # Clamp rounding noise at the ends (k = 0 gives centre == half up to the last bit).
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cyclic_rate(successes: Sequence[bool]) -> tuple[float, tuple[float, float]]:
+    """Share of successful cycles with its Wilson 95% interval.
+
+    Args:
+        successes: One bool per edit: did the regenerated report flip the edited finding (and only it)?
+
+    Returns:
+        ``(rate, (low, high))``.
+
+    Example:
+        >>> rate, (low, high) = cyclic_rate([True, True, True, False])
+        >>> rate, round(low, 4), round(high, 4)
+        (0.75, 0.3006, 0.9544)
+    """
+    flags = np.asarray(successes)
+    if flags.ndim != 1 or flags.size == 0:
+        raise ValueError(f"cyclic_rate: need a non-empty 1-D sequence of bools, got shape {flags.shape}.")
+    if flags.dtype != bool:
+        raise ValueError(f"cyclic_rate: successes must be bools, got dtype {flags.dtype}.")
+    k, n = int(flags.sum()), int(flags.size)
+    return k / n, wilson_interval(k, n)

@@ -1,0 +1,244 @@
+import doctest
+import math
+
+import numpy as np
+import pytest
+
+import cvlm.metrics
+from cvlm.metrics import (
+    cyclic_rate,
+    energy_in_mask,
+    f1_table,
+    iou,
+    mask_from_boxes,
+    pointing_game,
+    psnr,
+    ssim,
+    wilson_interval,
+)
+
+RNG = np.random.default_rng(0)
+
+
+# --- psnr -------------------------------------------------------------------------------------------
+
+
+def test_psnr_hand_computed():
+    a = np.zeros((8, 8))
+    b = a.copy()
+    b[0, 0] = 0.8  # MSE = 0.64 / 64 = 0.01 -> 20 dB
+    assert psnr(a, b) == pytest.approx(20.0)
+    assert psnr(a * 255, b * 255, data_range=255.0) == pytest.approx(20.0)
+    assert psnr(a, a) == math.inf
+
+
+def test_psnr_bad_input():
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        psnr(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+# --- ssim -------------------------------------------------------------------------------------------
+
+
+def _gaussian_window() -> np.ndarray:
+    x = np.arange(-5, 6, dtype=np.float64)
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    w = np.outer(g, g)
+    return w / w.sum()
+
+
+def test_ssim_matches_formula_on_single_window():
+    # An 11x11 image has exactly one window fully inside it, centred, covering every pixel without
+    # padding: the SSIM is the Wang et al. formula with Gaussian-weighted statistics of the whole image.
+    a, b = RNG.random((11, 11)), RNG.random((11, 11))
+    w = _gaussian_window()
+    mu_a, mu_b = (w * a).sum(), (w * b).sum()
+    var_a, var_b = (w * a * a).sum() - mu_a**2, (w * b * b).sum() - mu_b**2
+    cov = (w * a * b).sum() - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    expected = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-10)
+
+
+def test_ssim_properties():
+    a = RNG.random((32, 32))
+    noisy = np.clip(a + RNG.normal(0, 0.1, a.shape), 0, 1)
+    very_noisy = np.clip(a + RNG.normal(0, 0.3, a.shape), 0, 1)
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, noisy) == pytest.approx(ssim(noisy, a))
+    assert 1.0 > ssim(a, noisy) > ssim(a, very_noisy) > 0.0
+    # Inverting the structure makes the structure term negative.
+    assert ssim(a, 1 - a) < 0
+    # Flat images: only the luminance term remains.
+    c1 = 0.01**2
+    assert ssim(np.full((16, 16), 0.2), np.full((16, 16), 0.6)) == pytest.approx(
+        (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1)
+    )
+
+
+def test_ssim_batch_is_mean_of_images():
+    a, b = RNG.random((3, 20, 24)), RNG.random((3, 20, 24))
+    per_image = [ssim(a[i], b[i]) for i in range(3)]
+    assert ssim(a, b) == pytest.approx(np.mean(per_image))
+
+
+def test_ssim_bad_input():
+    with pytest.raises(ValueError, match="shapes differ"):
+        ssim(np.zeros((16, 16)), np.zeros((16, 17)))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(np.zeros((8, 8)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="grayscale"):
+        ssim(np.zeros((2, 2, 16, 16)), np.zeros((2, 2, 16, 16)))
+
+
+# --- f1_table ---------------------------------------------------------------------------------------
+
+
+def test_f1_table_hand_computed():
+    truth = [
+        {"Edema": 1, "Cardiomegaly": 1, "Fracture": 0},
+        {"Edema": 0, "Cardiomegaly": 1},
+        {"Edema": 1, "Cardiomegaly": -1},
+        {"Edema": None, "Cardiomegaly": 0},
+    ]
+    pred = [
+        {"Edema": 1, "Cardiomegaly": 0, "Fracture": 1},
+        {"Edema": 1, "Cardiomegaly": 1},
+        {"Edema": 1},
+        {"Cardiomegaly": 1},
+    ]
+    t = f1_table(truth, pred, ["Edema", "Cardiomegaly", "Fracture"])
+    # Edema: truth + at 0, 2; pred + at 0, 1, 2 -> tp 2, P 2/3, R 1, F1 0.8.
+    assert t["Edema"] == {
+        "precision": 2 / 3,
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+        "n_pred": 3,
+    }
+    # Cardiomegaly: truth + at 0, 1 (-1 negative); pred + at 1, 3 -> tp 1, P 1/2, R 1/2, F1 1/2.
+    assert t["Cardiomegaly"]["f1"] == pytest.approx(0.5)
+    # Fracture: no support, one false positive -> excluded from macro F1.
+    assert t["Fracture"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "n_pred": 1}
+    assert t["macro_f1"] == pytest.approx((0.8 + 0.5) / 2)
+    # Pooled: tp 3, predicted 6, support 4 -> P 0.5, R 0.75, F1 0.6.
+    assert t["micro_f1"] == pytest.approx(0.6)
+
+
+def test_f1_table_uncertain_as_positive():
+    truth = [{"Edema": -1}, {"Edema": 0}]
+    pred = [{"Edema": 1}, {"Edema": -1}]
+    assert f1_table(truth, pred, ["Edema"])["Edema"]["support"] == 0
+    t = f1_table(truth, pred, ["Edema"], positive=(1, -1))
+    assert (t["Edema"]["support"], t["Edema"]["n_pred"], t["Edema"]["precision"]) == (1, 2, 0.5)
+
+
+def test_f1_table_no_support_gives_nan_macro():
+    t = f1_table([{"Edema": 0}], [{"Edema": 0}], ["Edema"])
+    assert math.isnan(t["macro_f1"])
+
+
+def test_f1_table_bad_input():
+    with pytest.raises(ValueError, match="1 true label sets but 2"):
+        f1_table([{}], [{}, {}], ["Edema"])
+    with pytest.raises(ValueError, match="no studies"):
+        f1_table([], [], ["Edema"])
+    with pytest.raises(ValueError, match="no classes"):
+        f1_table([{}], [{}], [])
+
+
+# --- localisation -----------------------------------------------------------------------------------
+
+
+def test_pointing_game():
+    mask = np.zeros((4, 4), bool)
+    mask[2:, 2:] = True
+    s = np.zeros((4, 4))
+    s[3, 2] = 1.0
+    assert pointing_game(s, mask) is True
+    s[0, 0] = 2.0
+    assert pointing_game(s, mask) is False
+    # A flat map points at the first pixel: no free hit.
+    assert pointing_game(np.ones((4, 4)), mask) is False
+
+
+def test_localisation_bad_input():
+    with pytest.raises(ValueError, match="mask is empty"):
+        pointing_game(np.ones((3, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="one shape"):
+        energy_in_mask(np.ones((3, 3)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        pointing_game(np.full((2, 2), np.nan), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="both masks are empty"):
+        iou(np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        iou(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_iou_hand_computed():
+    a = mask_from_boxes([(0, 0, 4, 4)], (10, 10))  # 16 px
+    b = mask_from_boxes([(2, 2, 6, 6)], (10, 10))  # 16 px, overlap 4
+    assert iou(a, b) == pytest.approx(4 / 28)
+    assert iou(a, a) == 1.0
+    assert iou(np.zeros((10, 10)), b) == 0.0
+
+
+def test_energy_in_mask_hand_computed():
+    s = np.array([[4.0, 1.0, -5.0], [0.0, 3.0, 2.0]])
+    m = np.array([[1, 0, 1], [0, 1, 0]], bool)
+    assert energy_in_mask(s, m) == pytest.approx(7 / 10)
+    assert energy_in_mask(-np.ones((2, 3)), m) == 0.0
+
+
+def test_mask_from_boxes():
+    m = mask_from_boxes([(0.5, 1, 2, 2), (3, 2, 10, 10)], (4, 5))
+    expected = np.array(
+        [
+            [0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [0, 0, 0, 1, 1],
+            [0, 0, 0, 1, 1],
+        ],
+        bool,
+    )
+    np.testing.assert_array_equal(m, expected)
+    assert not mask_from_boxes([], (2, 2)).any()
+    with pytest.raises(ValueError, match="x1 < x0"):
+        mask_from_boxes([(3, 0, 1, 1)], (4, 4))
+    with pytest.raises(ValueError, match=r"\(x0, y0, x1, y1\)"):
+        mask_from_boxes([(1, 2, 3)], (4, 4))
+
+
+# --- rates ------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values():
+    # p = 0.5, n = 10: centre 0.5, half-width 1.96 * sqrt(0.025 + 0.009604) / 1.38416.
+    low, high = wilson_interval(5, 10)
+    assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    # Wider for fewer trials, narrower for more.
+    assert np.diff(wilson_interval(50, 100))[0] < np.diff(wilson_interval(5, 10))[0]
+    with pytest.raises(ValueError, match="at least one trial"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(4, 3)
+
+
+def test_cyclic_rate():
+    rate, ci = cyclic_rate([True, False, True, True, False, True, True, True, True, True])
+    assert rate == 0.8
+    assert ci == wilson_interval(8, 10)
+    assert ci[0] < rate < ci[1]
+    with pytest.raises(ValueError, match="non-empty"):
+        cyclic_rate([])
+    with pytest.raises(ValueError, match="bools"):
+        cyclic_rate([1, 0])
+
+
+def test_doctests():
+    result = doctest.testmod(cvlm.metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 9 and result.failed == 0
