@@ -53,11 +53,31 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label free-text reports with CheXpert findings")
     p.add_argument("input", type=Path, help=".jsonl {id,text|report}, .csv (id, report) or a folder of .txt")
     p.add_argument("--out", type=Path, required=True, help=".jsonl or .csv")
+    p.add_argument(
+        "--labeler", choices=("rules", "chexbert"), default="rules", help="default: rules (no weights)"
+    )
+    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert)")
+    p.add_argument(
+        "--tokenizer", type=Path, help="bert-base-uncased tokenizer folder (with --labeler chexbert)"
+    )
+    p.add_argument(
+        "--extra-findings", type=Path, help='JSON list of {"name", "synonyms"} extra findings (rules only)'
+    )
+    p.add_argument("--device", help="torch device for CheXbert (default: cuda if available)")
     p.set_defaults(func=_run_label)
 
 
 def _run_label(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm label: owned by the labeler work in progress")
+    from cvlm.labeler import label_file
+
+    run = label_file(
+        args.input, args.out, args.labeler, args.checkpoint, args.tokenizer, args.extra_findings, args.device
+    )
+    for message in run.skipped:
+        print(f"skipped {message}", file=sys.stderr)
+    print(f"Labeled {run.n_labeled} reports ({len(run.skipped)} skipped): {run.output}")
+    print(f"Run record: {run.metadata}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- generate
