@@ -8,12 +8,13 @@ import numpy as np
 from cvlm.xray import write_png
 
 PROMPTS = {
-    "none": "The lung with abnormalities none",
+    "none": "The lung with no abnormalities",
     "blob": "The lung with abnormalities lung lesion",
     "bar": "The lung with abnormalities fracture",
 }
 BLOB = (slice(8, 20), slice(8, 20))
 BAR = (slice(22, 26), slice(4, 28))
+FINDING = {"blob": "Lung Lesion", "bar": "Fracture"}
 
 
 def make_prepared(root: Path, n: int = 24, size: int = 32, seed: int = 0) -> Path:
@@ -32,16 +33,15 @@ def make_prepared(root: Path, n: int = 24, size: int = 32, seed: int = 0) -> Pat
         path = root / "images" / f"{i:03d}.png"
         path.parent.mkdir(exist_ok=True)
         write_png(np.clip(img, 0, 1), path)
+        masks = {}
+        if kind != "none":
+            mask = np.zeros((size, size))
+            mask[BLOB if kind == "blob" else BAR] = 1.0
+            write_png(mask, root / "images" / f"{i:03d}-mask.png")
+            masks[FINDING[kind]] = f"images/{i:03d}-mask.png"
         split = "validate" if i >= n - 6 else "train"
-        rows.append(
-            {
-                "id": f"{i:03d}",
-                "image": f"images/{i:03d}.png",
-                "split": split,
-                "prompt": PROMPTS[kind],
-                "findings": [] if kind == "none" else [kind],
-            }
-        )
+        row = {"id": f"{i:03d}", "image": f"images/{i:03d}.png", "split": split, "prompt": PROMPTS[kind]}
+        rows.append({**row, "findings": list(masks), "masks": masks})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

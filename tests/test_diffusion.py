@@ -267,6 +267,20 @@ def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):
     assert load_components(tmp_path / "saved").image_channels == 3
 
 
+def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
+    from cvlm.validate import KEYS, validate
+
+    train(_options(world, tmp_path / "m", steps=3))
+    metrics = validate(tmp_path / "m", world["data"], n=6, steps=4, batch_size=4)
+    assert set(KEYS) <= set(metrics)
+    assert metrics["n_images"] == 6 and sum(metrics["n_edits"].values()) == 4  # 4 of the 6 have a finding
+    assert set(metrics["edit_ratio"]) == {"Lung Lesion", "Fracture"}
+    assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values())
+    assert 5 < metrics["vae_psnr"] < 60 and metrics["seconds_per_image"] > 0
+    with pytest.raises(FileNotFoundError, match="neither a prepared folder"):
+        validate(tmp_path / "m", tmp_path, n=2, steps=2)
+
+
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(world, tmp_path):
     out = tmp_path / "ddp"
