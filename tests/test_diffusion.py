@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusion_helpers import PROMPTS, make_prepared, write_test_config
 
+from cvlm.diffusion.card import write_card
 from cvlm.diffusion.components import (
     build_tiny,
     load_components,
@@ -146,6 +147,10 @@ def test_training_writes_best_model_logs_and_plot(world, tmp_path):
         assert (tmp_path / "m" / name).is_file()
     # The VAE was trained by its own command: its scaling factor whitens the latents.
     assert model.vae.config.scaling_factor != 1.0
+    card = write_card(tmp_path / "m", world["vae"], None, "phantom-test", tmp_path / "bundled")
+    text = card.read_text()
+    assert "steps: 6 at batch 8" in text and f"kept: step {result.best_step}" in text
+    assert load_components(tmp_path / "bundled").info["step"] == result.best_step
     with pytest.raises(ValueError, match="--resume"):
         train(_options(world, tmp_path / "m"))
 
@@ -265,6 +270,30 @@ def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):
     assert r.reconstructions.shape == (2, 32, 32) and np.isfinite(r.reconstruction_psnr)
     save_components(c, tmp_path / "saved")
     assert load_components(tmp_path / "saved").image_channels == 3
+    # Training the sd-v1 way: VAE and text encoder frozen, only the UNet moves.
+    data = make_prepared(tmp_path / "data", n=9)
+    result = train(
+        TrainOptions(
+            config="sd-v1",
+            sd_unet=pie,
+            sd_base=base,
+            data=data,
+            out=tmp_path / "sd",
+            steps=2,
+            batch_size=3,
+            val_every=2,
+            checkpoint_every=2,
+            val_steps=2,
+            val_n=2,
+        )
+    )
+    assert result.finished
+    trained = load_components(tmp_path / "sd")
+    assert torch.equal(
+        trained.text_encoder.get_input_embeddings().weight,
+        text.get_input_embeddings().weight,
+    )
+    assert not torch.equal(trained.unet.conv_in.weight, unet.conv_in.weight)
 
 
 def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):

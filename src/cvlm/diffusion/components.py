@@ -18,6 +18,7 @@ Two configurations:
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import re
 from collections.abc import Iterable
@@ -450,7 +451,10 @@ def load_sd_v1(unet_from: str | Path, base_from: str | Path) -> DiffusionCompone
     scheduler_dir = base / "scheduler"
     if (scheduler_dir / "scheduler_config.json").is_file():
         scheduler_config = json.loads((scheduler_dir / "scheduler_config.json").read_text(encoding="utf-8"))
-        scheduler = DDIMScheduler.from_config({**scheduler_config, "clip_sample": False})
+        # Keep the noise schedule of whatever SD scheduler it was (PNDM in v1.4), drop its own options.
+        known = inspect.signature(DDIMScheduler.__init__).parameters
+        ddim = {k: v for k, v in scheduler_config.items() if k in known}
+        scheduler = DDIMScheduler.from_config({**ddim, "clip_sample": False})
     else:
         scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
     if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
