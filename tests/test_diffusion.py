@@ -174,7 +174,12 @@ def test_resume_continues_exactly(world, tmp_path):
         for line in (tmp_path / "split" / "validation.csv").read_text().splitlines()[1:]
     ]
     assert steps == [3, 6]
-    assert whole.history == resumed.history
+
+    def scores(history):
+        return [{k: v for k, v in row.items() if k != "minutes"} for row in history]
+
+    assert scores(whole.history) == scores(resumed.history)
+    assert resumed.history[-1]["minutes"] > 0
 
 
 def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):

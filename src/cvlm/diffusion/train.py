@@ -614,10 +614,13 @@ def _validate_and_keep(
     accelerator: Accelerator, task: _Task, ema: EMAModel | None, state: dict, out: Path, meta: dict
 ) -> None:
     """Main process: validate, log, and save the model if its PSNR is the best so far."""
+    validation_start = time.perf_counter()
     if accelerator.is_main_process:
         with _ema_weights(ema, task):
             scores = task.validate()
             row = {"step": state["step"], **{k: round(float(v), 4) for k, v in scores.items()}}
+            # Wall time from the run's start (all resumed sessions) to the end of this validation.
+            row["minutes"] = round((meta["wall_seconds"] + time.perf_counter() - validation_start) / 60, 2)
             state["history"].append(row)
             _append_csv(out / VALIDATION_FILE, row)
             best = state["best_psnr"]
