@@ -82,6 +82,9 @@ def test_tokenizer_learns_prompt_words_and_never_needs_unk(tmp_path):
     unknown = tok.convert_ids_to_tokens(tok("pneumothorax").input_ids)[1:-1]
     assert "".join(unknown).replace("</w>", "") == "pneumothorax"  # spelt out, not <unk>
     assert (tmp_path / "tok" / "vocab.json").is_file() and (tmp_path / "tok" / "merges.txt").is_file()
+    # Raw-report prompts longer than 77 tokens are cut as CLIP does, ending with the end token.
+    ids = tokenize(tok, ["the lung " * 60, "the lung"])
+    assert ids.shape == (2, 77) and ids[0, -1] == tok.eos_token_id and ids[1, 3] == tok.eos_token_id
 
 
 def test_components_save_load_round_trip(tmp_path):

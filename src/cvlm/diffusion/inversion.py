@@ -13,10 +13,13 @@ conditional prediction alone (one UNet call per step), which is what reconstruct
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+logger = logging.getLogger(__name__)
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(latents [B, c, h, w], timestep [], text [B, L, D]) -> predicted noise [B, c, h, w]``."""
@@ -137,26 +140,28 @@ def ddim_sample(
 def encode_prompts(
     text_encoder: torch.nn.Module, tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Prompts -> text embeddings ``[B, L, D]`` (padded to the tokenizer's ``model_max_length``).
-
-    Raises:
-        ValueError: If a prompt is longer than the tokenizer's maximum length (it would be cut silently).
-    """
+    """Prompts -> text embeddings ``[B, L, D]`` (see :func:`tokenize` for long prompts)."""
     ids = tokenize(tokenizer, prompts).to(device)
     return text_encoder(ids)[0]
 
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
-    """Prompts -> token ids ``[B, L]``, padded to ``model_max_length``.
+    """Prompts -> token ids ``[B, L]``, padded to ``model_max_length`` (77 for CLIP).
 
-    Raises:
-        ValueError: If a prompt does not fit (cutting it would drop findings without a word).
+    Longer prompts (raw report text, the paper's ablation) are cut to ``model_max_length`` as CLIP
+    always does, the same way in training and inference; a warning names how many were cut.
     """
-    out = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length)
-    for prompt, ids in zip(prompts, out.input_ids, strict=True):
-        if len(ids) > tokenizer.model_max_length:
-            raise ValueError(
-                f"Prompt of {len(ids)} tokens exceeds the tokenizer's limit "
-                f"{tokenizer.model_max_length}: {prompt!r}"
-            )
+    full = tokenizer(list(prompts)).input_ids
+    cut = sum(len(ids) > tokenizer.model_max_length for ids in full)
+    if cut:
+        logger.warning(
+            "%d of %d prompts exceed %d tokens and are cut (the first: %r).",
+            cut,
+            len(full),
+            tokenizer.model_max_length,
+            next(p for p, ids in zip(prompts, full, strict=True) if len(ids) > tokenizer.model_max_length),
+        )
+    out = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True
+    )
     return torch.tensor(out.input_ids, dtype=torch.long)
