@@ -41,11 +41,28 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
         default="Pneumothorax",
         help="finding the mark co-occurs with (default Pneumothorax)",
     )
+    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
     p.set_defaults(func=_run_phantoms)
 
 
 def _run_phantoms(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm phantoms: owned by the phantom-world work in progress")
+    from tqdm import tqdm
+
+    from cvlm.phantoms.world import write_world
+
+    with tqdm(total=args.n, unit="image", desc="phantoms") as bar:
+        root = write_world(
+            args.out,
+            n=args.n,
+            seed=args.seed,
+            size=args.size,
+            shortcut=args.shortcut,
+            shortcut_finding=args.shortcut_finding,
+            workers=args.workers,
+            progress=bar.update,
+        )
+    print(f"Phantom world: {root}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- label
