@@ -18,6 +18,8 @@
 #   DEVICE [auto]                               auto | cpu | cuda (bf16 autocast on a GPU)
 #   LAUNCH ["python -m cvlm.cli"]               e.g. "accelerate launch -m cvlm.cli" for several GPUs
 #   THREADS [2]                                 torch CPU threads
+#   TEST_N [64]  TEST_STEPS [50]                 cvlm validate images and DDIM steps
+#   DEST [src/cvlm/bundled/diffusion/<generator>] where the model and its card go
 set -euo pipefail
 
 G=${1:?usage: $0 GENERATOR_NAME}
@@ -33,7 +35,9 @@ DEVICE=${DEVICE:-auto}
 THREADS=${THREADS:-2}
 PY=${PY:-python}
 LAUNCH=${LAUNCH:-$PY -m cvlm.cli}
-DEST=src/cvlm/bundled/diffusion/$G
+TEST_N=${TEST_N:-64}
+TEST_STEPS=${TEST_STEPS:-50}
+DEST=${DEST:-src/cvlm/bundled/diffusion/$G}
 SHORTCUT=()
 [[ $G == *shortcut* ]] && SHORTCUT=(--shortcut)
 mkdir -p "$WORK"
@@ -64,7 +68,7 @@ fi
 
 # 5. Validation on the fresh world (reconstruction PSNR / SSIM, VAE PSNR, edit ratios).
 VALIDATION_DEVICE=$DEVICE; [[ $DEVICE == auto ]] && VALIDATION_DEVICE=cpu
-$PY -m cvlm.cli validate --model "$WORK/model" --data "$WORK/test-world" --n 64 --steps 50 \
+$PY -m cvlm.cli validate --model "$WORK/model" --data "$WORK/test-world" --n "$TEST_N" --steps "$TEST_STEPS" \
   --device "$VALIDATION_DEVICE" --out "$WORK/validation.json"
 
 # 6. The bundled copy and its card.
