@@ -578,7 +578,9 @@ def train(options: TrainOptions) -> TrainResult:
         plot_log(out)
         (out / "train.json").write_text(
             json.dumps(
-                {**asdict(result), "out": str(out), "options": asdict(options)}, indent=2, default=str
+                {**asdict(result), "out": str(out), "lr": lr, "options": asdict(options)},
+                indent=2,
+                default=str,
             ),
             encoding="utf-8",
         )
