@@ -367,3 +367,30 @@ def test_accelerate_launch_two_cpu_processes(world, tmp_path):
     assert summary["step"] == 4 and summary["finished"]
     assert load_components(out).info["step"] in (2, 4)
     assert (out / "checkpoints" / "step-0000004" / "cvlm_state.json").is_file()
+
+
+def test_decoder_only_vae_finetune_keeps_the_latents(world, tmp_path):
+    from diffusers import AutoencoderKL
+
+    options = TrainOptions(
+        config=str(write_test_config(tmp_path / "vae.json", "vae")),
+        data=world["data"],
+        out=tmp_path / "ft",
+        steps=3,
+        batch_size=8,
+        val_every=3,
+        checkpoint_every=3,
+        vae_crop=32,
+        vae=world["vae"],
+        decoder_only=True,
+        lr=1e-2,
+    )
+    train(options)
+    before = AutoencoderKL.from_pretrained(world["vae"])
+    after = AutoencoderKL.from_pretrained(tmp_path / "ft")
+    assert after.config.scaling_factor == before.config.scaling_factor
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before.encoder.parameters(), after.encoder.parameters(), strict=True)
+    )
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)

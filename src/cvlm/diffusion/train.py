@@ -81,7 +81,7 @@ class TrainOptions:
         val_every: Validate every N steps (and at the end).
         val_n: Size of the fixed validation subset (the first rows of the ``validate`` split).
         val_steps: DDIM steps T of the validation round trip.
-        vae: Trained VAE folder (``cvlm train --config vae``) for ``tiny``.
+        vae: Trained VAE folder (``cvlm train --config vae``) for ``tiny``; for ``vae``, the start.
         sd_unet: SD v1.x pipeline or UNet-only folder for ``sd-v1``.
         sd_base: MIMIC-trained SD pipeline folder (VAE, text encoder, tokenizer) for ``sd-v1``.
         device: ``auto`` (what Accelerate finds), ``cpu`` or ``cuda``.
@@ -93,6 +93,7 @@ class TrainOptions:
         stop_after: Stop this process after N steps (a scripted interruption; the run stays resumable).
         keep_checkpoints: How many newest checkpoints to keep.
         vae_crop: Side of the random crops the VAE trains on (it is fully convolutional).
+        decoder_only: VAE run: train only the decoder of ``vae`` (its latents stay the same).
         kl_weight: Weight of the VAE's KL term.
     """
 
@@ -122,6 +123,7 @@ class TrainOptions:
     stop_after: int | None = None
     keep_checkpoints: int = 2
     vae_crop: int = 64
+    decoder_only: bool = False
     kl_weight: float = 1e-6
 
 
@@ -317,8 +319,22 @@ class _VaeTask(_Task):
         size = self.config["image_size"]
         self.train_set = load_split(options.data, "train", size)
         self.val_set = _validation_subset(options, size)
-        self.vae = build_vae(self.config, options.seed)
-        self.loss_module = VaeLoss(self.vae, options.kl_weight)
+        if options.vae is not None:
+            # Continue from a trained VAE (e.g. to fine-tune its decoder while a UNet trains on its latents).
+            self.vae = AutoencoderKL.from_pretrained(
+                options.vae, local_files_only=True, torch_dtype=torch.float32
+            )
+        else:
+            self.vae = build_vae(self.config, options.seed)
+        if options.decoder_only:
+            if options.vae is None:
+                raise ValueError(
+                    "--decoder-only needs --vae: the VAE whose encoder (and latents) stay fixed."
+                )
+            # Frozen encoder = unchanged latents, so a UNet trained on them stays valid with the new decoder.
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+        self.loss_module = VaeLoss(self.vae, 0.0 if options.decoder_only else options.kl_weight)
 
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
         images = self.train_set.images(local)
@@ -350,7 +366,8 @@ class _VaeTask(_Task):
         for i in range(0, min(len(self.train_set), 512), 64):
             x = self.train_set.images(slice(i, i + 64)).to(device)
             stds.append(vae.encode(x).latent_dist.mode().float().flatten())
-        vae.register_to_config(scaling_factor=float(1.0 / torch.cat(stds).std()))
+        if not self.options.decoder_only:
+            vae.register_to_config(scaling_factor=float(1.0 / torch.cat(stds).std()))
         save_module(vae, folder, self.options.half)
         (folder / "cvlm_vae.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
 
