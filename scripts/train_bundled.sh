@@ -33,6 +33,8 @@ GEN_DEVICE=(); [[ $DEVICE != auto ]] && GEN_DEVICE=(--device "$DEVICE")
 mkdir -p "$WORK/logs"
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+finished() { [[ -f $1/train.json ]] && grep -q '"finished": true' "$1/train.json"; }
+resume() { [[ -d $1/checkpoints ]] && echo --resume || true; }
 
 # 1. Worlds: an honest and a shortcut training world, and a fresh test world of each (seeds used nowhere else).
 stamp worlds
@@ -48,8 +50,10 @@ $CVLM phantoms --out "$WORK/shortcut-test-world" --n "$TEST_N" --seed 104 --shor
 stamp "generators and VAE"
 (
   $CVLM prepare --generator none --prompts gt --data "$WORK/world" --out "$WORK/prepared-gt" &&
-  $CVLM train --config vae --data "$WORK/prepared-gt" --out "$WORK/vae" --steps-max "$VAE_STEPS" \
-    --batch-size "$VAE_BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 32 --device "$DEVICE"
+  { finished "$WORK/vae" ||
+    $CVLM train --config vae --data "$WORK/prepared-gt" --out "$WORK/vae" --steps-max "$VAE_STEPS" \
+      --batch-size "$VAE_BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 32 \
+      --device "$DEVICE" $(resume "$WORK/vae"); }
 ) >"$WORK/logs/vae.log" 2>&1 &
 VAE_PID=$!
 train_generator() {  # name arch world [extra flags]
@@ -58,25 +62,31 @@ train_generator() {  # name arch world [extra flags]
     --epochs "$GEN_EPOCHS" --widths "$GEN_WIDTHS" --seed 0 --test-data "$test" --test-split all \
     "${GEN_DEVICE[@]}" "$@" >"$WORK/logs/$name.log" 2>&1
 }
-train_generator phantom-captioner captioner "$WORK/world" "$WORK/test-world" &
-train_generator phantom-templater templater "$WORK/world" "$WORK/test-world" &
+GEN_PIDS=()
+train_generator phantom-captioner captioner "$WORK/world" "$WORK/test-world" & GEN_PIDS+=($!)
+train_generator phantom-templater templater "$WORK/world" "$WORK/test-world" & GEN_PIDS+=($!)
 train_generator phantom-shortcut captioner "$WORK/shortcut-world" "$WORK/shortcut-test-world" \
-  --shortcut-finding Pneumothorax &
-wait $(jobs -p | grep -v "^$VAE_PID$") || { stamp "a generator failed"; tail -5 "$WORK"/logs/phantom-*.log; exit 1; }
+  --shortcut-finding Pneumothorax & GEN_PIDS+=($!)
+for pid in "${GEN_PIDS[@]}"; do
+  wait "$pid" || { stamp "a generator failed"; tail -5 "$WORK"/logs/phantom-*.log; exit 1; }
+done
 stamp "generators done"
 
 # 3. Each generator's own prompts (the tailored data sets), then the UNet + text encoder of each.
+PREP_PIDS=()
 for G in phantom-captioner phantom-templater phantom-shortcut; do
   world=$WORK/world; [[ $G == *shortcut* ]] && world=$WORK/shortcut-world
   $CVLM prepare --generator "$G" --data "$world" --out "$WORK/prepared-$G" >"$WORK/logs/prepare-$G.log" 2>&1 &
+  PREP_PIDS+=($!)
 done
-wait
+for pid in "${PREP_PIDS[@]}"; do wait "$pid" || { stamp "prepare failed"; tail -5 "$WORK"/logs/prepare-*.log; exit 1; }; done
 wait "$VAE_PID" || { stamp "VAE failed"; tail -5 "$WORK/logs/vae.log"; exit 1; }
 stamp "prepared; VAE done"
 for G in phantom-captioner phantom-templater phantom-shortcut; do
-  $CVLM train --config tiny --data "$WORK/prepared-$G" --vae "$WORK/vae" --out "$WORK/model-$G" \
-    --steps-max "$STEPS" --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" \
-    --val-n 16 --half --device "$DEVICE" >"$WORK/logs/train-$G.log" 2>&1 &
+  finished "$WORK/model-$G" ||
+    $CVLM train --config tiny --data "$WORK/prepared-$G" --vae "$WORK/vae" --out "$WORK/model-$G" \
+      --steps-max "$STEPS" --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" \
+      --val-n 16 --half --device "$DEVICE" $(resume "$WORK/model-$G") >"$WORK/logs/train-$G.log" 2>&1 &
 done
 wait || true
 
