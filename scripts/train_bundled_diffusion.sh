@@ -15,6 +15,7 @@
 #   VAE [train one]                             a trained VAE folder to reuse (one VAE serves all
 #                                                generators of the same world; it is the costly part)
 #   VAE_STEPS [1500]  STEPS [3000]  BATCH [32]  VAE_BATCH [16]  VAL_EVERY [250]
+#   DECODER_STEPS [0]                           then fine-tune the VAE decoder this many steps
 #   DEVICE [auto]                               auto | cpu | cuda (bf16 autocast on a GPU)
 #   LAUNCH ["python -m cvlm.cli"]               e.g. "accelerate launch -m cvlm.cli" for several GPUs
 #   THREADS [2]                                 torch CPU threads
@@ -27,6 +28,7 @@ WORK=${WORK:-runs/bundled-diffusion/$G}
 N_TRAIN=${N_TRAIN:-3000}
 SEED=${SEED:-1000}
 VAE_STEPS=${VAE_STEPS:-1500}
+DECODER_STEPS=${DECODER_STEPS:-0}
 STEPS=${STEPS:-3000}
 BATCH=${BATCH:-32}
 VAE_BATCH=${VAE_BATCH:-16}
@@ -65,6 +67,16 @@ fi
   $LAUNCH train --config tiny --data "$WORK/prepared" --vae "$VAE" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
     --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
+
+# 4b. Optional: fine-tune the VAE decoder (encoder frozen, so the UNet's latents stay valid) and swap
+#     it into the model; reconstruction PSNR is capped by the VAE's (docs/diffusion.md).
+if (( DECODER_STEPS > 0 )); then
+  [[ -f $WORK/vae-decoder/train.json ]] && grep -q '"finished": true' "$WORK/vae-decoder/train.json" ||
+    $LAUNCH train --config vae --vae "$VAE" --decoder-only --data "$WORK/prepared" --out "$WORK/vae-decoder" \
+      --steps-max "$DECODER_STEPS" --batch-size "$VAE_BATCH" --warmup 20 --val-every "$VAL_EVERY" \
+      --checkpoint-every "$VAL_EVERY" --val-n 32 --half --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/vae-decoder")
+  cp "$WORK/vae-decoder/config.json" "$WORK/vae-decoder/diffusion_pytorch_model.safetensors" "$WORK/model/vae/"
+fi
 
 # 5. Validation on the fresh world (reconstruction PSNR / SSIM, VAE PSNR, edit ratios).
 VALIDATION_DEVICE=$DEVICE; [[ $DEVICE == auto ]] && VALIDATION_DEVICE=cpu

@@ -314,6 +314,8 @@ def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
     assert set(metrics["edit_ratio"]) == {"Lung Lesion", "Fracture"}
     assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values())
     assert 5 < metrics["vae_psnr"] < 60 and metrics["seconds_per_image"] > 0
+    guided = validate(tmp_path / "m", world["data"], n=3, steps=2, guidance=3.0)
+    assert guided["guidance"] == 3.0 and set(guided["edit_ratio"]) <= {"Lung Lesion", "Fracture"}
     with pytest.raises(FileNotFoundError, match="neither a prepared folder"):
         validate(tmp_path / "m", tmp_path, n=2, steps=2)
 

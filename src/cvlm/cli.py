@@ -249,6 +249,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, help="stop after N steps of this run (resumable)")
     p.add_argument("--vae-crop", type=int, default=64, help="VAE training crop side")
     p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
+    p.add_argument(
+        "--psnr-tolerance",
+        type=float,
+        default=0.25,
+        help="a checkpoint within this many dB of the best validation PSNR becomes the model (0: strict)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_run_train)
 
@@ -287,6 +293,7 @@ def _run_train(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             vae_crop=args.vae_crop,
             decoder_only=args.decoder_only,
+            psnr_tolerance=args.psnr_tolerance,
         )
     )
     print(
@@ -306,13 +313,14 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edited samples")
     p.set_defaults(func=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from cvlm.validate import validate, write_validation
 
-    metrics = validate(args.model, args.data, args.n, args.steps, args.batch_size, args.device)
+    metrics = validate(args.model, args.data, args.n, args.steps, args.batch_size, args.device, args.guidance)
     path = write_validation(metrics, args.out)
     print(
         f"reconstruction PSNR {metrics['reconstruction_psnr']:.2f} dB, "

@@ -94,6 +94,7 @@ def validate(
     steps: int = 50,
     batch_size: int = 16,
     device: str = "cpu",
+    guidance: float = 1.0,
 ) -> dict:
     """Measure a diffusion model on ``n`` images of ``data``; see the module docstring for the keys.
 
@@ -104,6 +105,8 @@ def validate(
         steps: DDIM steps T for inversion and sampling.
         batch_size: Images per UNet batch.
         device: Torch device.
+        guidance: Classifier-free guidance scale of the edited samples (inversion and reconstruction
+            always use the own prompt at scale 1).
 
     Returns:
         ``{"vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio": {finding: ratio},
@@ -125,7 +128,7 @@ def validate(
         chunk = edits[start : start + batch_size]
         noise = torch.stack([result.noise[i] for i, _ in chunk]).to(device)
         edit_prompts = [build_prompt(remove_finding(cases[i].findings, f)) for i, f in chunk]
-        edited = from_tensor(sample(components, noise, edit_prompts, steps).cpu())
+        edited = from_tensor(sample(components, noise, edit_prompts, steps, guidance).cpu())
         edited = edited.reshape(len(chunk), *result.reconstructions.shape[-2:])
         for (i, finding), image in zip(chunk, edited, strict=True):
             change = np.abs(image - result.reconstructions[i])
@@ -143,6 +146,7 @@ def validate(
         "n_images": len(cases),
         "n_edits": {f: len(v) for f, v in inside.items()},
         "steps": steps,
+        "guidance": guidance,
         "model": str(model),
         "data": str(data),
     }

@@ -48,6 +48,7 @@ def write_card(model: Path, vae: Path | None, validation: Path | None, generator
     summary = json.loads((model / "train.json").read_text(encoding="utf-8"))
     options = summary["options"]
     info = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    lr = summary.get("lr") or options["lr"] or "default"
     lines = [
         f"# Tailored diffusion model for `{generator}` (tiny configuration)",
         "",
@@ -57,7 +58,7 @@ def write_card(model: Path, vae: Path | None, validation: Path | None, generator
         "## Data and training",
         f"- prepared data: `{options['data']}` (train split; validation on the first {options['val_n']} "
         "`validate` images)",
-        f"- steps: {summary['step']} at batch {options['batch_size']}, lr {summary['lr']:g}, "
+        f"- steps: {summary['step']} at batch {options['batch_size']}, lr {lr}, "
         f"prompt dropout {options['prompt_dropout']}, EMA {options['ema']}, seed {options['seed']}",
         f"- kept: step {summary['best_step']} (best validation reconstruction PSNR "
         f"{summary['best_psnr']:.2f} dB, T={options['val_steps']})",
