@@ -10,6 +10,7 @@ from pathlib import Path
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, NO_FINDING
 
 CORPUS = Path(__file__).parent / "data" / "labeler_corpus.txt"
+HELDOUT = Path(__file__).parent / "data" / "labeler_heldout.txt"
 CODES = {
     "EC": "Enlarged Cardiomediastinum",
     "CM": "Cardiomegaly",
@@ -110,15 +111,23 @@ def score(
     predictions: Sequence[dict[str, int | None]], truth: Sequence[dict[str, int | None]]
 ) -> dict[str, dict[str, float]]:
     """Per class: ``positive_f1`` (uncertain counts as positive on both sides, the rrg convention),
-    ``negative_f1``, ``uncertain_f1``, ``exact`` (agreement of 1/0/-1/None) and ``n_mentioned``."""
+    ``strict_positive_f1``, ``negative_f1``, ``uncertain_f1``, ``chexbert_weighted_f1``, ``exact``
+    (agreement of 1/0/-1/None) and ``n_mentioned``."""
     out = {}
     for name in CHEXPERT_FINDINGS:
         p = [row[name] for row in predictions]
         t = [row[name] for row in truth]
+        per_value = {value: f1([v == value for v in p], [v == value for v in t]) for value in (1, 0, -1)}
+        counts = {value: sum(v == value for v in t) for value in (1, 0, -1)}
+        total = sum(counts.values())
         out[name] = {
             "positive_f1": f1([v in (1, -1) for v in p], [v in (1, -1) for v in t]),
-            "negative_f1": f1([v == 0 for v in p], [v == 0 for v in t]),
-            "uncertain_f1": f1([v == -1 for v in p], [v == -1 for v in t]),
+            "strict_positive_f1": per_value[1],
+            "negative_f1": per_value[0],
+            "uncertain_f1": per_value[-1],
+            # CheXbert's evaluation (src/evaluation_metrics.py): F1 of positive, negative and uncertain
+            # mentions, averaged with weights from their frequencies.
+            "chexbert_weighted_f1": sum(per_value[v] * counts[v] for v in counts) / total if total else 1.0,
             "exact": sum(a == b for a, b in zip(p, t, strict=True)) / len(t),
             "n_mentioned": sum(v is not None for v in t),
         }

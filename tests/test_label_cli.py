@@ -31,7 +31,7 @@ def test_jsonl_in_jsonl_out_skips_malformed_lines(tmp_path, capsys):
 
 def test_csv_in_csv_out_chexpert_convention(tmp_path):
     src = tmp_path / "reports.csv"
-    with src.open("w", newline="") as f:
+    with src.open("w", newline="", encoding="utf-8-sig") as f:  # with a byte-order mark, as Excel writes
         writer = csv.writer(f)
         writer.writerow(["id", "report"])
         writer.writerow(["s1", "Right lower lobe pneumonia.\nNo effusion."])

@@ -105,6 +105,17 @@ def test_tokenisation_is_chexberts_and_truncates_at_512(tiny_chexbert):
     assert len(labeler.label(["mild cardiomegaly " * 600, "no effusion", ""])) == 3
 
 
+def test_transformers4_position_ids_buffer_is_accepted(tmp_path, tiny_chexbert):
+    checkpoint, tokenizer, _ = tiny_chexbert
+    state = torch.load(checkpoint, weights_only=True)["model_state_dict"]
+    state["module.bert.embeddings.position_ids"] = torch.arange(512)[None]
+    older = tmp_path / "chexbert_tf4.pth"
+    torch.save({"model_state_dict": state}, older)
+    assert CheXbertLabeler(older, tokenizer, device="cpu").label(["no effusion"])[0].keys() == set(
+        CHEXPERT_FINDINGS
+    )
+
+
 def test_non_chexbert_files_get_a_clear_error(tmp_path, tiny_chexbert):
     _, tokenizer, _ = tiny_chexbert
     other = tmp_path / "other.pth"

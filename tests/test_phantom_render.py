@@ -6,7 +6,7 @@ import pytest
 from cvlm.findings import ABNORMALITIES
 from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.contact_sheet import contact_sheet
-from cvlm.phantoms.difficulty import auc, fit_logistic, linear_probe_auc
+from cvlm.phantoms.difficulty import auc, fit_logistic, linear_probe_auc, linear_probe_aucs
 from cvlm.phantoms.render import MARK_NAME, RenderedCase, bbox, render_case
 from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
 
@@ -116,23 +116,29 @@ def test_auc_and_logistic_by_hand():
 
 
 # Measured with benchmarks/phantom_render.py --auc 1000 (table in docs/phantoms.md): small nodule, mild
-# fracture and small pneumothorax ~0.5 (chance), mild cardiomegaly ~0.89, large effusion ~1.0. Here with
-# 300 cases (test split of 90: AUC standard error ~0.03-0.05), so the bounds leave room for that noise.
-@pytest.mark.parametrize(
-    ("finding", "low", "high"),
-    [
-        (FindingInstance("Lung Lesion", None, "mild", "nodule"), 0.0, 0.75),
-        (FindingInstance("Fracture", None, "mild"), 0.0, 0.75),
-        (FindingInstance("Pneumothorax", None, "mild"), 0.0, 0.75),
-        (FindingInstance("Cardiomegaly", None, "mild"), 0.0, 0.95),
-        (FindingInstance("Pleural Effusion", None, "severe"), 0.95, 1.0),
-    ],
-    ids=["small-nodule", "fracture", "small-pneumothorax", "mild-cardiomegaly", "large-effusion"],
-)
-def test_world_is_not_linearly_trivial(finding, low, high):
+# fracture ~0.47 (chance), small pneumothorax ~0.56, mild cardiomegaly ~0.87, large effusion ~0.98.
+# Here with 300 cases (a test split of 90, so one estimate varies by +-0.1 for cardiomegaly): the mild
+# cardiomegaly bound is on the mean of two independent samples.
+SUBTLE = {
+    "small nodule": (FindingInstance("Lung Lesion", None, "mild", "nodule"), 0.75),
+    "mild fracture": (FindingInstance("Fracture", None, "mild"), 0.75),
+    "small pneumothorax": (FindingInstance("Pneumothorax", None, "mild"), 0.75),
+}
+MILD_CARDIOMEGALY = FindingInstance("Cardiomegaly", None, "mild")
+LARGE_EFFUSION = FindingInstance("Pleural Effusion", None, "severe")
+
+
+def test_world_is_not_linearly_trivial():
     """A 16x16-pixel linear model must not find the subtle signs, but must find a large effusion."""
-    value = linear_probe_auc(finding, n=300, seed=1)
-    assert low <= value <= high, f"{finding}: AUC {value:.3f} outside [{low}, {high}]"
+    probes = [f for f, _ in SUBTLE.values()] + [MILD_CARDIOMEGALY, LARGE_EFFUSION]
+    values = dict(
+        zip([*SUBTLE, "cardiomegaly", "effusion"], linear_probe_aucs(probes, n=300, seed=1), strict=True)
+    )
+    for name, (_, high) in SUBTLE.items():
+        assert values[name] <= high, f"{name} too easy: AUC {values[name]:.3f}"
+    cardiomegaly = (values["cardiomegaly"] + linear_probe_auc(MILD_CARDIOMEGALY, n=300, seed=2)) / 2
+    assert cardiomegaly <= 0.9, f"mild cardiomegaly too easy: AUC {cardiomegaly:.3f}"
+    assert values["effusion"] >= 0.95, f"large effusion not detectable: AUC {values['effusion']:.3f}"
 
 
 def test_contact_sheet(tmp_path):
@@ -141,3 +147,12 @@ def test_contact_sheet(tmp_path):
     assert out.exists() and out.stat().st_size > 1000
     with pytest.raises(ValueError, match="reports"):
         contact_sheet(cases, tmp_path / "x.png", reports=["one"])
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_locality_at_other_sizes(size):
+    case = Case(21, tuple(instance(n, 3) for n in ABNORMALITIES))
+    full = render_case(case, size)
+    for name in ABNORMALITIES:
+        less = render_case(case.without(name), size)
+        assert not ((full.image != less.image) & ~full.masks[name]).any(), name

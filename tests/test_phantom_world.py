@@ -10,6 +10,7 @@ import json
 import re
 import tracemalloc
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,18 @@ def test_layout_passes_a_mimic_cxr_jpg_loader_check(world: Path) -> None:
 
 
 def test_reports_look_like_mimic_reports(world: Path) -> None:
-    for path in (world / "files").rglob("*.txt"):
-        text = read_report(path)
+    seen_subjects = set()
+    for t in _truth(world):
+        text = read_report(world / t["report"])
         assert "FINAL REPORT" in text and "EXAMINATION:" in text and "IMPRESSION:" in text
         assert "INDICATION:  ___" in text or "History: ___" in text
         assert max(len(line) for line in text.splitlines()) <= 79
-        assert report_sections(text)["impression"]
+        sections = report_sections(text)
+        assert sections["impression"]
+        # A patient's first study has nothing to compare with; later ones cite the earlier study.
+        assert sections["comparison"].startswith("None") == (t["subject_id"] not in seen_subjects)
+        seen_subjects.add(t["subject_id"])
+    assert len(seen_subjects) < N  # some patients have several studies
 
 
 # --------------------------------------------------------------------------------------- determinism
@@ -326,11 +333,19 @@ def test_memory_does_not_grow_with_n(tmp_path: Path) -> None:
     assert large < 1.5 * small + 200_000, (small, large)
 
 
-def test_refuses_a_folder_holding_something_else(tmp_path: Path) -> None:
+def test_refuses_bad_arguments_and_a_folder_holding_something_else(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         write_world(tmp_path, n=2, seed=1, size=SIZE, workers=1)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="is a file"):
+        write_world(tmp_path / "notes.txt", n=2, seed=1, size=SIZE, workers=1)
+    with pytest.raises(ValueError, match="--size"):
+        write_world(tmp_path / "w", n=2, seed=1, size=8)
+    with pytest.raises(ValueError, match="--n"):
+        write_world(tmp_path / "w", n=0, seed=1)
+    with pytest.raises(ValueError, match="abnormalities"):
+        write_world(tmp_path / "w", n=2, seed=1, shortcut=True, shortcut_finding="No Finding")
 
 
 # ------------------------------------------------------------------------------------------- cli
@@ -427,6 +442,14 @@ def test_load_dataset_reads_mimic_cxr_jpg_tables(mimic: Path) -> None:
     assert len(load_dataset(mimic, views=None)) == 3
     assert [r.split for r in load_dataset(mimic, split="test")] == ["test"]
 
+    # Reports unpacked elsewhere (mimic-cxr-reports.zip holds files/pXX/pNNNNNNNN/sNNNNNNNN.txt).
+    elsewhere = mimic / "reports" / "files" / "p11" / "p11000011"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "s53189527.txt").write_text(" IMPRESSION: No acute process.\n")
+    for folder in (mimic / "reports", mimic / "reports" / "files"):
+        records = load_dataset(mimic, reports=folder)
+        assert records[0].report_path is None and "No acute" in records[1].report()
+
 
 def test_load_dataset_errors_name_the_file_and_reason(mimic: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="metadata"):
@@ -488,3 +511,20 @@ def test_contact_sheet_is_drawn(world: Path, tmp_path: Path) -> None:
     out = world_contact_sheet(world, tmp_path / "sheet.png", n=3)
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 300
+
+
+def test_case_of_rebuilds_the_image_and_its_masks(shortcut_world: Path) -> None:
+    from cvlm.phantoms.render import render_case
+    from cvlm.phantoms.world import case_of
+
+    records = [r for r in load_dataset(shortcut_world) if r.true_findings][:3]
+    records += [r for r in load_dataset(shortcut_world) if r.mark_box is not None][:1]
+    for record in records:
+        rendered = render_case(case_of(record), size=SIZE)
+        jpeg = np.asarray(Image.open(record.image_path), np.float32) / 255.0
+        assert np.abs(jpeg - rendered.image).mean() < 0.01  # the same pixels, up to JPEG at quality 95
+        for name, path in record.masks.items():
+            assert np.array_equal(read_mask(path), rendered.masks[name])
+        assert (rendered.mark_mask is not None) == (record.mark_box is not None)
+    with pytest.raises(ValueError, match="not from a phantom world"):
+        case_of(replace(records[0], has_truth=False))

@@ -182,44 +182,144 @@ def _run_train_generator(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- prepare
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="build the tailored data set from a generator's own reports")
-    p.add_argument("--generator", required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--generator", required=True, help="bundled name or adapter spec (ignored for --prompts gt)"
+    )
+    p.add_argument("--data", type=Path, required=True, help="phantom world or MIMIC-CXR-JPG folder")
+    p.add_argument("--out", type=Path, required=True, help="prepared folder (an interrupted run resumes)")
     p.add_argument("--prompts", choices=("generated", "gt", "raw"), default="generated")
+    p.add_argument(
+        "--uncertain", choices=("positive", "negative", "drop"), default=None, help="uncertainty policy"
+    )
+    p.add_argument(
+        "--splits", default="train,validate", help="comma-separated splits (default train,validate)"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="generator device (default: cuda when available)")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm prepare: owned by the diffusion work in progress")
+    from cvlm.prepare import prepare
+
+    result = prepare(
+        args.generator,
+        args.data,
+        args.out,
+        prompts=args.prompts,
+        policy=args.uncertain,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(
+        f"Prepared {result.out}: {result.n_written} new, {result.n_skipped} already done, "
+        f"{result.n_failed} failed (see failures.jsonl)"
+    )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the tailored diffusion model")
-    p.add_argument("--config", required=True, help="tiny | sd-v1 | a JSON file")
+    p = sub.add_parser("train", help="train the tailored diffusion model (or, with --config vae, its VAE)")
+    p.add_argument("--config", required=True, help="tiny | sd-v1 | vae (the tiny VAE) | a JSON file")
     p.add_argument("--data", type=Path, required=True, help="prepared folder")
     p.add_argument("--out", type=Path, required=True, help="model folder")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--vae", type=Path, help="trained VAE folder (tiny; from `cvlm train --config vae`)")
+    p.add_argument("--sd-unet", type=Path, help="sd-v1: SD v1.x pipeline folder or UNet-only folder")
+    p.add_argument(
+        "--sd-base", type=Path, help="sd-v1: MIMIC-trained SD pipeline folder (VAE, text, tokenizer)"
+    )
+    p.add_argument("--steps-max", type=int, default=3000, help="total optimizer steps (default 3000)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step over all processes")
+    p.add_argument("--lr", type=float, help="learning rate (default 5e-4 tiny, 5e-5 sd-v1, 1e-3 vae)")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--prompt-dropout", type=float, default=0.1, help="empty-prompt probability (CFG)")
+    p.add_argument("--ema", action="store_true", help="keep, validate and save an EMA of the weights")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-n", type=int, default=16, help="fixed validation subset size")
+    p.add_argument("--val-steps", type=int, default=50, help="DDIM steps T of the validation round trip")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--half", action="store_true", help="save weights as float16 (loaded back as float32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-after", type=int, help="stop after N steps of this run (resumable)")
+    p.add_argument("--vae-crop", type=int, default=64, help="VAE training crop side")
+    p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm train: owned by the diffusion work in progress")
+    import torch
+
+    from cvlm.diffusion.train import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train(
+        TrainOptions(
+            config=args.config,
+            data=args.data,
+            out=args.out,
+            steps=args.steps_max,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup=args.warmup,
+            prompt_dropout=args.prompt_dropout,
+            ema=args.ema,
+            checkpoint_every=args.checkpoint_every,
+            val_every=args.val_every,
+            val_n=args.val_n,
+            val_steps=args.val_steps,
+            vae=args.vae,
+            sd_unet=args.sd_unet,
+            sd_base=args.sd_base,
+            device=args.device,
+            mixed_precision=args.mixed_precision,
+            gradient_checkpointing=args.gradient_checkpointing,
+            half=args.half,
+            seed=args.seed,
+            resume=args.resume,
+            stop_after=args.stop_after,
+            vae_crop=args.vae_crop,
+            decoder_only=args.decoder_only,
+        )
+    )
+    print(
+        f"step {result.step}: best validation PSNR {result.best_psnr} dB at step {result.best_step}; "
+        f"model in {result.out}, log in {result.out / 'log.csv'} and {result.out / 'training.png'}"
+    )
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- validate
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="reconstruction and edit quality of a diffusion model")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--model", required=True, help="model folder or bundled name")
+    p.add_argument("--data", type=Path, required=True, help="phantom world or prepared folder")
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cvlm validate: owned by the diffusion work in progress")
+    from cvlm.validate import validate, write_validation
+
+    metrics = validate(args.model, args.data, args.n, args.steps, args.batch_size, args.device)
+    path = write_validation(metrics, args.out)
+    print(
+        f"reconstruction PSNR {metrics['reconstruction_psnr']:.2f} dB, "
+        f"SSIM {metrics['reconstruction_ssim']:.3f}, "
+        f"VAE PSNR {metrics['vae_psnr']:.2f} dB; written to {path}"
+    )
+    return 0
 
 
 # -------------------------------------------------------------------------------------------- demo

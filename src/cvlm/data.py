@@ -61,6 +61,8 @@ class Record:
         variant: True finding name -> variant (device kind, nodule / mass) or ``None``.
         mark_box: Box of the shortcut mark, if one is drawn.
         mark_mask: Mask path of the shortcut mark, if one is drawn.
+        case_seed: The phantom case's seed (with the true findings it rebuilds the case, see
+            :func:`cvlm.phantoms.world.case_of`); ``None`` for real data.
         has_truth: Whether the record comes from a phantom world's ``truth.jsonl``.
     """
 
@@ -79,6 +81,7 @@ class Record:
     variant: dict[str, str | None] = field(default_factory=dict)
     mark_box: Box | None = None
     mark_mask: Path | None = None
+    case_seed: int | None = None
     has_truth: bool = False
 
     @property
@@ -177,6 +180,7 @@ def _truth_record(root: Path, entry: dict, where: str) -> Record:
             view_position=str(entry.get("view_position", "PA")),
             mark_box=_box(entry.get("mark_bbox"), where),
             mark_mask=root / entry["mark_mask"] if entry.get("mark_mask") else None,
+            case_seed=int(entry["case_seed"]) if entry.get("case_seed") is not None else None,
             has_truth=True,
         )
         for finding in entry["findings"]:
@@ -245,7 +249,9 @@ def _int(value: str, path: Path, column: str) -> int:
         raise DatasetError(f"{path}: column {column} holds {value!r}, not an integer id.") from None
 
 
-def _iter_mimic(root: Path, views: tuple[str, ...] | None, missing_images: str) -> Iterator[Record]:
+def _iter_mimic(
+    root: Path, views: tuple[str, ...] | None, missing_images: str, reports: Path | None
+) -> Iterator[Record]:
     meta_path = _find_table(root, "metadata")
     split_path = _find_table(root, "split")
     chex_path = _find_table(root, "chexpert", required=False)
@@ -274,6 +280,7 @@ def _iter_mimic(root: Path, views: tuple[str, ...] | None, missing_images: str) 
                 raise DatasetError(f"{chex_path}: study {key[1]}: {err}") from err
 
     files = root / "files"
+    report_files = files if reports is None else (reports if reports.name == "files" else reports / "files")
     n_missing = 0
     for row in _read_table(meta_path, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
         dicom_id = row["dicom_id"].strip()
@@ -295,7 +302,7 @@ def _iter_mimic(root: Path, views: tuple[str, ...] | None, missing_images: str) 
                 )
             n_missing += 1
             continue
-        report = study_dir.with_suffix(".txt")
+        report = report_files / patient[:3] / patient / f"s{study_id}.txt"
         yield Record(
             dicom_id=dicom_id,
             subject_id=subject_id,
@@ -317,6 +324,7 @@ def load_dataset(
     split: str | None = None,
     views: Iterable[str] | None = FRONTAL_VIEWS,
     missing_images: str = "error",
+    reports: str | Path | None = None,
 ) -> list[Record]:
     """All records of a phantom world or MIMIC-CXR-JPG folder, in file order.
 
@@ -326,6 +334,9 @@ def load_dataset(
         views: View positions to keep (default frontal: PA and AP); ``None`` keeps all.
         missing_images: ``"error"`` (default) or ``"skip"`` (with a warning) for images listed in
             the metadata but absent on disk (MIMIC-CXR-JPG only).
+        reports: Where the MIMIC-CXR reports were unpacked (``mimic-cxr-reports.zip`` holds
+            ``files/pXX/pNNNNNNNN/sNNNNNNNN.txt``): that folder or its ``files`` folder. Default: next
+            to the images. Studies without a report file get ``report_path=None``.
 
     Returns:
         The records.
@@ -341,11 +352,13 @@ def load_dataset(
         raise DatasetError(f"missing_images must be 'error' or 'skip', got {missing_images!r}.")
     if not root.is_dir():
         raise DatasetError(f"{root}: data set folder not found.")
+    if reports is not None and not Path(reports).is_dir():
+        raise DatasetError(f"{reports}: reports folder not found.")
     wanted_views = None if views is None else tuple(views)
     if (root / TRUTH_FILE).is_file():
         records: Iterable[Record] = _iter_truth(root)
         if wanted_views is not None:
             records = (r for r in records if r.view_position in wanted_views)
     else:
-        records = _iter_mimic(root, wanted_views, missing_images)
+        records = _iter_mimic(root, wanted_views, missing_images, None if reports is None else Path(reports))
     return [r for r in records if split is None or r.split == split]

@@ -112,6 +112,9 @@ def load_chexbert_state(path: str | Path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheXbertError(f"{path}: expected a dict with 'model_state_dict' (CheXbert's chexbert.pth).")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    # Buffers that transformers 4.x saved and 5.x no longer keeps in the state dict (formats.md 2.2).
+    for buffer in ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids"):
+        state.pop(buffer, None)
     heads = [f"linear_heads.{i}.weight" for i in range(14)]
     missing = [k for k in heads if k not in state]
     if missing or not any(k.startswith("bert.embeddings.") for k in state):

@@ -99,7 +99,8 @@ def _read_jsonl(path: Path) -> ReportBatch:
 
 def _read_csv(path: Path) -> ReportBatch:
     batch = ReportBatch()
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first column.
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or ())
         text_column = "report" if "report" in columns else "text" if "text" in columns else None

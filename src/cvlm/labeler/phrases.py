@@ -24,6 +24,9 @@ from __future__ import annotations
 OTHER = "_other"
 """Pseudo-class: abnormalities outside the 13 classes. A positive or uncertain one makes No Finding blank."""
 
+IGNORED = "_ignored"
+"""Pseudo-class: phrases that only stop a shorter mention from matching ("respiratory failure")."""
+
 PLAIN, NEUTRAL, UNCERTAIN_KIND, IMPLIED = "plain", "neutral", "uncertain", "implied"
 
 # (pattern, {class: kind}). Longer patterns are tried first, so "nodular opacity" wins over "opacity".
@@ -65,8 +68,16 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         {"Cardiomegaly": NEUTRAL},
     ),
     (r"(?:the )?heart(?! failure| valve| rate)", {"Cardiomegaly": NEUTRAL}),
-    # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly.
-    (r"(?:congestive )?heart failure|chf|chf exacerbation", {"Edema": PLAIN, "Cardiomegaly": IMPLIED}),
+    (
+        r"(?:respiratory|renal|kidney|liver|hepatic|multiorgan|multi-organ|multisystem|graft|device) failure",
+        {IGNORED: PLAIN},
+    ),
+    # CheXpert: "chf" / "heart failure" are Edema mentions and, when not negated, an uncertain Cardiomegaly;
+    # a bare "failure" on a chest radiograph ("no signs of failure") is heart failure.
+    (
+        r"(?:congestive )?heart failure|chf|chf exacerbation|(?:cardiac |left ventricular )?failure",
+        {"Edema": PLAIN, "Cardiomegaly": IMPLIED},
+    ),
     # ---------------------------------------------------------------------------- Lung Lesion
     (
         r"nodular (?:densit(?:y|ies)|opacit(?:y|ies)|opacification|lesions?)",
@@ -76,6 +87,12 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     (
         r"(?:pulmonary |lung |spiculated |cavitary |solitary )?nodul(?:e|es|i)|micronodul(?:e|es|ar)",
         {"Lung Lesion": PLAIN},
+    ),
+    (
+        r"(?:thyroid|breast|soft tissue|chest wall|neck|(?:anterior |posterior |superior |middle )?mediastinal|pericardial|pleural|paratracheal) (?:mass(?:es)?|lesions?)|"
+        r"(?:old|prior|previous|remote|healed) (?:granulomatous )?(?:infection|disease)|granulomatous (?:infection|disease|process)|"
+        r"breast (?:implants?|prosthes[ie]s|augmentation)",
+        {OTHER: PLAIN},
     ),
     (
         r"masses|mass(?!ive| effect)|mass-like|masslike|lump|tumou?rs?|neoplasms?|carcinomas?|malignanc(?:y|ies)",
@@ -123,13 +140,15 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     ),
     (r"collapse(?! of the vertebra| fracture)", {"Atelectasis": PLAIN}),
     # ---------------------------------------------------------------------------- Pneumothorax
+    (r"(?:hydro|hemo)pneumothora(?:x|ces)", {"Pneumothorax": PLAIN, "Pleural Effusion": PLAIN}),
     (
-        r"(?:hydro|hemo)?pneumothora(?:x|ces)|pneumothoraxes|ptx|pnuemothorax|pneumothroax",
+        r"pleural air(?: collections?)?|pneumothora(?:x|ces)|pneumothoraxes|ptx|pnuemothorax|pneumothroax",
         {"Pneumothorax": PLAIN},
     ),
     # ---------------------------------------------------------------------------- Pleural Effusion
     (r"(?:pericardial|joint|knee|shoulder) effusions?", {OTHER: PLAIN}),
     (
+        r"fluid (?:in|within|at|along|layering in) the (?:right |left |bilateral |posterior |lateral )*(?:costophrenic|cp|pleural) (?:angles?|sulci|sulcus|recess(?:es)?|spaces?)|"
         r"(?:pleural )?effusions?|effusoin|pleural fluid|hydrothorax|hemothorax|fluid (?:in|within|tracking (?:into|along)) the (?:minor |major |right |left )*fissure|layering fluid|loculated fluid",
         {"Pleural Effusion": PLAIN},
     ),
@@ -147,6 +166,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"pleuro-?pericardial scar(?:ring)?",
         {"Pleural Other": PLAIN},
     ),
+    (r"cystic fibrosis", {OTHER: PLAIN}),
     # CheXpert counts "fibrosis" as Pleural Other.
     (
         r"(?:pulmonary |interstitial )?fibros(?:is|ing)|fibrotic (?:changes?|lung disease)",
@@ -179,7 +199,7 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
         r"(?:prosthetic|mechanical|bioprosthetic|porcine|artificial) (?:aortic |mitral |tricuspid |pulmonic |pulmonary )?valves?|"
         r"(?:spinal |nerve |vagal |vagus |neuro|cardiac |deep brain )?stimulators?|(?:pacemaker |pacer |icd |aicd |battery |pulse )?generators?|"
         r"(?:external |cardiac |ekg |ecg )?monitor(?:ing)? leads?|(?:with|and) (?:two|three|2|3|dual|single|biventricular) leads|"
-        r"tips|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
+        r"tips|(?:ivc|greenfield|vena cava) filter|occluder|closure device|watchman|valve (?:replacement|prosthesis)|tavr|tavi|"
         r"stents?|coils?|drains?|cannulas?|ecmo|impella|lvad|balloon pump|iabp|"
         r"hardware|plates?(?![- ]?like)|screws?|rods?|arthroplast(?:y|ies)|prosthes[ie]s|spinal fusion|"
         r"devices?|apparatus|monitoring (?:leads|devices)|equipment|electrodes?|(?:median )?(?:sternotomy|sternal) (?:wires?|sutures?)",
@@ -188,15 +208,15 @@ MENTIONS: list[tuple[str, dict[str, str]]] = [
     # ---------------------------------------------------------------------------- other abnormalities
     # CheXpert's No Finding list: abnormalities outside the 13 classes.
     (
-        r"emphysema(?:tous)?|copd|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
+        r"emphysema(?:tous)?|copd|ards|densit(?:y|ies)|chronic obstructive|hyperinflat(?:ion|ed)|hyperexpan(?:sion|ded)|hyperlucen(?:cy|t)|bullae|bullous|blebs?|"
         r"(?:hemi)?diaphragm(?:atic)? elevation|elevat(?:ed|ion of the) (?:right |left )?(?:hemi)?diaphragm|elevation|eventration|"
         r"scoliosis|kyphosis|kyphotic|degenerat(?:ive|ion)|osteophyt(?:es|osis)|spondylosis|calcifi(?:ed|cation|cations|c)|atherosclero(?:sis|tic)|"
-        r"tortuo(?:us|sity)|unfolding of the (?:thoracic )?aorta|unfolded|ectatic|aneurysm(?:al)?|aortic (?:disease|enlargement|dilatation)|"
+        r"aneurysm(?:al)?|aortic (?:disease|enlargement|dilatation)|"
         r"hernia|bronchospasm|asthma|bronchiolitis|bronchitis|airways? disease|thickening|aspiration|contusions?|osteopenia|osteopenic|"
         r"metasta(?:sis|ses|tic)|pneumomediastinum|pneumoperitoneum|free air|subcutaneous (?:emphysema|air|gas)|osteodystrophy|"
         r"irregular lucency|inflam(?:mation|matory)|fissure|(?:pulmonary (?:arterial |artery )?)hypertension|prominen(?:t|ce)|"
         r"lymphadenopathy|adenopathy|deformit(?:y|ies)|hemorrhage|hematoma|radiopaque|aerophagia|arthropathy|thoracentesis|"
-        r"bullet|foreign bod(?:y|ies)|dextro(?:cardia|position)|situs inversus|lucenc(?:y|ies)|cysts?|cystic",
+        r"bullet|foreign bod(?:y|ies)|dextro(?:cardia|position)|situs inversus|cysts?|cystic",
         {OTHER: PLAIN},
     ),
 ]
@@ -227,7 +247,7 @@ SIZE_CUES: list[tuple[str, int]] = [
     ),
     # positive
     (
-        r"enlarg(?:ed|ement|ing)|large|increase|increas(?:ed|ing)|widen(?:ed|ing)|prominen(?:t|ce)|cardiomegaly|"
+        r"enlarg(?:ed|ement|ing)|large|larger|increase|increas(?:ed|ing)|widen(?:ed|ing)|wide|wider|prominen(?:t|ce)|cardiomegaly|"
         r"dilat(?:ed|ation)|massive(?:ly)?|globular|abnormal|bulging",
         1,
     ),
@@ -308,9 +328,9 @@ PRE_NEGATION_UNCERTAINTY = (
 PRE_UNCERTAINTY = (
     r"may|might|could|would|possible|possibly|probable|probably|likely|unlikely|presumed|presumably|presumptive|"
     r"questionable|questionably|question of|suspicious|suspected|suspect|suspicion|concerning|concern|worrisome|worry|"
-    r"suggestive|suggesting|suggests?|suggestion|compatible with|consider|considered|considering|differential|"
+    r"suggestive|suggesting|suggests?|suggestion|consider|considered|considering|differential|"
     r"equivocal|indeterminate|uncertain|unclear|borderline|apparent|raising the possibility|possibility|potential(?:ly)?|atypical|"
-    r"evaluate for|assess for|to evaluate|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
+    r"evaluate for|assess for|to evaluate|evaluation for|assessment for|to exclude|correlat(?:e|ion)|query|favor(?:ed|s)?|favour(?:ed|s)?|"
     r"cannot|can not|can't"
 )
 
@@ -327,6 +347,7 @@ POST_UNCERTAINTY = (
     r"not excluded|not ruled out|difficult to (?:exclude|assess|evaluate)|(?:partially |partly )?obscured)|"
     r"(?:may|might|could) (?:also |still )?(?:be present|be seen|exist|be noted|be developing|be superimposed|be obscured|"
     r"be contributing|contribute|coexist|be included)|"
+    r"(?:should|must|could|would|may) (?:also )?be (?:considered|excluded|ruled out)|if (?:any|present)|"
     r"\?|or|versus|vs\.?|and/or|(?:partially |partly )?obscured"
 )
 
@@ -507,3 +528,21 @@ SECTION_HEADERS_SKIPPED = (
     "referring physician",
 )
 """Report sections that do not describe the image (MIMIC-CXR headers); their text is not labeled."""
+
+SECTION_HEADERS_KEPT = (
+    "findings",
+    "impression",
+    "impressions",
+    "conclusion",
+    "conclusions",
+    "opinion",
+    "final report",
+    "report",
+    "wet read",
+    "addendum",
+    "recommendation",
+    "recommendations",
+    "summary",
+    "chest",
+)
+"""Section headers whose text is labeled; the header word itself is dropped."""

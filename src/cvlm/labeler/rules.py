@@ -82,6 +82,14 @@ _LEAD_VERBS = re.compile(
 )
 _CUE_TABLE = {"Pleural Effusion": "angle", "Edema": "vessel"}
 _QUESTION = re.compile(r"\?")
+# Rib numbers and the like between a finding and its cue ("a fracture of the right fifth rib is suspected").
+_ORDINAL = re.compile(
+    r"\d+(?:st|nd|rd|th)?|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|"
+    r"ribs?|clavicles?|scapula|vertebral?|body|bodies|[tl]\d+"
+)
+# "atelectasis/consolidation": a slash between two words of three letters or more reads as "or" (not
+# "r/o" or "s/p").
+_SLASH = re.compile(r"(?<=[a-z]{3})/(?=[a-z]{3})")
 _SPACE = re.compile(r"\s+")
 _PREPOSITION_BEFORE = re.compile(
     r"(?:behind|over|overlying|of|to|through|beyond|along|near|with|at|into|projecting over|obscuring|"
@@ -138,7 +146,7 @@ class RuleLabeler:
         self._post_unc = _cue_regex(P.POST_UNCERTAINTY)
         self._hedge = re.compile(P.TECHNICAL_HEDGE)
         self._generic = _cue_regex(P.GENERIC_STATEMENTS)
-        self._breaks = re.compile(r"[;:]|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
+        self._breaks = re.compile(r";|\s-\s|(?<![\w-])(?:" + P.CLAUSE_BREAKS + r")(?![\w-])")
         self._soft_break = re.compile(
             r"(?:,|(?<![\w-])(?:and|with))\s+(?:" + P.NEW_PHRASE_STARTS + r")(?![\w-])"
             r"|(?<![\w-])(?:" + P.VERBS + r")(?![\w-])"
@@ -194,6 +202,8 @@ class RuleLabeler:
         pieces, keep, last = [], True, 0
         for match in _HEADER.finditer(report):
             header = (match.group(1) or match.group(2)).strip().lower()
+            if header not in self._skipped_headers and header not in P.SECTION_HEADERS_KEPT:
+                continue  # "Heart: mildly enlarged" is text, not a section header
             if keep:
                 pieces.append(report[last : match.start()])
             keep = header not in self._skipped_headers
@@ -220,9 +230,10 @@ class RuleLabeler:
         pre_neg += [m.span(1) for m in _NEGATED_SUGGESTION.finditer(unmasked)]
         post_neg = [m.span() for m in self._post_neg.finditer(unmasked)]
         pre_unc = [m.span() for m in self._pre_unc.finditer(unmasked)]
-        adj_unc = [m.span() for m in self._adj_unc.finditer(unmasked)]
+        slashes = [m.span() for m in _SLASH.finditer(unmasked)]
+        adj_unc = [m.span() for m in self._adj_unc.finditer(unmasked)] + slashes
         post_unc = [m.span() for m in self._post_unc.finditer(unmasked)]
-        post_unc += [m.span() for m in _QUESTION.finditer(unmasked)]  # "pneumonia?" (no word boundary)
+        post_unc += [m.span() for m in _QUESTION.finditer(unmasked)] + slashes  # no word boundary
         hedges = [m.start() for m in self._hedge.finditer(unmasked)]
         generic = [m.start() for m in self._generic.finditer(s)]
         spans = [m.span() for m in mentions]
@@ -291,7 +302,7 @@ class RuleLabeler:
         for a, b in spans:  # other mentions in a list ("effusion or pneumothorax is not seen")
             if a >= end and b <= cue_start:
                 gap = gap.replace(s[a:b], " ", 1)
-        return all(w in P.POST_GAP_WORDS for w in _WORD.findall(gap))
+        return all(w in P.POST_GAP_WORDS or _ORDINAL.fullmatch(w) for w in _WORD.findall(gap))
 
     def _neutral_value(self, cls: str, s: str, start: int, end: int, lo: int, hi: int) -> int | None:
         """Decide a neutral mention ("heart size") from the description next to it, or None."""
@@ -342,7 +353,7 @@ class RuleLabeler:
         abnormal = any(
             v in (POSITIVE, UNCERTAIN)
             for cls, values in found.items()
-            if cls not in ("Support Devices", NO_FINDING)
+            if cls not in ("Support Devices", NO_FINDING, P.IGNORED)
             for v in values
         )
         labels[NO_FINDING] = None if abnormal else POSITIVE

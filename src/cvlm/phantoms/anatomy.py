@@ -119,7 +119,7 @@ def sample_geometry(rng: np.random.Generator) -> Geometry:
     mid_x = u(-0.04, 0.05)
     med_half = u(0.11, 0.15)
     # Shallow inspiration makes a normal heart look broader (a classic pitfall of the CTR).
-    ctr = u(0.4, 0.48) + 0.12 * (dome_r - 0.3)
+    ctr = u(0.41, 0.49) + 0.12 * (dome_r - 0.3)
     width = ctr * 2.0 * thorax
     heart_right = mid_x - width * u(0.25, 0.38)
     hila = ((mid_x - u(0.17, 0.23), u(-0.12, -0.02)), (mid_x + u(0.17, 0.22), u(-0.16, -0.07)))
@@ -289,9 +289,9 @@ def rib_arcs(g: Geometry, rng: np.random.Generator) -> list[Rib]:
     order = np.argsort(wall[:, 1])
     for side, s in SIDES.items():
         for i in range(10):
-            y0 = g.rib_top + i * g.rib_step + rng.normal(0, 0.005)
+            y0 = g.rib_top + i * g.rib_step + rng.normal(0, 0.01)
             t = np.linspace(0.0, 1.0, 18)
-            drop = 0.2 + 0.01 * i
+            drop = 0.2 + 0.01 * i + rng.normal(0, 0.015)
             reach = float(np.interp(y0 + drop, wall[order, 1], wall[order, 0])) + 0.03
             # Posterior arc: leaves the spine, rises a little, descends laterally, hooks down at the wall.
             x = 0.06 + (reach - 0.06) * t
@@ -299,7 +299,9 @@ def rib_arcs(g: Geometry, rng: np.random.Generator) -> list[Rib]:
             x = np.r_[x, reach + 0.012, reach + 0.005]
             y = np.r_[y, y[-1] + 0.04, y[-1] + 0.075]
             post = np.stack([s * x + g.mid_x, y], 1)
-            ribs.append(Rib(side, i, True, post, g.rib_width * (0.75 + 0.05 * min(i, 5))))
+            ribs.append(
+                Rib(side, i, True, post, g.rib_width * (0.75 + 0.05 * min(i, 5)) * rng.uniform(0.9, 1.1))
+            )
             if i < 8:
                 # Anterior arc: from the lateral wall, medially and steeply down to the cartilage.
                 xa = reach - (reach - 0.26 - 0.015 * i) * t
@@ -575,8 +577,15 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
     )
     spine = (band * (1.0 - 0.25 * vert) + 0.25 * ped) * smoothstep(-1.1, -0.9, y)
     humeri = np.zeros_like(x)
+    scapulae = np.zeros_like(x)
     for s in SIDES.values():
         humeri += smoothstep(1.0, 0.9, ((x - s * (g.body + 0.02)) / 0.16) ** 2 + ((y + 0.8) / 0.2) ** 2)
+        # Medial border of the scapula: a faint edge over the upper lateral lung, curving outwards.
+        depth = np.clip((y - g.apex) / 0.75, 0.0, 1.0)
+        border = g.thorax * (u(0.68, 0.78) + 0.3 * depth**1.6)
+        scapulae += smoothstep(border - 0.015, border + 0.015, s * (x - g.mid_x)) * smoothstep(
+            g.apex + 0.78, g.apex + 0.6, y
+        )
     coef = {"ribs": u(0.13, 0.17), "heart": u(0.04, 0.14), "mediastinum": 0.16}
     # Ribs stand out over aerated lung (processing), much less over the heart and the abdomen.
     rib_weight = (0.35 + 0.65 * lungs * (1.0 - 0.7 * heart)).astype(np.float32)
@@ -594,6 +603,7 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         + 0.2 * clav
         + 0.12 * anat.blur(spine.astype(np.float32), 0.6)
         + 0.2 * anat.blur(humeri.astype(np.float32), 0.8)
+        + 0.05 * anat.blur(scapulae.astype(np.float32), 0.6)
     ).astype(np.float32)
     anat.coef = coef
     anat.layers = {
@@ -608,9 +618,9 @@ def build_anatomy(seed: int, size: int = 128) -> Anatomy:
         "heart": heart,
         "mediastinum": medi,
     }
-    anat.exposure = (u(1.3, 1.7), u(0.15, 0.22), u(0.92, 0.97), u(0.7, 0.9))
+    anat.exposure = (u(1.3, 1.7), u(0.15, 0.22), u(0.9, 0.95), u(0.6, 0.8))
     anat.noise = anat.blur(rng.standard_normal((size, size)).astype(np.float32), 0.45)
-    anat.noise_level = u(0.01, 0.025)
+    anat.noise_level = u(0.006, 0.016)
     return anat
 
 

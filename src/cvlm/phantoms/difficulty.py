@@ -68,60 +68,78 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float, iterations: int = 2
     return w
 
 
-def thumbnails(
-    finding: FindingInstance, n: int, seed: int = 0, size: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced probe data: ``(n, 256)`` 16 x 16 thumbnails and ``(n,)`` labels (1 = finding present).
+def _thumbnail(case: Case, size: int) -> np.ndarray:
+    img = render_case(case, size).image
+    return cv2.resize(img, (PROBE_SIDE, PROBE_SIDE), interpolation=cv2.INTER_AREA).ravel()
 
-    Positive cases draw the side of a lateral finding at random from its accepted sides when
-    ``finding.laterality`` is ``None``.
+
+def thumbnails(
+    findings: list[FindingInstance], n: int, seed: int = 0, size: int = 128
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Balanced probe data per finding: ``(n, 256)`` 16 x 16 thumbnails each, and ``(n,)`` labels.
+
+    All findings share the same anatomies and labels, and the negative half is rendered once. Positive
+    cases draw the side of a lateral finding at random from its accepted sides when
+    ``laterality`` is ``None``.
     """
     rng = np.random.default_rng([seed, 7919])
     labels = np.arange(n) % 2
     rng.shuffle(labels)
     seeds = rng.choice(10**8, size=n, replace=False) + 10**6 * seed
-    sides = [s for s in LATERALITY[finding.name] if s != "bilateral"]
-    feats = np.empty((n, PROBE_SIDE * PROBE_SIDE), np.float32)
-    for i, (s, lab) in enumerate(zip(seeds, labels, strict=True)):
-        findings: tuple[FindingInstance, ...] = ()
-        if lab:
+    negative = np.stack(
+        [_thumbnail(Case(int(s)), size) for s, lab in zip(seeds, labels, strict=True) if not lab]
+    )
+    out = []
+    for k, finding in enumerate(findings):
+        side_rng = np.random.default_rng([seed, 7919, k])
+        sides = [s for s in LATERALITY[finding.name] if s != "bilateral"]
+        x = np.empty((n, PROBE_SIDE * PROBE_SIDE), np.float32)
+        x[labels == 0] = negative
+        for i in np.flatnonzero(labels):
             f = finding
             if f.laterality is None and sides != [None]:
-                f = FindingInstance(f.name, str(rng.choice(sides)), f.severity, f.variant)
-            findings = (f,)
-        img = render_case(Case(int(s), findings), size).image
-        feats[i] = cv2.resize(img, (PROBE_SIDE, PROBE_SIDE), interpolation=cv2.INTER_AREA).ravel()
-    return feats, labels
+                f = FindingInstance(f.name, str(side_rng.choice(sides)), f.severity, f.variant)
+            x[i] = _thumbnail(Case(int(seeds[i]), (f,)), size)
+        out.append(x)
+    return out, labels
 
 
-def linear_probe_auc(
-    finding: FindingInstance,
+def linear_probe_aucs(
+    findings: list[FindingInstance],
     n: int = 1000,
     seed: int = 0,
     size: int = 128,
     ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0),
-) -> float:
-    """Test AUC of a 16 x 16-pixel logistic regression detecting ``finding`` (see the module doc).
+) -> list[float]:
+    """Test AUC of a 16 x 16-pixel logistic regression detecting each finding (see the module doc).
 
     Args:
-        finding: What positives contain (``laterality=None`` on a lateral finding: random side).
-        n: Cases in all, half positive; split 50 / 20 / 30 into train / validation / test.
-        seed: Seed of the case sample.
+        findings: What positives contain, one probe each (``laterality=None`` on a lateral finding:
+            random side).
+        n: Cases per probe, half positive; split 50 / 20 / 30 into train / validation / test.
+        seed: Seed of the case sample (the same anatomies serve every probe).
         size: Render size before downsampling.
         ridges: Candidate L2 strengths; the one with the best validation AUC is used.
 
     Returns:
-        AUC on the test split (0.5 = chance, 1 = perfect).
+        AUC on the test split per finding (0.5 = chance, 1 = perfect).
     """
-    x, y = thumbnails(finding, n, seed, size)
+    xs, y = thumbnails(findings, n, seed, size)
     n_tr, n_va = n // 2, n // 5
-    mean, std = x[:n_tr].mean(0), x[:n_tr].std(0) + 1e-6
-    x = (x - mean) / std
     tr, va, te = slice(0, n_tr), slice(n_tr, n_tr + n_va), slice(n_tr + n_va, n)
+    out = []
+    for x in xs:
+        x = (x - x[tr].mean(0)) / (x[tr].std(0) + 1e-6)
 
-    def score(w: np.ndarray, part: slice) -> np.ndarray:
-        return x[part] @ w[:-1] + w[-1]
+        def score(w: np.ndarray, part: slice, x: np.ndarray = x) -> np.ndarray:
+            return x[part] @ w[:-1] + w[-1]
 
-    best = max(ridges, key=lambda r: auc(score(fit_logistic(x[tr], y[tr], r), va), y[va]))
-    w = fit_logistic(x[: n_tr + n_va], y[: n_tr + n_va], best)
-    return auc(score(w, te), y[te])
+        best = max(ridges, key=lambda r, x=x: auc(score(fit_logistic(x[tr], y[tr], r), va), y[va]))
+        w = fit_logistic(x[: n_tr + n_va], y[: n_tr + n_va], best)
+        out.append(auc(score(w, te), y[te]))
+    return out
+
+
+def linear_probe_auc(finding: FindingInstance, n: int = 1000, seed: int = 0, size: int = 128) -> float:
+    """:func:`linear_probe_aucs` for one finding."""
+    return linear_probe_aucs([finding], n, seed, size)[0]

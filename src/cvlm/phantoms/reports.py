@@ -91,13 +91,8 @@ _INDICATIONS = (
     "___ year old man, preoperative evaluation.",
     "History: ___F with productive cough.",
 )
-_COMPARISONS = (
-    "None.",
-    "___.",
-    "Chest radiograph from ___.",
-    "Prior chest radiographs ___.",
-    "None available.",
-)
+_NO_COMPARISON = ("None.", "None available.")
+_COMPARISONS = ("___.", "Chest radiograph from ___.", "Prior chest radiographs ___.", "Comparison to ___.")
 _NORMAL_IMPRESSIONS = (
     "No acute cardiopulmonary process.",
     "No acute cardiopulmonary abnormality.",
@@ -584,12 +579,13 @@ def _format(title: str, body: str, width: int = 79) -> list[str]:
     return lines
 
 
-def compose_report(case: Case, rng: np.random.Generator) -> PhantomReport:
+def compose_report(case: Case, rng: np.random.Generator, has_prior: bool = False) -> PhantomReport:
     """Write the report of a case and record the labels its text states.
 
     Args:
         case: The case (its findings are all written, positive or hedged).
         rng: The random stream of this report.
+        has_prior: Whether the patient has an earlier study (the COMPARISON line cites it).
 
     Returns:
         The text, its 14 CheXpert labels and the findings written as uncertain.
@@ -664,7 +660,7 @@ def compose_report(case: Case, rng: np.random.Generator) -> PhantomReport:
     lines += [" EXAMINATION:  CHEST (PA AND LAT)", " "]
     lines += [f" INDICATION:  {_pick(rng, _INDICATIONS)}", " "]
     lines += [" TECHNIQUE:  Chest PA and lateral", " "]
-    lines += [f" COMPARISON:  {_pick(rng, _COMPARISONS)}", " "]
+    lines += [f" COMPARISON:  {_pick(rng, _COMPARISONS if has_prior else _NO_COMPARISON)}", " "]
     if findings_section:
         lines += [*_format("FINDINGS: ", " ".join(s.text for s in findings_section)), " "]
     if len(impression) > 1 and rng.random() < 0.2:

@@ -197,7 +197,7 @@ def cardiomegaly(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) ->
     """Enlarged cardiac silhouette (cardiothoracic ratio > 0.5); mask = the enlarged heart."""
     g = anat.geometry
     if f.severity == "mild":  # just over the 0.5 line: a subtle change for a broad normal heart
-        target = max(g.ctr + rng.uniform(0.02, 0.035), rng.uniform(0.5, 0.515))
+        target = max(g.ctr + rng.uniform(0.015, 0.03), rng.uniform(0.5, 0.515))
     else:
         target = rng.uniform(*{"severe": (0.62, 0.7)}.get(f.severity, (0.55, 0.6)))
     xl, xr = g.heart_left - g.mid_x, g.mid_x - g.heart_right

@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image
 
 from cvlm import __version__
+from cvlm.data import Record
 from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, normalize_finding
+from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.render import MARK_NAME, bbox, render_case
 from cvlm.phantoms.reports import compose_report
 from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
@@ -66,7 +68,7 @@ SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "validate": 0.1, "test": 0.1}
 
 STUDIES_PER_SUBJECT: dict[int, float] = {1: 0.6, 2: 0.25, 3: 0.1, 4: 0.05}
 JPEG_QUALITY = 95
-MAX_SIZE = 512
+MIN_SIZE, MAX_SIZE = 32, 512
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Slot:
     split: str
     study_date: str
     study_time: str
+    prior_studies: int = 0
 
     @property
     def study_dir(self) -> str:
@@ -115,7 +118,7 @@ def plan_slots(seed: int, n: int) -> Iterator[Slot]:
         split = splits[int(rng.choice(len(splits), p=split_p / split_p.sum()))]
         # Dates are shifted into the 22nd century as in MIMIC-CXR; a patient's studies are in order.
         day = np.datetime64("2110-01-01") + int(rng.integers(0, 365 * 90))
-        for _ in range(min(n_studies, n - index)):
+        for prior in range(min(n_studies, n - index)):
             raw = rng.bytes(20).hex()
             dicom_id = "-".join(raw[i : i + 8] for i in range(0, 40, 8))
             seconds = int(rng.integers(0, 86_400))
@@ -130,10 +133,30 @@ def plan_slots(seed: int, n: int) -> Iterator[Slot]:
                 split=split,
                 study_date=str(day).replace("-", ""),
                 study_time=study_time,
+                prior_studies=prior,
             )
             day += int(rng.integers(1, 400))
             index += 1
         subject += 1
+
+
+def case_of(record: Record) -> Case:
+    """Rebuild the phantom case of a world record, e.g. to render it with a finding removed.
+
+    ``render_case(case_of(record), size)`` reproduces the image's pixels (before JPEG compression).
+
+    Raises:
+        ValueError: If the record does not come from a phantom world.
+    """
+    if not record.has_truth or record.case_seed is None:
+        raise ValueError(f"Image {record.dicom_id} is not from a phantom world (no case seed in its truth).")
+    findings = tuple(
+        FindingInstance(
+            name, record.laterality.get(name), record.severity.get(name), record.variant.get(name)
+        )
+        for name in record.masks
+    )
+    return Case(seed=record.case_seed, findings=findings, shortcut_mark=record.mark_box is not None)
 
 
 def mask_file_name(finding: str) -> str:
@@ -166,7 +189,7 @@ def _make_image(job: _Job) -> dict:
     slot, root = job.slot, Path(job.root)
     rng = np.random.default_rng([job.seed, 1, slot.index])
     case = sample_case(rng, shortcut_finding=job.shortcut_finding, split=slot.split)
-    report = compose_report(case, rng)
+    report = compose_report(case, rng, has_prior=slot.prior_studies > 0)
     rendered = render_case(case, size=job.size)
 
     pixels = np.clip(np.rint(np.asarray(rendered.image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
@@ -248,6 +271,8 @@ def world_settings(
 
 def _check_out(out: Path, settings: dict[str, object]) -> bool:
     """True if ``out`` already holds this exact, complete world; raise if it holds something else."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; --out must be a folder.")
     if not out.exists() or not any(out.iterdir()):
         return False
     marker = out / WORLD_JSON
@@ -284,8 +309,8 @@ def iter_world(
     """
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}.")
-    if not 16 <= size <= MAX_SIZE:
-        raise ValueError(f"--size must be between 16 and {MAX_SIZE} pixels, got {size}.")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}.")
     finding = None
     if shortcut:
         finding = normalize_finding(shortcut_finding)
@@ -404,7 +429,7 @@ def write_world(
             resumed, a finished one left as it is).
         n: Number of images (one image per study).
         seed: World seed; the same seed gives byte-identical files whatever ``workers`` is.
-        size: Image side in pixels (16..512).
+        size: Image side in pixels (32..512).
         shortcut: Plant the spurious mark (see :mod:`cvlm.phantoms.sampling` for its rates).
         shortcut_finding: The finding the mark co-occurs with in the training split.
         workers: Processes used for rendering (default: all CPUs).

@@ -1,0 +1,117 @@
+"""The model card (README.md) of a trained tailored diffusion model, written from its own logs.
+
+Every figure in the card is read from files the training and validation commands wrote
+(``train.json``, ``validation.csv``, the ``cvlm validate`` JSON), never typed in.
+
+Usage (scripts/train_bundled_diffusion.sh calls it)::
+
+    python -m cvlm.diffusion.card --model MODEL_DIR --vae VAE_DIR --validation FILE.json \
+        --generator NAME --out DEST_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from cvlm.diffusion.components import is_model_folder
+
+MODEL_PARTS = ("model_index.json", "config.json", "vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_card(model: Path, vae: Path | None, validation: Path | None, generator: str, out: Path) -> Path:
+    """Copy the model's parts into ``out`` and write ``out/README.md`` and ``out/training.png``.
+
+    Raises:
+        FileNotFoundError: If ``model`` is not a trained model folder.
+    """
+    if not is_model_folder(model) or not (model / "train.json").is_file():
+        raise FileNotFoundError(f"{model}: not a trained model folder (model_index.json, train.json).")
+    out.mkdir(parents=True, exist_ok=True)
+    for part in MODEL_PARTS:
+        source, dest = model / part, out / part
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        shutil.copytree(source, dest) if source.is_dir() else shutil.copy2(source, dest)
+    if (model / "training.png").is_file():
+        shutil.copy2(model / "training.png", out / "training.png")
+    summary = json.loads((model / "train.json").read_text(encoding="utf-8"))
+    options = summary["options"]
+    info = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    lines = [
+        f"# Tailored diffusion model for `{generator}` (tiny configuration)",
+        "",
+        f"Trained by `scripts/train_bundled_diffusion.sh {generator}` on prompts that `{generator}`'s own",
+        "reports give for phantom-world training images (`cvlm prepare`), as in the CVLM paper.",
+        "",
+        "## Data and training",
+        f"- prepared data: `{options['data']}` (train split; validation on the first {options['val_n']} "
+        "`validate` images)",
+        f"- steps: {summary['step']} at batch {options['batch_size']}, lr {summary['lr']:g}, "
+        f"prompt dropout {options['prompt_dropout']}, EMA {options['ema']}, seed {options['seed']}",
+        f"- kept: step {summary['best_step']} (best validation reconstruction PSNR "
+        f"{summary['best_psnr']:.2f} dB, T={options['val_steps']})",
+        f"- training wall time: {summary['seconds'] / 60:.1f} min "
+        f"({summary['images_per_second']:.1f} images/s)",
+    ]
+    if vae is not None and (vae / "train.json").is_file():
+        vae_summary = json.loads((vae / "train.json").read_text(encoding="utf-8"))
+        lines.append(
+            f"- VAE: trained first by `cvlm train --config vae` for {vae_summary['step']} steps "
+            f"({vae_summary['seconds'] / 60:.1f} min), then frozen; "
+            f"validation PSNR {vae_summary['best_psnr']:.2f} dB"
+        )
+    lines += [
+        "",
+        "## Validation PSNR during training",
+        "",
+        "| step | reconstruction PSNR (dB) | SSIM |",
+        "|---|---|---|",
+    ]
+    for row in _rows(model / "validation.csv"):
+        lines.append(f"| {row['step']} | {float(row['psnr']):.2f} | {float(row.get('ssim') or 'nan'):.3f} |")
+    lines += ["", "![training curves](training.png)", ""]
+    if validation is not None and validation.is_file():
+        metrics = json.loads(validation.read_text(encoding="utf-8"))
+        lines += [
+            f"## `cvlm validate` on a fresh phantom world "
+            f"({metrics['n_images']} images, T={metrics['steps']})",
+            "",
+            f"- VAE alone: {metrics['vae_psnr']:.2f} dB",
+            f"- reconstruction (invert + resample, own prompt): {metrics['reconstruction_psnr']:.2f} dB, "
+            f"SSIM {metrics['reconstruction_ssim']:.3f}",
+            f"- seconds per image: {metrics['seconds_per_image']:.2f}",
+            "- edit ratio (mean change inside the true mask / outside, finding removed from the prompt):",
+        ]
+        lines += [
+            f"  - {k}: {v:.1f} (n={metrics['n_edits'][k]})" for k, v in sorted(metrics["edit_ratio"].items())
+        ]
+    lines += ["", f"Model configuration: `{info.get('name')}`, {info.get('image_size')} px grayscale.", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    return out / "README.md"
+
+
+def main() -> None:
+    """Command line of :func:`write_card`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--vae", type=Path)
+    parser.add_argument("--validation", type=Path)
+    parser.add_argument("--generator", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    print(write_card(args.model, args.vae, args.validation, args.generator, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The prepared (tailored) data set that training reads: ``manifest.jsonl`` written by ``cvlm prepare``.
+
+One JSON object per line: ``{"id", "image", "split", "prompt", ...}``; ``image`` is absolute or relative
+to the prepared folder, ``split`` is ``train``, ``validate`` or ``test``. Prompts are taken as written:
+this module never builds one (the prompt wording belongs to ``cvlm.prompts``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvlm.xray import read_xray, resize
+
+MANIFEST = "manifest.jsonl"
+SPLITS = ("train", "validate", "test")
+
+
+@dataclass
+class PromptedImages:
+    """Images with their prompts, held in memory as 8-bit (a 128x128 image is 16 KB).
+
+    Attributes:
+        ids: One id per image.
+        pixels: ``[N, 1, H, W]`` uint8 (0..255 for the [0, 1] pixel convention).
+        prompts: One prompt per image.
+    """
+
+    ids: list[str]
+    pixels: torch.Tensor
+    prompts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Rows as model input: ``[B, 1, H, W]`` float32 in [-1, 1]."""
+        pixels = self.pixels if index is None else self.pixels[index]
+        return pixels.float() / 127.5 - 1.0
+
+    def subset(self, n: int) -> PromptedImages:
+        """The first ``n`` rows (the fixed validation subset)."""
+        return PromptedImages(self.ids[:n], self.pixels[:n], self.prompts[:n])
+
+
+def read_manifest(folder: str | Path) -> list[dict]:
+    """All rows of ``folder/manifest.jsonl``, with ``image`` made absolute.
+
+    Raises:
+        FileNotFoundError: If the manifest is missing.
+        ValueError: For a line that is not JSON or lacks ``id``, ``image``, ``split`` or ``prompt``.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; make a prepared folder with `cvlm prepare`.")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
+        missing = [k for k in ("id", "image", "split", "prompt") if k not in row]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing {', '.join(missing)}.")
+        if row["split"] not in SPLITS:
+            raise ValueError(f"{path}:{number}: split {row['split']!r} is not one of {SPLITS}.")
+        image = Path(row["image"])
+        row["image"] = str(image if image.is_absolute() else folder / image)
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows.")
+    return rows
+
+
+def load_images(paths: list[str], size: int) -> torch.Tensor:
+    """Read images through ``cvlm.xray`` and resize to ``size`` -> ``[N, 1, size, size]`` uint8."""
+    out = np.empty((len(paths), 1, size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        img = read_xray(path)
+        if img.shape != (size, size):
+            img = resize(img, size)
+        out[i, 0] = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return torch.from_numpy(out)
+
+
+def load_split(folder: str | Path, split: str, size: int, limit: int | None = None) -> PromptedImages:
+    """Images and prompts of one split, in manifest order (first ``limit`` rows if given).
+
+    Raises:
+        ValueError: If the split is empty.
+    """
+    rows = [r for r in read_manifest(folder) if r["split"] == split][:limit]
+    if not rows:
+        raise ValueError(f"{Path(folder) / MANIFEST}: no {split!r} rows.")
+    pixels = load_images([r["image"] for r in rows], size)
+    return PromptedImages([str(r["id"]) for r in rows], pixels, [str(r["prompt"]) for r in rows])

@@ -1,0 +1,689 @@
+"""Train the tailored latent diffusion model (and the tiny VAE) with Hugging Face Accelerate.
+
+The objective is Stable Diffusion's (Rombach et al., CVPR 2022, eq. 2; DESIGN.md eq. 1):
+``E_{z, y, eps, t} || eps - eps_theta(z_t, t, tau(y)) ||^2`` with z = VAE latent, y = the image's prompt
+(dropped to the empty prompt with probability ``prompt_dropout`` so that classifier-free guidance works)
+and z_t the forward-noised latent of the DDPM schedule. The VAE is frozen; the UNet and, for ``tiny``,
+the text encoder are trained (``sd-v1`` freezes the text encoder, as the paper does).
+
+One code path runs on a CPU, one GPU or many (``accelerate launch``): the trainable networks sit in one
+loss module that Accelerate wraps (DDP across processes, bf16 autocast on GPUs that support it).
+
+Exact resume: the batch of step s and all its randomness (timesteps, noise, prompt dropout, VAE crops)
+are drawn from generators seeded by (seed, s, process), so a run resumed from the checkpoint of step k
+performs steps k+1, k+2, ... exactly as an uninterrupted run would; the checkpoint restores weights,
+optimizer, learning-rate schedule and EMA. Validation every N steps measures reconstruction PSNR/SSIM
+(DDIM inversion + resampling with the image's own prompt, T = 50) on a fixed subset; the best-PSNR
+weights are the model (the CVLM paper's rule), the last ones are kept in ``last/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+from cvlm.diffusion.components import (
+    build_tiny,
+    build_vae,
+    load_sd_v1,
+    prompt_words,
+    resolve_config,
+    save_components,
+    save_module,
+)
+from cvlm.diffusion.dataset import PromptedImages, load_split
+from cvlm.diffusion.inversion import tokenize
+from cvlm.diffusion.reconstruction import reconstruct
+from cvlm.findings import ABNORMALITIES
+from cvlm.metrics import psnr
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "cvlm_state.json"
+EMA_FILE = "ema.safetensors"
+LOG_FILE = "log.csv"
+VALIDATION_FILE = "validation.csv"
+PLOT_FILE = "training.png"
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs (the ``cvlm train`` flags).
+
+    Attributes:
+        config: ``tiny``, ``sd-v1``, ``vae`` (the tiny VAE alone) or a JSON file over the tiny config.
+        data: Prepared folder (``manifest.jsonl``).
+        out: Output model folder (the best model; ``last/``, ``checkpoints/``, logs inside).
+        steps: Total optimizer steps.
+        batch_size: Images per step over all processes.
+        lr: Peak learning rate (None: 5e-4 tiny, 5e-5 sd-v1 as the paper, 1e-3 vae).
+        warmup: Linear warm-up steps.
+        prompt_dropout: Probability of training on the empty prompt (classifier-free guidance).
+        ema: Keep an exponential moving average of the trained weights and validate / save it.
+        ema_decay: EMA decay.
+        checkpoint_every: Save an Accelerate checkpoint every N steps (and at the end).
+        val_every: Validate every N steps (and at the end).
+        val_n: Size of the fixed validation subset (the first rows of the ``validate`` split).
+        val_steps: DDIM steps T of the validation round trip.
+        vae: Trained VAE folder (``cvlm train --config vae``) for ``tiny``; for ``vae``, the start.
+        sd_unet: SD v1.x pipeline or UNet-only folder for ``sd-v1``.
+        sd_base: MIMIC-trained SD pipeline folder (VAE, text encoder, tokenizer) for ``sd-v1``.
+        device: ``auto`` (what Accelerate finds), ``cpu`` or ``cuda``.
+        mixed_precision: ``auto`` (bf16 on a GPU that has it, else none), ``no``, ``bf16`` or ``fp16``.
+        gradient_checkpointing: Trade compute for memory in the UNet (default on for sd-v1).
+        half: Store the saved models' weights as float16 (loading casts back to float32).
+        seed: Seed of initialisation, batches and noise.
+        resume: Continue from the newest checkpoint in ``out/checkpoints``.
+        stop_after: Stop this process after N steps (a scripted interruption; the run stays resumable).
+        keep_checkpoints: How many newest checkpoints to keep.
+        vae_crop: Side of the random crops the VAE trains on (it is fully convolutional).
+        decoder_only: VAE run: train only the decoder of ``vae`` (its latents stay the same).
+        kl_weight: Weight of the VAE's KL term.
+    """
+
+    config: str
+    data: Path
+    out: Path
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float | None = None
+    warmup: int = 100
+    prompt_dropout: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    val_every: int = 500
+    val_n: int = 16
+    val_steps: int = 50
+    vae: Path | None = None
+    sd_unet: Path | None = None
+    sd_base: Path | None = None
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool | None = None
+    half: bool = False
+    seed: int = 0
+    resume: bool = False
+    stop_after: int | None = None
+    keep_checkpoints: int = 2
+    vae_crop: int = 64
+    decoder_only: bool = False
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class TrainResult:
+    """What a run did; also written to ``out/train.json``.
+
+    Attributes:
+        out: The model folder (best validation PSNR).
+        step: Last completed step.
+        best_step: Step of the kept model.
+        best_psnr: Its validation PSNR (dB).
+        history: Validation rows ``{"step", "psnr", "ssim", ...}``.
+        seconds: Wall time of this process's run.
+        images_per_second: Training throughput (all processes, validation excluded).
+        finished: Whether ``step == steps``.
+    """
+
+    out: Path
+    step: int
+    best_step: int | None
+    best_psnr: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    finished: bool = False
+
+
+# ------------------------------------------------------------------------------- determinism helpers
+def _generator(seed: int, step: int, rank: int) -> torch.Generator:
+    # A fresh generator per (seed, step, process): resuming needs no saved RNG state to be exact.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the global batch of ``step`` (1-based): epochs of seeded permutations, read in order.
+
+    Example:
+        >>> a = torch.cat([batch_indices(10, 5, 0, s) for s in (1, 2)])
+        >>> sorted(a.tolist()) == list(range(10))
+        True
+    """
+    start = (step - 1) * batch_size
+    out = []
+    for g in range(start, start + batch_size):
+        epoch, pos = divmod(g, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_777 + epoch))
+        out.append(perm[pos])
+    return torch.stack(out)
+
+
+# ------------------------------------------------------------------------------------ loss modules
+class DiffusionLoss(torch.nn.Module):
+    """The SD objective as one module (so Accelerate wraps UNet + text encoder together).
+
+    Args:
+        unet: Noise predictor.
+        text_encoder: Token ids -> hidden states.
+        noise_scheduler_config: The model's scheduler config (its betas define q(z_t | z_0)).
+    """
+
+    def __init__(
+        self, unet: torch.nn.Module, text_encoder: torch.nn.Module, noise_scheduler_config: dict
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config)
+
+    def forward(
+        self, latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Noise-prediction MSE; latents ``[B, c, h, w]``, ids ``[B, L]``, timesteps ``[B]``."""
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text = self.text_encoder(ids)[0]
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
+        return F.mse_loss(prediction.float(), noise.float())
+
+
+class VaeLoss(torch.nn.Module):
+    """Reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) (SD's VAE objective minus LPIPS/GAN)."""
+
+    def __init__(self, vae: AutoencoderKL, kl_weight: float) -> None:
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, images: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Loss for images ``[B, C, H, W]`` in [-1, 1]; ``eps`` is the reparameterisation noise."""
+        posterior = self.vae.encode(images).latent_dist
+        z = posterior.mean + posterior.std * eps
+        recon = self.vae.decode(z).sample
+        kl = posterior.kl().mean() / images[0].numel()
+        return F.mse_loss(recon.float(), images.float()) + self.kl_weight * kl
+
+
+# ------------------------------------------------------------------------------------- the runner
+def _accelerator(options: TrainOptions) -> Accelerator:
+    cuda = torch.cuda.is_available() and options.device != "cpu"
+    precision = options.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch.")
+    return Accelerator(cpu=options.device == "cpu", mixed_precision=precision)
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    folders = sorted((out / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    folders = [f for f in folders if (f / STATE_FILE).is_file()]
+    return folders[-1] if folders else None
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows after ``step`` (they belong to steps the resumed run will redo)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_log(out: Path) -> Path | None:
+    """Draw ``training.png``: loss against step, and validation PSNR (and SSIM) against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not (out / LOG_FILE).is_file():
+        return None
+    with (out / LOG_FILE).open(newline="") as f:
+        log = list(csv.DictReader(f))
+    val = []
+    if (out / VALIDATION_FILE).is_file():
+        with (out / VALIDATION_FILE).open(newline="") as f:
+            val = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot([int(r["step"]) for r in log], [float(r["loss"]) for r in log])
+    axes[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
+    if val:
+        steps = [int(r["step"]) for r in val]
+        axes[1].plot(steps, [float(r["psnr"]) for r in val], "o-", label="reconstruction PSNR")
+        if "vae_psnr" in val[0]:
+            axes[1].plot(steps, [float(r["vae_psnr"]) for r in val], "s--", label="VAE PSNR")
+        axes[1].set(xlabel="step", ylabel="dB", title="validation")
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / PLOT_FILE, dpi=100)
+    plt.close(fig)
+    return out / PLOT_FILE
+
+
+class _Task:
+    """What differs between the VAE and the diffusion run: modules, batch loss, validation, saving."""
+
+    loss_module: torch.nn.Module
+    default_lr: float
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.loss_module.parameters() if p.requires_grad]
+
+    def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def save(self, folder: Path, info: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _VaeTask(_Task):
+    default_lr = 1e-3
+
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        self.config = resolve_config("tiny" if options.config == "vae" else options.config)
+        size = self.config["image_size"]
+        self.train_set = load_split(options.data, "train", size)
+        self.val_set = _validation_subset(options, size)
+        if options.vae is not None:
+            # Continue from a trained VAE (e.g. to fine-tune its decoder while a UNet trains on its latents).
+            self.vae = AutoencoderKL.from_pretrained(
+                options.vae, local_files_only=True, torch_dtype=torch.float32
+            )
+        else:
+            self.vae = build_vae(self.config, options.seed)
+        if options.decoder_only:
+            if options.vae is None:
+                raise ValueError(
+                    "--decoder-only needs --vae: the VAE whose encoder (and latents) stay fixed."
+                )
+            # Frozen encoder = unchanged latents, so a UNet trained on them stays valid with the new decoder.
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+        self.loss_module = VaeLoss(self.vae, 0.0 if options.decoder_only else options.kl_weight)
+
+    def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
+        images = self.train_set.images(local)
+        crop = min(self.options.vae_crop, images.shape[-1])
+        top, left = (int(v) for v in torch.randint(0, images.shape[-1] - crop + 1, (2,), generator=generator))
+        images = images[..., top : top + crop, left : left + crop]
+        eps_shape = (images.shape[0], self.vae.config.latent_channels, *self._latent_side(crop))
+        return images.to(device), torch.randn(eps_shape, generator=generator).to(device)
+
+    def _latent_side(self, side: int) -> tuple[int, int]:
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return side // f, side // f
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.vae.eval()
+        x = self.val_set.images().to(next(self.vae.parameters()).device)
+        recon = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        self.vae.train()
+        value = psnr(((x + 1) / 2).cpu().numpy(), ((recon + 1) / 2).cpu().numpy())
+        return {"psnr": value, "vae_psnr": value}
+
+    @torch.no_grad()
+    def save(self, folder: Path, info: dict[str, Any]) -> None:
+        vae = self.vae
+        # The scaling factor makes the latents of the training images unit-variance, as SD's 0.18215 does.
+        device = next(vae.parameters()).device
+        stds = []
+        for i in range(0, min(len(self.train_set), 512), 64):
+            x = self.train_set.images(slice(i, i + 64)).to(device)
+            stds.append(vae.encode(x).latent_dist.mode().float().flatten())
+        if not self.options.decoder_only:
+            vae.register_to_config(scaling_factor=float(1.0 / torch.cat(stds).std()))
+        save_module(vae, folder, self.options.half)
+        (folder / "cvlm_vae.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+
+
+class _DiffusionTask(_Task):
+    def __init__(self, options: TrainOptions, scratch: Path) -> None:
+        self.options = options
+        if options.config == "sd-v1":
+            if options.sd_unet is None or options.sd_base is None:
+                raise ValueError(
+                    "--config sd-v1 needs --sd-unet (SD v1.x folder) and --sd-base (MIMIC SD folder)."
+                )
+            self.components = load_sd_v1(options.sd_unet, options.sd_base)
+            self.default_lr = 5e-5
+            train_text = False
+        else:
+            config = resolve_config(options.config)
+            if options.vae is None:
+                raise ValueError(
+                    f"--config {options.config} needs --vae FOLDER: train one first with "
+                    "`cvlm train --config vae --data PREPARED --out VAE_DIR`."
+                )
+            vae = AutoencoderKL.from_pretrained(options.vae, local_files_only=True, torch_dtype=torch.float32)
+            words = prompt_words(
+                [*ABNORMALITIES, *(r for s in ("train", "validate") for r in _prompts(options.data, s))]
+            )
+            self.components = build_tiny(words, scratch / "tokenizer", config, vae=vae, seed=options.seed)
+            self.default_lr = 5e-4
+            train_text = True
+        c = self.components
+        size = c.image_size
+        self.train_set = load_split(options.data, "train", size)
+        self.val_set = _validation_subset(options, size)
+        c.vae.requires_grad_(False).eval()
+        c.text_encoder.requires_grad_(train_text)
+        self.train_text = train_text
+        if options.gradient_checkpointing or (
+            options.gradient_checkpointing is None and c.info["name"] == "sd-v1"
+        ):
+            c.unet.enable_gradient_checkpointing()
+        self.ids = tokenize(c.tokenizer, self.train_set.prompts)
+        self.empty_ids = tokenize(c.tokenizer, [""])[0]
+        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)
+        self.latent_cache: torch.Tensor | None = None
+
+    def cache_latents(self, device: torch.device) -> None:
+        """Encode the training set once with the frozen VAE (mean and std of q(z|x), scaled)."""
+        c = self.components
+        c.vae.to(device)
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(self.train_set), 64):
+                x = self.train_set.images(slice(i, i + 64)).to(device)
+                if c.vae.config.in_channels != 1:
+                    x = x.expand(-1, c.vae.config.in_channels, -1, -1)
+                dist = c.vae.encode(x).latent_dist
+                parts.append(torch.stack([dist.mean, dist.std]).cpu())
+        self.latent_cache = torch.cat(parts, dim=1) * c.vae.config.scaling_factor
+
+    def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
+        assert self.latent_cache is not None
+        mean, std = self.latent_cache[0, local], self.latent_cache[1, local]
+        latents = mean + std * torch.randn(mean.shape, generator=generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(
+            0, self.components.scheduler.config.num_train_timesteps, (len(local),), generator=generator
+        )
+        drop = torch.rand(len(local), generator=generator) < self.options.prompt_dropout
+        ids = torch.where(drop[:, None], self.empty_ids[None], self.ids[local])
+        return latents.to(device), ids.to(device), noise.to(device), timesteps.to(device)
+
+    def validate(self) -> dict[str, float]:
+        c = self.components
+        c.unet.eval()
+        c.text_encoder.eval()
+        r = reconstruct(c, self.val_set.images(), self.val_set.prompts, self.options.val_steps)
+        c.unet.train()
+        c.text_encoder.train(self.train_text)
+        return {"psnr": r.reconstruction_psnr, "ssim": r.reconstruction_ssim, "vae_psnr": r.vae_psnr}
+
+    def save(self, folder: Path, info: dict[str, Any]) -> None:
+        self.components.info.update(info)
+        save_components(self.components, folder, half=self.options.half)
+
+
+def _prompts(data: Path, split: str) -> list[str]:
+    from cvlm.diffusion.dataset import read_manifest
+
+    return [r["prompt"] for r in read_manifest(data) if r["split"] == split]
+
+
+def _validation_subset(options: TrainOptions, size: int) -> PromptedImages:
+    try:
+        return load_split(options.data, "validate", size, limit=options.val_n)
+    except ValueError:
+        logger.warning("%s has no validate split; validating on the first training images.", options.data)
+        return load_split(options.data, "train", size, limit=options.val_n)
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Run (or resume) one training run; see the module docstring.
+
+    Args:
+        options: The run's settings.
+
+    Returns:
+        A :class:`TrainResult` (also in ``out/train.json``).
+
+    Raises:
+        ValueError: For inconsistent settings (batch size not divisible by the process count, ...).
+        FileNotFoundError: For a missing data, VAE or SD folder.
+    """
+    start = time.perf_counter()
+    out = Path(options.out)
+    accelerator = _accelerator(options)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if options.batch_size % world:
+        raise ValueError(f"--batch-size {options.batch_size} is not divisible by {world} processes.")
+    checkpoint = _latest_checkpoint(out) if options.resume else None
+    if options.resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / CHECKPOINTS}.")
+    if not options.resume and _latest_checkpoint(out) is not None:
+        raise ValueError(
+            f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "work"
+    task: _Task = _VaeTask(options) if _is_vae(options) else _DiffusionTask(options, scratch)
+    if isinstance(task, _DiffusionTask):
+        task.cache_latents(accelerator.device)
+
+    # 1. Optimizer, schedule, wrapping.
+    torch.manual_seed(options.seed)
+    lr = options.lr or task.default_lr
+    optimizer = torch.optim.AdamW(task.trainable(), lr=lr, weight_decay=1e-2)
+    lr_schedule = get_scheduler(
+        "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=options.warmup * world,
+        num_training_steps=options.steps,
+    )
+    loss_module, optimizer, lr_schedule = accelerator.prepare(task.loss_module, optimizer, lr_schedule)
+    ema = EMAModel(task.trainable(), decay=options.ema_decay) if options.ema else None
+    if ema is not None:
+        ema.to(accelerator.device)
+
+    # 2. Resume.
+    state = {"step": 0, "best_step": None, "best_psnr": None, "history": []}
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        # Wall time counts every session of a resumed run up to its checkpoint (the card reports it).
+        start -= state.get("seconds", 0.0)
+        if ema is not None:
+            ema.load_state_dict(_read_ema(checkpoint / EMA_FILE))
+        if accelerator.is_main_process:
+            _truncate_csv(out / LOG_FILE, state["step"])
+            _truncate_csv(out / VALIDATION_FILE, state["step"])
+        logger.info("Resumed from %s at step %d.", checkpoint, state["step"])
+
+    # 3. The loop.
+    n_train = len(task.train_set)
+    per_process = options.batch_size // world
+    losses: list[float] = []
+    train_seconds, train_images, steps_this_run = 0.0, 0, 0
+    meta = {"config": options.config, "data": str(options.data), "seed": options.seed}
+    while state["step"] < options.steps:
+        step = state["step"] + 1
+        tic = time.perf_counter()
+        global_batch = batch_indices(n_train, options.batch_size, options.seed, step)
+        local = global_batch[rank * per_process : (rank + 1) * per_process]
+        inputs = task.batch(local, _generator(options.seed, step, rank), accelerator.device)
+        with accelerator.autocast():
+            loss = loss_module(*inputs)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(task.trainable(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(task.trainable())
+        losses.append(float(accelerator.gather(loss.detach()[None]).mean()))
+        train_seconds += time.perf_counter() - tic
+        train_images += options.batch_size
+        state["step"] = step
+        steps_this_run += 1
+
+        if accelerator.is_main_process and (step % 10 == 0 or step == options.steps):
+            _append_csv(
+                out / LOG_FILE,
+                {
+                    "step": step,
+                    "loss": sum(losses) / len(losses),
+                    "lr": lr_schedule.get_last_lr()[0],
+                    "images_per_second": train_images / max(train_seconds, 1e-9),
+                },
+            )
+            losses = []
+        if step % options.val_every == 0 or step == options.steps:
+            _validate_and_keep(
+                accelerator, task, ema, state, out, {**meta, "wall_seconds": time.perf_counter() - start}
+            )
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            state["seconds"] = time.perf_counter() - start
+            _save_checkpoint(accelerator, out, state, ema, options.keep_checkpoints)
+        if options.stop_after is not None and steps_this_run >= options.stop_after:
+            break
+
+    # 4. The last weights, the plot, the summary.
+    finished = state["step"] >= options.steps
+    result = TrainResult(
+        out=out,
+        step=state["step"],
+        best_step=state["best_step"],
+        best_psnr=state["best_psnr"],
+        history=state["history"],
+        seconds=time.perf_counter() - start,
+        images_per_second=train_images / max(train_seconds, 1e-9),
+        finished=finished,
+    )
+    if accelerator.is_main_process:
+        if finished:
+            with _ema_weights(ema, task):
+                task.save(out / "last", {**meta, "step": state["step"], "kind": "last"})
+        plot_log(out)
+        (out / "train.json").write_text(
+            json.dumps(
+                {**asdict(result), "out": str(out), "lr": lr, "options": asdict(options)},
+                indent=2,
+                default=str,
+            ),
+            encoding="utf-8",
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def _is_vae(options: TrainOptions) -> bool:
+    if options.config == "vae":
+        return True
+    path = Path(options.config)
+    return path.suffix == ".json" and path.is_file() and json.loads(path.read_text()).get("kind") == "vae"
+
+
+class _ema_weights:
+    """Context: swap the EMA weights in (if any) and restore the trained ones on exit."""
+
+    def __init__(self, ema: EMAModel | None, task: _Task) -> None:
+        self.ema, self.task = ema, task
+
+    def __enter__(self) -> None:
+        if self.ema is not None:
+            self.ema.store(self.task.trainable())
+            self.ema.copy_to(self.task.trainable())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ema is not None:
+            self.ema.restore(self.task.trainable())
+
+
+def _validate_and_keep(
+    accelerator: Accelerator, task: _Task, ema: EMAModel | None, state: dict, out: Path, meta: dict
+) -> None:
+    """Main process: validate, log, and save the model if its PSNR is the best so far."""
+    validation_start = time.perf_counter()
+    if accelerator.is_main_process:
+        with _ema_weights(ema, task):
+            scores = task.validate()
+            row = {"step": state["step"], **{k: round(float(v), 4) for k, v in scores.items()}}
+            # Wall time from the run's start (all resumed sessions) to the end of this validation.
+            row["minutes"] = round((meta["wall_seconds"] + time.perf_counter() - validation_start) / 60, 2)
+            state["history"].append(row)
+            _append_csv(out / VALIDATION_FILE, row)
+            best = state["best_psnr"]
+            if best is None or (math.isfinite(scores["psnr"]) and scores["psnr"] > best):
+                state["best_psnr"], state["best_step"] = float(scores["psnr"]), state["step"]
+                task.save(out, {**meta, "step": state["step"], "kind": "best", "validation": row})
+        logger.info("step %d: %s", state["step"], scores)
+    accelerator.wait_for_everyone()
+    # Every process needs the same state (it goes into each checkpoint).
+    state_list = [state]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(state_list, from_process=0)
+    state.update(state_list[0])
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, out: Path, state: dict, ema: EMAModel | None, keep: int
+) -> None:
+    folder = out / CHECKPOINTS / f"step-{state['step']:07d}"
+    accelerator.save_state(str(folder), safe_serialization=True)
+    if accelerator.is_main_process:
+        if ema is not None:
+            _write_ema(ema, folder / EMA_FILE)
+        # The state file is written last: a checkpoint without it is incomplete and never resumed from.
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        for old in sorted((out / CHECKPOINTS).glob("step-*"))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _write_ema(ema: EMAModel, path: Path) -> None:
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    tensors = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)}
+    save_file(tensors, str(path), metadata={"state": json.dumps(state)})
+
+
+def _read_ema(path: Path) -> dict:
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        state = json.loads(f.metadata()["state"])
+    state["shadow_params"] = [tensors[f"shadow.{i}"] for i in range(len(tensors))]
+    return state

@@ -1,0 +1,164 @@
+"""``cvlm validate``: how faithfully a diffusion model reconstructs, and how locally it edits.
+
+On a phantom world (``truth.jsonl``: true findings and masks) or a prepared folder (``manifest.jsonl``)
+it measures, on ``n`` images (test split first, then validate, then train):
+
+* ``vae_psnr``: PSNR of VAE encode -> decode alone;
+* ``reconstruction_psnr`` / ``reconstruction_ssim``: encode -> DDIM inversion with the image's own
+  prompt -> DDIM sampling with the same prompt -> decode (T = ``steps``; the paper's quality gate) —
+  the same code (:func:`cvlm.diffusion.reconstruction.reconstruct`) that training's validation runs;
+* ``edit_ratio``: per finding, the mean |edited - reconstruction| inside the finding's true mask over the
+  mean outside it, when that finding is removed from the prompt and sampled from the same z_T (needs
+  masks: phantom worlds, or manifest rows with ``"masks": {finding: path}``);
+* ``seconds_per_image`` of the reconstruction round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cvlm.bundled import resolve_model
+from cvlm.data import load_dataset, read_mask
+from cvlm.diffusion.components import load_components
+from cvlm.diffusion.dataset import MANIFEST, load_images, read_manifest
+from cvlm.diffusion.reconstruction import reconstruct, sample
+from cvlm.prompts import build_prompt, remove_finding
+from cvlm.xray import from_tensor, resize
+
+KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
+
+
+@dataclass
+class ValidationCase:
+    """One image to validate on: its path, true (or labelled) findings, prompt and finding masks."""
+
+    id: str
+    image: str
+    findings: list[str]
+    prompt: str
+    masks: dict[str, str] = field(default_factory=dict)
+
+
+def _test_first(rows: list, split_of) -> list:
+    # Unseen images first: test, then validate, then train (all of a fresh world is unseen).
+    order = {"test": 0, "validate": 1, "train": 2}
+    return sorted(rows, key=lambda r: order.get(split_of(r), 3))
+
+
+def load_cases(data: str | Path, n: int) -> list[ValidationCase]:
+    """The first ``n`` cases of a phantom world or prepared folder (test split, then validate, then train).
+
+    Raises:
+        FileNotFoundError: If ``data`` holds neither ``truth.jsonl`` nor ``manifest.jsonl``.
+    """
+    data = Path(data)
+    if (data / MANIFEST).is_file():
+        rows = _test_first(read_manifest(data), lambda r: r["split"])[:n]
+        return [
+            ValidationCase(
+                id=str(r["id"]),
+                image=r["image"],
+                findings=list(r.get("findings", [])),
+                prompt=r["prompt"],
+                masks={k: str(data / v) for k, v in r.get("masks", {}).items()},
+            )
+            for r in rows
+        ]
+    if (data / "truth.jsonl").is_file():
+        records = _test_first(load_dataset(data, views=None), lambda r: r.split)[:n]
+        return [
+            ValidationCase(
+                id=r.dicom_id,
+                image=str(r.image_path),
+                findings=list(r.true_findings),
+                prompt=build_prompt(list(r.true_findings)),
+                masks={k: str(v) for k, v in r.masks.items()},
+            )
+            for r in records
+        ]
+    raise FileNotFoundError(
+        f"{data}: neither a prepared folder ({MANIFEST}) nor a phantom world (truth.jsonl)."
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: str | Path,
+    data: str | Path,
+    n: int = 32,
+    steps: int = 50,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> dict:
+    """Measure a diffusion model on ``n`` images of ``data``; see the module docstring for the keys.
+
+    Args:
+        model: Model folder or bundled diffusion model name.
+        data: Phantom world or prepared folder.
+        n: Number of images.
+        steps: DDIM steps T for inversion and sampling.
+        batch_size: Images per UNet batch.
+        device: Torch device.
+
+    Returns:
+        ``{"vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio": {finding: ratio},
+        "seconds_per_image", "n_images", "n_edits": {finding: count}, "steps", "model", "data"}``.
+    """
+    components = load_components(resolve_model(model, "diffusion"), device)
+    cases = load_cases(data, n)
+    images = (load_images([c.image for c in cases], components.image_size).float() / 127.5) - 1.0
+    prompts = [c.prompt for c in cases]
+
+    # 1. Reconstruction with the own prompt (the same code as training's validation).
+    result = reconstruct(components, images, prompts, steps, batch_size)
+
+    # 2. Removal edits from the same z_T, one per (image, finding with a mask).
+    edits = [(i, f) for i, c in enumerate(cases) for f in c.findings if f in c.masks]
+    inside: dict[str, list[float]] = {}
+    outside: dict[str, list[float]] = {}
+    for start in range(0, len(edits), batch_size):
+        chunk = edits[start : start + batch_size]
+        noise = torch.stack([result.noise[i] for i, _ in chunk]).to(device)
+        edit_prompts = [build_prompt(remove_finding(cases[i].findings, f)) for i, f in chunk]
+        edited = from_tensor(sample(components, noise, edit_prompts, steps).cpu())
+        edited = edited.reshape(len(chunk), *result.reconstructions.shape[-2:])
+        for (i, finding), image in zip(chunk, edited, strict=True):
+            change = np.abs(image - result.reconstructions[i])
+            mask = _mask(cases[i].masks[finding], change.shape)
+            if mask.any() and (~mask).any():
+                inside.setdefault(finding, []).append(float(change[mask].mean()))
+                outside.setdefault(finding, []).append(float(change[~mask].mean()))
+    ratio = {f: float(np.mean(inside[f]) / max(np.mean(outside[f]), 1e-12)) for f in inside}
+    return {
+        "vae_psnr": result.vae_psnr,
+        "reconstruction_psnr": result.reconstruction_psnr,
+        "reconstruction_ssim": result.reconstruction_ssim,
+        "edit_ratio": ratio,
+        "seconds_per_image": result.seconds_per_image,
+        "n_images": len(cases),
+        "n_edits": {f: len(v) for f, v in inside.items()},
+        "steps": steps,
+        "model": str(model),
+        "data": str(data),
+    }
+
+
+def _mask(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    mask = read_mask(path)
+    if mask.shape != shape:
+        # Masks are drawn at the image's own size; the model may work at another.
+        mask = resize(mask.astype(np.float32), shape[-1]) > 0.5
+    return mask
+
+
+def write_validation(metrics: dict, out: str | Path) -> Path:
+    """Write the metrics as JSON (parent folders created)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return out

@@ -1,0 +1,24 @@
+import json
+import re
+
+from cvlm.bundled import bundled_names
+from cvlm.demo import run_demo
+
+
+def test_demo_writes_a_page_whose_pictures_exist(tmp_path):
+    index = run_demo(tmp_path / "demo", n=12, steps=5, n_examples=2)
+    page = index.read_text(encoding="utf-8")
+    sources = re.findall(r"src=['\"]([^'\"]+)['\"]", page)
+    assert "contact_sheet.png" in sources
+    for source in sources:
+        assert (index.parent / source).is_file(), source
+    assert "know only the phantom world" in page
+    summary = json.loads((index.parent / "summary.json").read_text())
+    assert summary["world"]["n"] == 12
+    # Every bundled model is exercised and scored, with computed (not typed-in) figures.
+    assert set(summary["generators"]) == set(bundled_names("generators"))
+    for score in summary["generators"].values():
+        assert score["n_images"] == 12
+        assert 0.0 <= score["macro_f1"] <= 1.0
+        assert f"Macro-F1 {score['macro_f1']:.3f}" in page
+    assert set(summary["diffusion"]) == set(bundled_names("diffusion"))
