@@ -405,11 +405,11 @@ def _write_card(
     if config.init:  # keep the earlier stage's lines: the card describes the whole training
         card = Path(config.init) / "README.md"
         text = card.read_text(encoding="utf-8") if card.is_file() else ""
-        earlier = [f"- initialised from `{config.init}`, trained before as follows:"]
+        earlier = [f"- initialised from `{config.init}`, trained before in these stages:"]
         earlier += [
-            "  " + line
+            "  " + line.lstrip()
             for line in text.splitlines()
-            if line.startswith(("- command:", "- steps:", "- time:"))
+            if line.lstrip().startswith(("- command:", "- steps:", "- time:"))
         ]
     lines = [
         f"# {name}",
