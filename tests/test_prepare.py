@@ -84,6 +84,6 @@ def test_cli_prepare(world, tmp_path, capsys):
     from cvlm.cli import main
 
     args = ["prepare", "--generator", "phantom-templater", "--data", str(world), "--out", str(tmp_path / "p")]
-    assert main([*args, "--splits", "test", "--uncertain", "drop"]) == 0
+    assert main([*args, "--splits", "train", "--uncertain", "drop"]) == 0
     assert "Prepared" in capsys.readouterr().out
     assert json.loads((tmp_path / "p" / "prepare.json").read_text())["uncertainty_policy"] == "drop"
