@@ -14,6 +14,8 @@
 #   N_TRAIN [3000]  SEED [1000]                 training world size and seed (test world: SEED+1)
 #   VAE [train one]                             a trained VAE folder to reuse (one VAE serves all
 #                                                generators of the same world; it is the costly part)
+#   INIT [none]                                 a trained tiny model to fine-tune from (brings its VAE,
+#                                                UNet, text encoder and tokenizer; VAE is then ignored)
 #   VAE_STEPS [1500]  STEPS [3000]  BATCH [32]  VAE_BATCH [16]  VAL_EVERY [250]
 #   DECODER_STEPS [0]                           then fine-tune the VAE decoder this many steps
 #   DEVICE [auto]                               auto | cpu | cuda (bf16 autocast on a GPU)
@@ -44,6 +46,11 @@ SHORTCUT=()
 [[ $G == *shortcut* ]] && SHORTCUT=(--shortcut)
 mkdir -p "$WORK"
 T0=$(date +%s)
+# The exact command, with the settings that differ from the defaults, for the model card.
+COMMAND="scripts/train_bundled_diffusion.sh $G"
+for v in N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS TEST_N TEST_STEPS; do
+  [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
+done
 
 # 1. Worlds: training images for the tailored data set, and a fresh one for validation.
 [[ -f $WORK/world/world.json ]] || $PY -m cvlm.cli phantoms --out "$WORK/world" --n "$N_TRAIN" --seed "$SEED" "${SHORTCUT[@]}"
@@ -54,17 +61,21 @@ T0=$(date +%s)
 
 # 3. The VAE (trained on the world's images, then frozen), unless one is given.
 resume() { [[ -d $1/checkpoints ]] && echo --resume || true; }
-if [[ -z ${VAE:-} ]]; then
+if [[ -n ${INIT:-} ]]; then
+  VAE=$INIT/vae
+  START=(--init "$INIT")
+elif [[ -z ${VAE:-} ]]; then
   VAE=$WORK/vae
   [[ -f $VAE/train.json ]] && grep -q '"finished": true' "$VAE/train.json" ||
     $LAUNCH train --config vae --data "$WORK/prepared" --out "$VAE" --steps-max "$VAE_STEPS" \
       --batch-size "$VAE_BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 32 \
       --device "$DEVICE" --threads "$THREADS" $(resume "$VAE")
 fi
+[[ -n ${INIT:-} ]] || START=(--vae "$VAE")
 
 # 4. UNet + text encoder; the checkpoint with the best validation reconstruction PSNR is the model.
 [[ -f $WORK/model/train.json ]] && grep -q '"finished": true' "$WORK/model/train.json" ||
-  $LAUNCH train --config tiny --data "$WORK/prepared" --vae "$VAE" --out "$WORK/model" --steps-max "$STEPS" \
+  $LAUNCH train --config tiny --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
     --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
 
@@ -83,7 +94,12 @@ VALIDATION_DEVICE=$DEVICE; [[ $DEVICE == auto ]] && VALIDATION_DEVICE=cpu
 $PY -m cvlm.cli validate --model "$WORK/model" --data "$WORK/test-world" --n "$TEST_N" --steps "$TEST_STEPS" \
   --device "$VALIDATION_DEVICE" --out "$WORK/validation.json"
 
-# 6. The bundled copy and its card.
+# 6. The bundled copy and its card (an --init model's card is kept in it as history).
+PREVIOUS=()
+if [[ -n ${INIT:-} && -f $INIT/README.md ]]; then
+  cp "$INIT/README.md" "$WORK/init-card.md"
+  PREVIOUS=(--previous-card "$WORK/init-card.md")
+fi
 $PY -m cvlm.diffusion.card --model "$WORK/model" --vae "$VAE" --validation "$WORK/validation.json" \
-  --generator "$G" --out "$DEST"
+  --generator "$G" --out "$DEST" --command "$COMMAND" "${PREVIOUS[@]}"
 echo "bundled model: $DEST ($(du -sh "$DEST" | cut -f1)); total $(( ($(date +%s) - T0) / 60 )) min"

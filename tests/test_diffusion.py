@@ -185,6 +185,38 @@ def test_resume_continues_exactly(world, tmp_path):
     assert resumed.history[-1]["minutes"] > 0
 
 
+def test_init_starts_from_a_trained_model_and_the_card_keeps_its_history(world, tmp_path):
+    from safetensors.torch import load_file
+
+    first = train(_options(world, tmp_path / "first", steps=3, val_every=3))
+    write_card(tmp_path / "first", world["vae"], None, "phantom-test", tmp_path / "first-card")
+    with pytest.raises(ValueError, match="leave out --vae"):
+        train(_options(world, tmp_path / "bad", init=tmp_path / "first"))
+    second = train(_options(world, tmp_path / "second", steps=3, vae=None, init=tmp_path / "first" / "last"))
+    assert first.finished and second.finished
+    before = load_file(tmp_path / "first" / "last" / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "second" / "last" / "unet" / "diffusion_pytorch_model.safetensors")
+    train(_options(world, tmp_path / "fresh", steps=3, seed=5))
+    fresh = load_file(tmp_path / "fresh" / "last" / "unet" / "diffusion_pytorch_model.safetensors")
+
+    def distance(a, b):
+        return sum(float((a[k] - b[k]).abs().sum()) for k in a)
+
+    # Three more steps move the weights a little away from where they started, not from a fresh init.
+    assert 0 < distance(after, before) < 0.5 * distance(after, fresh)
+    # The VAE comes from the init model.
+    vae_a = load_file(tmp_path / "first" / "last" / "vae" / "diffusion_pytorch_model.safetensors")
+    vae_b = load_file(tmp_path / "second" / "last" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
+    previous = (tmp_path / "first-card" / "README.md").read_text()
+    card = write_card(
+        tmp_path / "second", None, None, "phantom-test", tmp_path / "card", "STEPS=3 train.sh", previous
+    ).read_text()
+    assert "Trained by `STEPS=3 train.sh`" in card and "initialised from" in card
+    assert "## History" in card and "## # Tailored diffusion model" not in card
+    assert "### Data and training" in card
+
+
 def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -250,6 +250,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vae-crop", type=int, default=64, help="VAE training crop side")
     p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
     p.add_argument(
+        "--init", type=Path, help="tiny: start from this trained model folder (fresh optimizer and schedule)"
+    )
+    p.add_argument(
         "--psnr-tolerance",
         type=float,
         default=0.25,
@@ -293,6 +296,7 @@ def _run_train(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             vae_crop=args.vae_crop,
             decoder_only=args.decoder_only,
+            init=args.init,
             psnr_tolerance=args.psnr_tolerance,
         )
     )

@@ -29,8 +29,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_card(model: Path, vae: Path | None, validation: Path | None, generator: str, out: Path) -> Path:
+def write_card(
+    model: Path,
+    vae: Path | None,
+    validation: Path | None,
+    generator: str,
+    out: Path,
+    command: str | None = None,
+    previous: str | None = None,
+) -> Path:
     """Copy the model's parts into ``out`` and write ``out/README.md`` and ``out/training.png``.
+
+    Args:
+        model: Trained model folder (``cvlm train`` output).
+        vae: The VAE folder it was trained with (its own training summary goes into the card).
+        validation: ``cvlm validate`` JSON on a fresh world.
+        generator: The report generator the model is tailored to.
+        out: Destination folder.
+        command: The exact command line that trained it (default: the script with default settings).
+        previous: Text of the card of the model it was initialised from (``--init``), kept as history.
 
     Raises:
         FileNotFoundError: If ``model`` is not a trained model folder.
@@ -52,8 +69,9 @@ def write_card(model: Path, vae: Path | None, validation: Path | None, generator
     lines = [
         f"# Tailored diffusion model for `{generator}` (tiny configuration)",
         "",
-        f"Trained by `scripts/train_bundled_diffusion.sh {generator}` on prompts that `{generator}`'s own",
-        "reports give for phantom-world training images (`cvlm prepare`), as in the CVLM paper.",
+        f"Trained by `{command or 'scripts/train_bundled_diffusion.sh ' + generator}` on prompts that",
+        f"`{generator}`'s own reports give for phantom-world training images (`cvlm prepare`), as in the",
+        "CVLM paper.",
         "",
         "## Data and training",
         f"- prepared data: `{options['data']}` (train split; validation on the first {options['val_n']} "
@@ -65,6 +83,11 @@ def write_card(model: Path, vae: Path | None, validation: Path | None, generator
         f"- training wall time: {summary['seconds'] / 60:.1f} min "
         f"({summary['images_per_second']:.1f} images/s)",
     ]
+    if options.get("init"):
+        lines.append(
+            f"- initialised from `{options['init']}` (its VAE, UNet, text encoder and tokenizer), "
+            "then trained with a fresh optimizer and schedule; its history is at the end of this card"
+        )
     if vae is not None and (vae / "train.json").is_file():
         vae_summary = json.loads((vae / "train.json").read_text(encoding="utf-8"))
         lines.append(
@@ -98,6 +121,11 @@ def write_card(model: Path, vae: Path | None, validation: Path | None, generator
             f"  - {k}: {v:.1f} (n={metrics['n_edits'][k]})" for k, v in sorted(metrics["edit_ratio"].items())
         ]
     lines += ["", f"Model configuration: `{info.get('name')}`, {info.get('image_size')} px grayscale.", ""]
+    if previous:
+        # Demote the earlier card's headings one level so that it reads as a section of this one.
+        lines += ["## History: the model it was initialised from", ""]
+        lines += [("#" + line) if line.startswith("#") else line for line in previous.splitlines()]
+        lines.append("")
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
     return out / "README.md"
 
@@ -110,8 +138,11 @@ def main() -> None:
     parser.add_argument("--validation", type=Path)
     parser.add_argument("--generator", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--command", help="the command line that trained the model")
+    parser.add_argument("--previous-card", type=Path, help="card of the --init model, kept as history")
     args = parser.parse_args()
-    print(write_card(args.model, args.vae, args.validation, args.generator, args.out))
+    previous = args.previous_card.read_text(encoding="utf-8") if args.previous_card else None
+    print(write_card(args.model, args.vae, args.validation, args.generator, args.out, args.command, previous))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from cvlm.diffusion.components import (
+    DiffusionComponents,
     build_tiny,
     build_vae,
+    load_components,
     load_sd_v1,
     prompt_words,
     resolve_config,
@@ -98,6 +100,8 @@ class TrainOptions:
             the kept model (0 = the paper's strict best-PSNR rule). Measured on the tiny model: PSNR is
             at the VAE's ceiling (+-0.1 dB) from step 150 on, while prompt response comes much later.
         kl_weight: Weight of the VAE's KL term.
+        init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
+            a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
     """
 
     config: str
@@ -129,6 +133,7 @@ class TrainOptions:
     decoder_only: bool = False
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
+    init: Path | None = None
 
 
 @dataclass
@@ -387,6 +392,10 @@ class _DiffusionTask(_Task):
             self.components = load_sd_v1(options.sd_unet, options.sd_base)
             self.default_lr = 5e-5
             train_text = False
+        elif options.init is not None:
+            self.components = _init_components(options)
+            self.default_lr = 5e-4
+            train_text = True
         else:
             config = resolve_config(options.config)
             if options.vae is None:
@@ -455,6 +464,26 @@ class _DiffusionTask(_Task):
     def save(self, folder: Path, info: dict[str, Any]) -> None:
         self.components.info.update(info)
         save_components(self.components, folder, half=self.options.half)
+
+
+def _init_components(options: TrainOptions) -> DiffusionComponents:
+    """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word."""
+    if options.vae is not None:
+        raise ValueError("--init brings its own VAE; leave out --vae.")
+    components = load_components(options.init)
+    words = prompt_words(
+        [*ABNORMALITIES, *(r for s in ("train", "validate") for r in _prompts(options.data, s))]
+    )
+    vocab = components.tokenizer.get_vocab()
+    unknown = sorted(w for w in words if f"{w}</w>" not in vocab and w not in vocab)
+    if unknown:
+        raise ValueError(
+            f"--init {options.init}: its tokenizer lacks prompt words {unknown[:10]}; train a fresh model."
+        )
+    components = components.to("cpu")
+    components.unet.train()
+    components.text_encoder.train()
+    return components
 
 
 def _prompts(data: Path, split: str) -> list[str]:

@@ -509,14 +509,16 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     pts = rib.points
     seg = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
     at = seg[-1] * rng.uniform(0.45, 0.8)
-    gap = 0.5 * _level(f, 0.007, 0.011, 0.018)
-    step = _level(f, 0.01, 0.018, 0.03) * rng.choice([-1.0, 1.0])
+    # Sized to be seen at 128 px (a gap of 2-4 px, a step of 1.5-3.5 px): a sub-pixel break would be
+    # a finding no reader and no generator could see, which only adds label noise to the world.
+    gap = 0.5 * _level(f, 0.035, 0.05, 0.07)
+    step = _level(f, 0.025, 0.04, 0.06) * rng.choice([-1.0, 1.0])
     # Fragment ends, then the distal fragment displaced perpendicular to the rib, tapering off.
     tangent = np.array([np.interp(at, seg, np.gradient(pts[:, k])) for k in range(2)])
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
     before = np.vstack([pts[seg < at - gap], [np.interp(at - gap, seg, pts[:, k]) for k in range(2)]])
     after = np.vstack([[np.interp(at + gap, seg, pts[:, k]) for k in range(2)], pts[seg > at + gap]])
-    reach = 0.1
+    reach = 0.15
     off = np.clip(1.0 - (np.r_[at + gap, seg[seg > at + gap]] - at) / reach, 0.0, 1.0)
     after = after + step * off[:, None] * normal
     # Same drawing order as the anatomy, so crossings with other ribs are drawn identically.
