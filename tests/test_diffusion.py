@@ -217,6 +217,26 @@ def test_init_starts_from_a_trained_model_and_the_card_keeps_its_history(world, 
     assert "### Data and training" in card
 
 
+def test_bf16_autocast_and_gradient_checkpointing_train_on_cpu(world, tmp_path):
+    # The GPU recipe's switches (bf16 autocast, gradient checkpointing) run the same code path on a CPU,
+    # so a broken cast or checkpoint call is caught here and not first on a cluster. A fresh process:
+    # Accelerate keeps one precision per process.
+    out = tmp_path / "bf16"
+    cmd = [sys.executable, "-m", "cvlm.cli", "train", "--config", str(world["config"])]
+    cmd += ["--data", str(world["data"]), "--out", str(out), "--vae", str(world["vae"])]
+    cmd += ["--steps-max", "3", "--batch-size", "8", "--val-every", "3", "--val-steps", "4", "--val-n", "4"]
+    cmd += ["--mixed-precision", "bf16", "--gradient-checkpointing", "--device", "cpu", "--threads", "1"]
+    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["finished"] and summary["options"]["mixed_precision"] == "bf16"
+    assert all(np.isfinite(row["psnr"]) for row in summary["history"])
+    rows = (out / "log.csv").read_text().splitlines()[1:]
+    assert rows and all(np.isfinite(float(line.split(",")[1])) for line in rows)
+    assert load_components(out).unet.dtype == torch.float32
+
+
 def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -509,10 +509,10 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     pts = rib.points
     seg = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
     at = seg[-1] * rng.uniform(0.45, 0.8)
-    # Sized to be seen at 128 px (a gap of 2-4 px, a step of 1.5-3.5 px): a sub-pixel break would be
-    # a finding no reader and no generator could see, which only adds label noise to the world.
-    gap = 0.5 * _level(f, 0.035, 0.05, 0.07)
-    step = _level(f, 0.025, 0.04, 0.06) * rng.choice([-1.0, 1.0])
+    # Exaggerated to be seen at 128 px (a gap of 3-5 px, a step of 2-4 px): a real fracture line is a few
+    # pixels wide on a 2,500 px film and would vanish at this size, leaving a label no reader could see.
+    gap = 0.5 * _level(f, 0.05, 0.065, 0.085)
+    step = _level(f, 0.035, 0.05, 0.07) * rng.choice([-1.0, 1.0])
     # Fragment ends, then the distal fragment displaced perpendicular to the rib, tapering off.
     tangent = np.array([np.interp(at, seg, np.gradient(pts[:, k])) for k in range(2)])
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
