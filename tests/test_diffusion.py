@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusion_helpers import PROMPTS, make_prepared, write_test_config
 
+from cvlm.cli import main
 from cvlm.diffusion.card import write_card
 from cvlm.diffusion.components import (
     build_tiny,
@@ -366,10 +367,40 @@ def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
     assert set(metrics["edit_ratio"]) == {"Lung Lesion", "Fracture"}
     assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values())
     assert 5 < metrics["vae_psnr"] < 60 and metrics["seconds_per_image"] > 0
-    guided = validate(tmp_path / "m", world["data"], n=3, steps=2, guidance=3.0)
+    fid = metrics["fid"]
+    assert set(fid) == {"features", "reconstruction", "edited", "seconds"}
+    assert fid["features"] == "phantom-templater" and fid["seconds"] > 0
+    for value in (fid["reconstruction"], fid["edited"], metrics["fid_reference"]):
+        assert isinstance(value, float) and np.isfinite(value) and value >= 0
+    guided = validate(tmp_path / "m", world["data"], n=3, steps=2, guidance=3.0, fid_features=None)
     assert guided["guidance"] == 3.0 and set(guided["edit_ratio"]) <= {"Lung Lesion", "Fracture"}
+    assert "fid" not in guided and "fid_reference" not in guided
+    written = {}
+    for flag in ("none", "phantom-captioner"):  # the CLI flag; the captioner's encoder works as well
+        args = ["--model", str(tmp_path / "m"), "--data", str(world["data"]), "--n", "4", "--steps", "2"]
+        assert main(["validate", *args, "--fid-features", flag, "--out", str(tmp_path / f"{flag}.json")]) == 0
+        written[flag] = json.loads((tmp_path / f"{flag}.json").read_text())
+    assert (
+        "fid" not in written["none"]
+        and written["phantom-captioner"]["fid"]["features"] == "phantom-captioner"
+    )
+    with pytest.raises(ValueError, match="Cannot resolve generator"):
+        validate(tmp_path / "m", world["data"], n=2, steps=2, fid_features="no-such-extractor")
     with pytest.raises(FileNotFoundError, match="neither a prepared folder"):
         validate(tmp_path / "m", tmp_path, n=2, steps=2)
+
+
+def test_fid_scores_report_none_where_a_set_is_too_small():
+    from cvlm.metrics import frechet_distance
+    from cvlm.validate import fid_scores
+
+    rng = np.random.default_rng(0)
+    real, recon = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    scores = fid_scores(real, recon, np.zeros((1, 3)))
+    assert scores["reconstruction"] > 0 and scores["edited"] is None
+    assert scores["reference"] == pytest.approx(frechet_distance(real[[0, 2, 4]], real[[1, 3]]))
+    assert fid_scores(real[:3], recon[:3], recon)["reference"] is None  # halves of 2 and 1
+    assert fid_scores(real, real, real)["reconstruction"] == pytest.approx(0.0, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -8,13 +8,13 @@ from captum.attr import LayerGradCam
 
 from cvlm.bundled import bundled_names
 from cvlm.cli import main
-from cvlm.generators import GeneratorError, load_generator
+from cvlm.generators import CallableGenerator, GeneratorError, image_features, load_generator
 from cvlm.generators.captioner import PhantomCaptioner
 from cvlm.generators.templater import PhantomTemplater, fill_template, image_seed
 from cvlm.generators.text import detokenize, report_sections, target_tokens
 from cvlm.generators.training import TrainConfig, train_captioner, train_templater
 from cvlm.phantoms.world import write_world
-from cvlm.xray import read_xray, write_png
+from cvlm.xray import read_xray, resize, to_tensor, write_png
 
 BUNDLED = ("phantom-captioner", "phantom-templater", "phantom-shortcut")
 
@@ -124,6 +124,32 @@ def test_bundled_generators_write_phantom_reports(name, tiny_world):
     if g.supports_attention:
         out = g.generate_with_attention(images[:1])
         assert out.maps[0].shape == (len(out.tokens[0]), 8, 8)
+
+
+def test_image_features_of_the_bundled_templater(tiny_world):
+    g = load_generator("phantom-templater", device="cpu")
+    images = [read_xray(p) for p in sorted(tiny_world.rglob("files/**/*.jpg"))[:4]]
+    feats = image_features(g, images)
+    assert feats.shape == (4, 128) and feats.dtype == np.float64
+    assert np.isfinite(feats).all() and (feats >= 0).all()  # pooled after a ReLU
+    assert np.array_equal(image_features(g, images), feats)
+    # One image alone gets the features it gets in a batch (eval-mode BatchNorm, no batch statistics).
+    np.testing.assert_allclose(image_features(g, images[2:3])[0], feats[2], rtol=1e-5, atol=1e-6)
+    # By hand: xray [0, 1] -> 128 px -> [-1, 1] -> encoder -> mean over the 8x8 grid.
+    x = to_tensor([resize(im, 128) for im in images], "minus_one_one")
+    with torch.no_grad():
+        expected = g.net.encoder(x).mean((2, 3)).double().numpy()
+    np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-6)
+    assert len({tuple(np.round(row, 4)) for row in feats}) == 4  # different chests, different features
+    with pytest.raises(GeneratorError, match="expected float in"):
+        image_features(g, [images[0] * 255])
+
+
+def test_image_features_refuse_a_generator_without_cnn_encoder():
+    with pytest.raises(GeneratorError, match="no CNN encoder"):
+        image_features(
+            CallableGenerator(lambda images: [""] * len(images), name="text-only"), [np.zeros((8, 8))]
+        )
 
 
 def test_cli_generate_skips_an_unreadable_image(tmp_path, tiny_world, capsys):

@@ -9,6 +9,7 @@ from cvlm.metrics import (
     cyclic_rate,
     energy_in_mask,
     f1_table,
+    frechet_distance,
     iou,
     mask_from_boxes,
     pointing_game,
@@ -239,6 +240,76 @@ def test_cyclic_rate():
         cyclic_rate([1, 0])
 
 
+# --- frechet_distance -------------------------------------------------------------------------------
+
+
+def test_frechet_distance_identical_sets_is_zero():
+    feats = RNG.normal(size=(40, 6))
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-9)
+    # Same rows in another order: same mean and covariance.
+    assert frechet_distance(feats, feats[::-1]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_shifted_set_is_squared_mean_distance():
+    # B = A + shift has exactly A's sample covariance, so the trace term vanishes: ||shift||^2.
+    feats = RNG.normal(size=(30, 5))
+    shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    assert frechet_distance(feats, feats + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
+
+
+def test_frechet_distance_scaled_set_closed_form():
+    # B = c A: S_b = c^2 S_a, (S_a S_b)^(1/2) = c S_a, so FD = (1 - c)^2 (||mu_a||^2 + Tr S_a).
+    # 8 rows in 12 dimensions: singular covariances, where a naive sqrtm struggles.
+    feats = RNG.normal(loc=0.7, size=(8, 12))
+    c = 3.0
+    expected = (1 - c) ** 2 * (np.sum(feats.mean(0) ** 2) + np.trace(np.cov(feats, rowvar=False)))
+    assert frechet_distance(feats, c * feats) == pytest.approx(expected, rel=1e-8)
+
+
+def test_frechet_distance_matches_the_sqrtm_formula_on_full_rank_covariances():
+    from scipy import linalg
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(50, 10)), 1.5 * rng.normal(size=(60, 10)) + 0.3
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a + cov_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_isotropic_gaussians_and_symmetry():
+    # Large samples of N(0, I) and N(mu, I): the population distance is ||mu||^2 = 4. The estimate's
+    # standard deviation is about 2 ||mu|| sqrt(1/4000 + 1/3000) ~ 0.1, hence the tolerance.
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(4000, 3))
+    b = rng.normal(size=(3000, 3)) + np.array([2.0, 0.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.3)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    # Different spreads: N(0, I) vs N(0, 4 I) in 3-D is 3 (1 + 4 - 2 * 2) = 3.
+    assert frechet_distance(a, 2.0 * rng.normal(size=(3000, 3))) == pytest.approx(3.0, abs=0.3)
+
+
+def test_frechet_distance_small_samples_are_biased_upwards():
+    # Two samples of one distribution: positive, and larger at small N (the reason for fid_reference).
+    rng = np.random.default_rng(1)
+    small = np.mean([frechet_distance(rng.normal(size=(10, 4)), rng.normal(size=(10, 4))) for _ in range(20)])
+    large = np.mean(
+        [frechet_distance(rng.normal(size=(200, 4)), rng.normal(size=(200, 4))) for _ in range(20)]
+    )
+    assert small > 5 * large > 0
+
+
+def test_frechet_distance_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        frechet_distance(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        frechet_distance(np.zeros(4), np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(np.full((3, 2), np.nan), np.zeros((3, 2)))
+
+
 def test_doctests():
     result = doctest.testmod(cvlm.metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 9 and result.failed == 0
+    assert result.attempted >= 10 and result.failed == 0

@@ -318,13 +318,22 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edited samples")
+    p.add_argument(
+        "--fid-features",
+        default="phantom-templater",
+        metavar="NAME|none",
+        help="generator whose CNN encoder gives the FID-like score's features; 'none' skips the score",
+    )
     p.set_defaults(func=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from cvlm.validate import validate, write_validation
 
-    metrics = validate(args.model, args.data, args.n, args.steps, args.batch_size, args.device, args.guidance)
+    features = None if args.fid_features.lower() == "none" else args.fid_features
+    metrics = validate(
+        args.model, args.data, args.n, args.steps, args.batch_size, args.device, args.guidance, features
+    )
     path = write_validation(metrics, args.out)
     print(
         f"reconstruction PSNR {metrics['reconstruction_psnr']:.2f} dB, "

@@ -16,6 +16,8 @@ spec                                       generator
 ``command:PROGRAM ARGS``                   :class:`CommandGenerator` (JSON lines on stdin / stdout)
 ``callable:MODULE:FUNCTION``               :class:`CallableGenerator`
 ========================================== ==============================================================
+
+:func:`image_features` returns the pooled CNN-encoder features of a phantom generator (for FID-like scores).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from cvlm.bundled import BUNDLED_ROOT, resolve_model
 from cvlm.generators.base import GeneratorAttention, GeneratorError, ReportGenerator, check_images
 from cvlm.generators.command import CommandGenerator
+from cvlm.generators.features import image_features
 from cvlm.generators.python_callable import CallableGenerator
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "GeneratorError",
     "ReportGenerator",
     "check_images",
+    "image_features",
     "load_generator",
 ]
 

@@ -100,6 +100,13 @@ class PhantomGenerator(ReportGenerator):
         """``(B, 1, S, S)`` on the generator's device, S = ``image_size``."""
         return phantom_tensor(images, self.image_size).to(self.device)
 
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The CNN encoder's last feature map ``(B, C, h, w)`` for a batch from :meth:`preprocess`.
+
+        It is the output of :meth:`gradcam_layer`; :func:`cvlm.generators.image_features` pools it.
+        """
+        return self.net.encoder(images)
+
     def finding_index(self, finding: str) -> int:
         """Position of ``finding`` (any accepted spelling) among the model's findings.
 
