@@ -7,17 +7,23 @@
 # Each model is trained in stages (--init continues from the previous stage, with a fresh learning-rate
 # schedule and another seed), which is how the bundled weights were made on a shared 2-core CPU; a GPU run
 # can use more epochs per stage. Worlds and logs go to $WORLDS (default worlds/), models to $MODELS.
+# The first stages ran on a 5,000-image world; the last ones on a 16,000-image world (more examples of the
+# rare, subtle findings: fracture, lung lesion, pleural other), after fractures were made visible at 128 px.
+# A from-scratch run with this script makes models of the same recipe, not byte-identical weights.
 set -euo pipefail
 PY=${PY:-python}
 WORLDS=${WORLDS:-worlds}
 MODELS=${MODELS:-src/cvlm/bundled/generators}
 N_TRAIN=${N_TRAIN:-5000}
+N_LARGE=${N_LARGE:-16000}
 N_TEST=${N_TEST:-1000}
 DEVICE_FLAG=${DEVICE:+--device $DEVICE}
 cvlm() { "$PY" -m cvlm.cli "$@"; }
 
 # Worlds: training (seed 1000), shortcut training (seed 2000), a fresh test world (seed 3000, never trained on).
-cvlm phantoms --out "$WORLDS/train" --n "$N_TRAIN" --seed 1000
+# (The cards of the first stages call the 5,000-image world `worlds/train`; it is `train-5k` here.)
+cvlm phantoms --out "$WORLDS/train-5k" --n "$N_TRAIN" --seed 1000
+cvlm phantoms --out "$WORLDS/train" --n "$N_LARGE" --seed 1000
 cvlm phantoms --out "$WORLDS/shortcut" --n "$N_TRAIN" --seed 2000 --shortcut --shortcut-finding Pneumothorax
 cvlm phantoms --out "$WORLDS/test" --n "$N_TEST" --seed 3000
 
@@ -31,13 +37,15 @@ train() {
 }
 
 templater() {
-  local a=(--arch templater --data "$WORLDS/train")
+  local a=(--arch templater --data "$WORLDS/train-5k") b=(--arch templater --data "$WORLDS/train")
   train phantom-templater templater "${a[@]}" --epochs 15 --seed 0
   train phantom-templater templater "${a[@]}" --init "$MODELS/phantom-templater" --epochs 20 --seed 1
   train phantom-templater templater "${a[@]}" --init "$MODELS/phantom-templater" --epochs 20 --seed 2
+  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 4 --seed 3
+  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 6 --seed 4
 }
 captioner() {
-  local a=(--arch captioner --data "$WORLDS/train")
+  local a=(--arch captioner --data "$WORLDS/train-5k") b=(--arch captioner --data "$WORLDS/train")
   train phantom-captioner captioner "${a[@]}" --epochs 12 --seed 0
   train phantom-captioner captioner "${a[@]}" --init "$MODELS/phantom-captioner" --epochs 10 --seed 1
   train phantom-captioner captioner "${a[@]}" --init "$MODELS/phantom-captioner" --epochs 10 --seed 2
