@@ -166,3 +166,25 @@ def test_cli_generate_skips_an_unreadable_image(tmp_path, tiny_world, capsys):
     assert all(r["report"].startswith("FINDINGS:") and r["image"].endswith(".png") for r in rows)
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err and "2 written, 1 skipped" in captured.out
+
+
+def test_captioner_starts_from_a_templater_encoder(tiny_models, tmp_path):
+    from cvlm.generators.nets import CaptionerNet, ClassifierNet
+    from cvlm.generators.phantom import load_weights
+    from cvlm.generators.training import load_encoder
+
+    root, val = tiny_models
+    templater = load_weights(ClassifierNet(13), root / "templater")
+    captioner = CaptionerNet(50, 13, grid=4)
+    load_encoder(captioner, root / "templater")
+    for key, value in templater.encoder.state_dict().items():
+        assert torch.equal(captioner.encoder.state_dict()[key], value), key
+    with pytest.raises(GeneratorError, match="same --widths"):
+        load_encoder(CaptionerNet(50, 13, widths=(4, 8, 16, 32, 64), grid=4), root / "templater")
+    with pytest.raises(GeneratorError, match="missing"):
+        load_encoder(captioner, tmp_path)
+    # A short training run from it records where the encoder came from.
+    train = fake_world(16, size=64, seed=2)
+    config = TrainConfig(epochs=1, batch_size=8, seed=0, init_encoder=str(root / "templater"))
+    train_captioner(train, val, tmp_path / "captioner", config)
+    assert "CNN encoder initialised from" in (tmp_path / "captioner" / "README.md").read_text()

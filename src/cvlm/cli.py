@@ -142,6 +142,9 @@ def _add_train_generator(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", type=Path, default=None, help="continue training this model folder")
     p.add_argument(
+        "--init-encoder", type=Path, default=None, help="captioner: start from this generator's CNN encoder"
+    )
+    p.add_argument(
         "--test-data", type=Path, default=None, help="world whose test split scores the model for its card"
     )
     p.add_argument(
@@ -170,6 +173,7 @@ def _run_train_generator(args: argparse.Namespace) -> int:
         threads=args.threads,
         widths=[int(w) for w in args.widths.split(",")] if args.widths else None,
         init=args.init,
+        init_encoder=args.init_encoder,
         test_data=args.test_data,
         test_split=None if args.test_split == "all" else args.test_split,
         shortcut_finding=args.shortcut_finding,

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from cvlm.findings import ABNORMALITIES
-from cvlm.generators.base import resolve_device
+from cvlm.generators.base import GeneratorError, resolve_device
 from cvlm.generators.captioner import VOCAB_NAME
 from cvlm.generators.nets import CaptionerNet, ClassifierNet
-from cvlm.generators.phantom import load_weights, read_config, save_weights
+from cvlm.generators.phantom import WEIGHTS_NAME, load_weights, read_config, save_weights
 from cvlm.generators.templater import DEFAULT_TEMPLATES, SEVERITIES, SIDES, TEMPLATES_NAME
 from cvlm.generators.text import WordVocabulary, target_tokens
 
@@ -110,6 +111,27 @@ def truth_findings(record: Any) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------- shared
+def load_encoder(net: nn.Module, folder: str | Path) -> None:
+    """Copy the CNN encoder of another phantom generator (``encoder.*`` weights) into ``net.encoder``.
+
+    A pretrained visual extractor, as R2Gen starts from an ImageNet ResNet: here a templater trained on the
+    same world, so that the captioner's decoder learns to write from features that already see the findings.
+
+    Raises:
+        GeneratorError: If the folder's encoder widths differ from ``net``'s.
+    """
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise GeneratorError(f"{path} is missing; --init-encoder needs a phantom generator folder.")
+    state = {
+        k.removeprefix("encoder."): v for k, v in load_file(str(path)).items() if k.startswith("encoder.")
+    }
+    try:
+        net.encoder.load_state_dict(state)
+    except RuntimeError as err:
+        raise GeneratorError(f"{folder}: its encoder does not fit (use the same --widths): {err}") from err
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (written into the model card)."""
@@ -123,6 +145,7 @@ class TrainConfig:
     shift: int = 4
     threads: int | None = None
     init: str | None = None
+    init_encoder: str | None = None
 
 
 def _batches(
@@ -282,6 +305,8 @@ def train_captioner(
     net = CaptionerNet(len(vocab), len(ABNORMALITIES), **{**architecture, "widths": config.widths})
     if init:
         load_weights(net, config.init).train()
+    elif config.init_encoder:
+        load_encoder(net, config.init_encoder)
     net = net.to(device)
     labels = torch.from_numpy(train.labels)
     tokens = torch.from_numpy(ids)
@@ -411,6 +436,8 @@ def _write_card(
             for line in text.splitlines()
             if line.lstrip().startswith(("- command:", "- steps:", "- time:"))
         ]
+    elif config.init_encoder:  # a new model on a pretrained encoder: name it, and how that was trained
+        earlier = [f"- CNN encoder initialised from `{config.init_encoder}` (a pretrained visual extractor)"]
     lines = [
         f"# {name}",
         "",
@@ -457,6 +484,7 @@ def train_generator(
     threads: int | None = None,
     widths: Sequence[int] | None = None,
     init: str | Path | None = None,
+    init_encoder: str | Path | None = None,
     log: Callable[[str], None] = logger.info,
 ) -> Path:
     """Train a phantom generator on the ``train`` split of a world (thresholds / checks on ``validate``).
@@ -474,6 +502,8 @@ def train_generator(
         threads: torch CPU threads (``None``: torch's default).
         widths: CNN encoder widths (default ``TrainConfig.widths``).
         init: A model folder of the same ``arch`` to continue training from (its sizes are kept).
+        init_encoder: Captioner: a phantom generator folder (e.g. a templater with the same ``widths``)
+            whose trained CNN encoder starts the new model.
         log: Where progress lines go.
     """
     if arch not in ("captioner", "templater"):
@@ -489,6 +519,12 @@ def train_generator(
         f"in {time.perf_counter() - started:.0f} s"
     )
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, init=str(init) if init else None)
+    if init_encoder:
+        if arch != "captioner" or init:
+            raise ValueError(
+                "--init-encoder starts a new captioner; it goes with --arch captioner, not --init."
+            )
+        config.init_encoder = str(init_encoder)
     if widths:
         config.widths = tuple(int(w) for w in widths)
     fn = train_captioner if arch == "captioner" else train_templater
