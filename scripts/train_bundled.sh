@@ -11,6 +11,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/train_bundled_generators.sh
-for G in phantom-templater phantom-captioner phantom-shortcut; do
-  DEVICE=${DEVICE:-auto} bash scripts/train_bundled_diffusion.sh "$G"
+D=src/cvlm/bundled/diffusion
+export DEVICE=${DEVICE:-auto}
+# First stage: the templater's model trains the VAE that all three share; the captioner's reuses it; the
+# shortcut generator's starts from the templater's model (same prompt vocabulary) on its own prompts.
+STEPS=1500 bash scripts/train_bundled_diffusion.sh phantom-templater
+STEPS=1500 VAE=runs/bundled-diffusion/phantom-templater/vae bash scripts/train_bundled_diffusion.sh phantom-captioner
+STEPS=1500 INIT=$D/phantom-templater bash scripts/train_bundled_diffusion.sh phantom-shortcut
+# Second stage of the honest generators' models: 1500 more steps on a fresh world's prompts written by the
+# retrained generators (the edit response keeps improving with steps long after the PSNR has saturated).
+for G in phantom-templater phantom-captioner; do
+  SEED=$([[ $G == phantom-templater ]] && echo 1100 || echo 1200)
+  WORK=runs/bundled-diffusion/$G-2 INIT=$D/$G SEED=$SEED STEPS=1500 bash scripts/train_bundled_diffusion.sh "$G"
 done
