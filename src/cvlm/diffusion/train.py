@@ -404,9 +404,7 @@ class _DiffusionTask(_Task):
                     "`cvlm train --config vae --data PREPARED --out VAE_DIR`."
                 )
             vae = AutoencoderKL.from_pretrained(options.vae, local_files_only=True, torch_dtype=torch.float32)
-            words = prompt_words(
-                [*ABNORMALITIES, *(r for s in ("train", "validate") for r in _prompts(options.data, s))]
-            )
+            words = _vocabulary(options.data)
             self.components = build_tiny(words, scratch / "tokenizer", config, vae=vae, seed=options.seed)
             self.default_lr = 5e-4
             train_text = True
@@ -471,9 +469,7 @@ def _init_components(options: TrainOptions) -> DiffusionComponents:
     if options.vae is not None:
         raise ValueError("--init brings its own VAE; leave out --vae.")
     components = load_components(options.init)
-    words = prompt_words(
-        [*ABNORMALITIES, *(r for s in ("train", "validate") for r in _prompts(options.data, s))]
-    )
+    words = _vocabulary(options.data)
     vocab = components.tokenizer.get_vocab()
     unknown = sorted(w for w in words if f"{w}</w>" not in vocab and w not in vocab)
     if unknown:
@@ -484,6 +480,11 @@ def _init_components(options: TrainOptions) -> DiffusionComponents:
     components.unet.train()
     components.text_encoder.train()
     return components
+
+
+def _vocabulary(data: Path) -> list[str]:
+    """The prompt words of a prepared folder's train and validate splits, plus every finding name."""
+    return prompt_words([*ABNORMALITIES, *(r for s in ("train", "validate") for r in _prompts(data, s))])
 
 
 def _prompts(data: Path, split: str) -> list[str]:
