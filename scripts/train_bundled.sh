@@ -24,7 +24,10 @@ for G in phantom-templater phantom-captioner; do
   SEED=$([[ $G == phantom-templater ]] && echo 1100 || echo 1200)
   WORK=runs/bundled-diffusion/$G-2 INIT=$D/$G SEED=$SEED STEPS=1500 bash scripts/train_bundled_diffusion.sh "$G"
 done
-# Third stage of the templater's model: 1500 more steps on a world rendered after fractures were made
-# visible (a wider break, a step of a rib width, dense fragment ends), with the retrained templater's prompts.
-WORK=runs/bundled-diffusion/phantom-templater-3 INIT=$D/phantom-templater SEED=1300 STEPS=1500 \
-  bash scripts/train_bundled_diffusion.sh phantom-templater
+# Third stage of the honest generators' models: 1500 more steps on a world rendered after fractures were made
+# visible (a wider break, a step of a rib width, dense fragment ends), with prompts of the retrained templater
+# and of the new captioner (started from the templater's encoder).
+for G in phantom-templater phantom-captioner; do
+  SEED=$([[ $G == phantom-templater ]] && echo 1300 || echo 1400)
+  WORK=runs/bundled-diffusion/$G-3 INIT=$D/$G SEED=$SEED STEPS=1500 bash scripts/train_bundled_diffusion.sh "$G"
+done

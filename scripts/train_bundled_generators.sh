@@ -54,6 +54,8 @@ captioner() {
   # R2Gen starts from a pretrained CNN; this captioner starts from the finished templater's encoder.
   train phantom-captioner captioner --arch captioner --data "$WORLDS/train" \
     --init-encoder "$MODELS/phantom-templater" --epochs 8 --seed 20
+  train phantom-captioner captioner --arch captioner --data "$WORLDS/train" \
+    --init "$MODELS/phantom-captioner" --epochs 6 --seed 21
 }
 shortcut() {
   # Its dependence on the mark is measured on the test split of its own world (mark independent there).
