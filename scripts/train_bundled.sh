@@ -31,3 +31,6 @@ for G in phantom-templater phantom-captioner; do
   SEED=$([[ $G == phantom-templater ]] && echo 1300 || echo 1400)
   WORK=runs/bundled-diffusion/$G-3 INIT=$D/$G SEED=$SEED STEPS=1500 bash scripts/train_bundled_diffusion.sh "$G"
 done
+# Fourth stage of the templater's model (its pneumothorax and cardiomegaly edits were still the weakest).
+WORK=runs/bundled-diffusion/phantom-templater-4 INIT=$D/phantom-templater SEED=1500 STEPS=1500 \
+  bash scripts/train_bundled_diffusion.sh phantom-templater
