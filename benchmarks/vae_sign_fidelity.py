@@ -26,7 +26,7 @@ from cvlm.diffusion.reconstruction import decode_latents, encode_images
 from cvlm.findings import ABNORMALITIES
 from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.render import render_case
-from cvlm.phantoms.signs import LATERALITY, VARIANTS
+from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
 
 
 def main() -> None:
@@ -42,11 +42,10 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in ABNORMALITIES:
         rows = []
+        sides, variants = LATERALITY[name], VARIANTS[name]
+        severity = "moderate" if "moderate" in SEVERITY[name] else None  # devices have no severity
         for k in range(args.n):
-            sides, variants = LATERALITY[name], VARIANTS[name]
-            finding = FindingInstance(name, sides[k % len(sides)], "moderate", variants[k % len(variants)])
-            if name == "Support Devices":
-                finding = FindingInstance(name, None, None, variants[k % len(variants)])
+            finding = FindingInstance(name, sides[k % len(sides)], severity, variants[k % len(variants)])
             seed = 500 + k
             with_f = render_case(Case(seed, (finding,)), args.size)
             without = render_case(Case(seed), args.size)

@@ -45,10 +45,9 @@ templater() {
   train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 6 --seed 4
   # After fractures got a wider break, a one-rib-width step and dense fragment ends (the world re-rendered;
   # the stages with seeds 5-7 saw a version in which 2 % of the breaks still lay behind the heart).
-  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 8 --seed 5 --threads 2
-  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 8 --seed 6 --threads 2
-  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 8 --seed 7 --threads 2
-  train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 8 --seed 8 --threads 2
+  for seed in 5 6 7 8; do
+    train phantom-templater templater "${b[@]}" --init "$MODELS/phantom-templater" --epochs 8 --seed "$seed" --threads 2
+  done
 }
 captioner() {
   # R2Gen starts from a pretrained CNN; this captioner starts from the finished templater's encoder.

@@ -502,6 +502,11 @@ def pleural_other(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -
     return _sign(delta, mask)
 
 
+def _along(points: np.ndarray, arc: np.ndarray, u: float) -> np.ndarray:
+    """The point ``(2,)`` at arc length ``u`` of a polyline ``(N, 2)`` with cumulative lengths ``arc``."""
+    return np.array([np.interp(u, arc, points[:, k]) for k in range(2)])
+
+
 def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sign:
     """Lateral rib fracture: a lucent gap, a step between the fragments and their dense (sclerotic) ends."""
     side = f.laterality
@@ -509,14 +514,12 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     # The break lies over aerated lung, clear of the heart (rib weight >= 0.8): behind the heart or in
     # the bright lower zone the exposure curve flattens the rib to a few hundredths, and a label there
     # would again be one no reader could see.
-    size = anat.layers["rib_weight"].shape[0]
-    for _ in range(50):
+    for _ in range(50):  # (after 50 misses the last draw is kept)
         rib = candidates[int(rng.integers(len(candidates)))]
         pts = rib.points
         seg = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
         at = seg[-1] * rng.uniform(0.45, 0.8)
-        site = anat.to_px([[np.interp(at, seg, pts[:, k]) for k in range(2)]])[0]
-        px, py = np.clip(np.round(site), 0, size - 1)
+        px, py = np.clip(np.round(anat.to_px([_along(pts, seg, at)])[0]), 0, anat.size - 1)
         if anat.layers["rib_weight"][int(py), int(px)] >= 0.8:
             break
     # Exaggerated to be seen at 128 px (a gap of 5-7 px, a step of 4-6 px, about one rib width): a real
@@ -526,13 +529,16 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     gap = 0.5 * _level(f, 0.08, 0.095, 0.11)
     step = _level(f, 0.06, 0.075, 0.09) * rng.choice([-1.0, 1.0])
     # Fragment ends, then the distal fragment displaced perpendicular to the rib, tapering off.
-    tangent = np.array([np.interp(at, seg, np.gradient(pts[:, k])) for k in range(2)])
+    tangent = _along(np.gradient(pts, axis=0), seg, at)
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
-    before = np.vstack([pts[seg < at - gap], [np.interp(at - gap, seg, pts[:, k]) for k in range(2)]])
-    after = np.vstack([[np.interp(at + gap, seg, pts[:, k]) for k in range(2)], pts[seg > at + gap]])
     reach = 0.3
-    off = np.clip(1.0 - (np.r_[at + gap, seg[seg > at + gap]] - at) / reach, 0.0, 1.0)
-    after = after + step * off[:, None] * normal
+
+    def taper(u: np.ndarray | float) -> np.ndarray:
+        return np.clip(1.0 - (u - at) / reach, 0.0, 1.0)
+
+    before = np.vstack([pts[seg < at - gap], _along(pts, seg, at - gap)])
+    after = np.vstack([_along(pts, seg, at + gap), pts[seg > at + gap]])
+    after = after + step * taper(np.r_[at + gap, seg[seg > at + gap]])[:, None] * normal
     # Same drawing order as the anatomy, so crossings with other ribs are drawn identically.
     k = next(i for i, r in enumerate(anat.ribs) if r is rib)
     pieces = [
@@ -543,14 +549,9 @@ def fracture(anat: Anatomy, f: FindingInstance, rng: np.random.Generator) -> Sig
     # Sclerotic fragment ends: the last ~2 px of each fragment are denser (compacted, overriding bone), so
     # the break reads as bright - dark - bright with an offset, not only as a faint dip in a faint stripe.
     cap = 0.035
-
-    def point_at(u: float, shift: float = 0.0) -> np.ndarray:
-        o = np.clip(1.0 - (u - at) / reach, 0.0, 1.0) * shift if u > at else 0.0
-        return np.array([np.interp(u, seg, pts[:, k]) for k in range(2)]) + o * normal
-
     ends = [
-        np.stack([point_at(at - gap - cap), point_at(at - gap)]),
-        np.stack([point_at(at + gap, step), point_at(at + gap + cap, step)]),
+        np.stack([_along(pts, seg, at - gap - cap), _along(pts, seg, at - gap)]),
+        np.stack([_along(pts, seg, u) + step * taper(u) * normal for u in (at + gap, at + gap + cap)]),
     ]
     bone = draw_ribs(anat, broken) + 0.8 * anat.fill(ribbons(ends, [rib.width] * 2), 0.45)
     change = anat.coef["ribs"] * anat.layers["rib_weight"] * (bone - anat.layers["ribs"])
