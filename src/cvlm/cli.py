@@ -7,6 +7,7 @@ No logic lives here. Library modules are imported inside each handler so that li
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -262,6 +263,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=0.25,
         help="a checkpoint within this many dB of the best validation PSNR becomes the model (0: strict)",
     )
+    p.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="tiny/sd-v1: repeat-factor sampling threshold over the prompts' findings (0: uniform; e.g. 0.3)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_run_train)
 
@@ -302,6 +309,7 @@ def _run_train(args: argparse.Namespace) -> int:
             decoder_only=args.decoder_only,
             init=args.init,
             psnr_tolerance=args.psnr_tolerance,
+            balance=args.balance,
         )
     )
     print(
@@ -323,6 +331,13 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edited samples")
     p.add_argument(
+        "--fixed-point",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fixed-point iterations per DDIM inversion step (0: plain DDIM inversion)",
+    )
+    p.add_argument(
         "--fid-features",
         default="phantom-templater",
         metavar="NAME|none",
@@ -336,7 +351,15 @@ def _run_validate(args: argparse.Namespace) -> int:
 
     features = None if args.fid_features.lower() == "none" else args.fid_features
     metrics = validate(
-        args.model, args.data, args.n, args.steps, args.batch_size, args.device, args.guidance, features
+        args.model,
+        args.data,
+        args.n,
+        args.steps,
+        args.batch_size,
+        args.device,
+        args.guidance,
+        features,
+        fixed_point=args.fixed_point,
     )
     path = write_validation(metrics, args.out)
     print(
@@ -385,12 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvlm`` console script."""
     args = build_parser().parse_args(argv)
+    # cvlm's own notes (a resumed run, validation scores, sampling shares) go to stderr at INFO;
+    # libraries keep their levels. Removed again so that in-process calls (tests) do not stack handlers.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    package_logger = logging.getLogger("cvlm")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         # Errors raised at the boundary carry a message that says what to do; no traceback needed.
         print(f"cvlm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        package_logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ def validate(
     device: str = "cpu",
     guidance: float = 1.0,
     fid_features: str | Path | None = "phantom-templater",
+    fixed_point: int = 0,
 ) -> dict:
     """Measure a diffusion model on ``n`` images of ``data``; see the module docstring for the keys.
 
@@ -125,6 +126,8 @@ def validate(
             always use the own prompt at scale 1).
         fid_features: Generator (bundled name or folder) whose CNN encoder gives the features of the
             FID-like score; ``None`` skips the score.
+        fixed_point: Fixed-point iterations per DDIM inversion step (0 = plain DDIM inversion;
+            :func:`cvlm.diffusion.inversion.ddim_invert`).
 
     Returns:
         ``{"vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio": {finding: ratio},
@@ -144,7 +147,7 @@ def validate(
     fid_seconds = time.perf_counter() - clock
 
     # 1. Reconstruction with the own prompt (the same code as training's validation).
-    result = reconstruct(components, images, prompts, steps, batch_size)
+    result = reconstruct(components, images, prompts, steps, batch_size, fixed_point)
 
     # 2. Removal edits from the same z_T, one per (image, finding with a mask).
     edits = [(i, f) for i, c in enumerate(cases) for f in c.findings if f in c.masks]
@@ -175,6 +178,7 @@ def validate(
         "n_edits": {f: len(v) for f, v in inside.items()},
         "steps": steps,
         "guidance": guidance,
+        "fixed_point": fixed_point,
         "model": str(model),
         "data": str(data),
     }

@@ -28,11 +28,14 @@ class PromptedImages:
         ids: One id per image.
         pixels: ``[N, 1, H, W]`` uint8 (0..255 for the [0, 1] pixel convention).
         prompts: One prompt per image.
+        findings: The findings each prompt was built from (``cvlm prepare``'s ``findings``), or
+            ``None`` for manifests written without them; training's ``--balance`` reads them.
     """
 
     ids: list[str]
     pixels: torch.Tensor
     prompts: list[str]
+    findings: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -44,7 +47,8 @@ class PromptedImages:
 
     def subset(self, n: int) -> PromptedImages:
         """The first ``n`` rows (the fixed validation subset)."""
-        return PromptedImages(self.ids[:n], self.pixels[:n], self.prompts[:n])
+        findings = None if self.findings is None else self.findings[:n]
+        return PromptedImages(self.ids[:n], self.pixels[:n], self.prompts[:n], findings)
 
 
 def read_manifest(folder: str | Path) -> list[dict]:
@@ -100,4 +104,5 @@ def load_split(folder: str | Path, split: str, size: int, limit: int | None = No
     if not rows:
         raise ValueError(f"{Path(folder) / MANIFEST}: no {split!r} rows.")
     pixels = load_images([r["image"] for r in rows], size)
-    return PromptedImages([str(r["id"]) for r in rows], pixels, [str(r["prompt"]) for r in rows])
+    findings = [list(r["findings"]) for r in rows] if all("findings" in r for r in rows) else None
+    return PromptedImages([str(r["id"]) for r in rows], pixels, [str(r["prompt"]) for r in rows], findings)

@@ -7,6 +7,14 @@ writes the loop (the CVLM paper's step 4 "invert" and step 5 "edit"). Both sched
 same config, so for a noise predictor that ignores the latent, sampling undoes inversion exactly; with a
 trained predictor the round trip is approximate and its PSNR is the model's first quality gate.
 
+Plain DDIM inversion evaluates the noise at the *start* of each step, z_{t-1}, where sampling will
+evaluate it at the end, z_t; the mismatch is the round trip's error, and it blurs thin structures
+(a pleural line, a rib break). ``fixed_point=K`` solves the implicit step z_t = step(eps(z_t), z_{t-1})
+with K fixed-point iterations (Pan et al., "Effective Real Image Editing with Accelerated Iterative
+Diffusion Inversion", ICCV 2023; Garibi et al., "ReNoise", ECCV 2024): K + 1 UNet calls per step, and
+sampling with the same prompt then retraces the inversion (measured: the round trip reaches the VAE's
+own PSNR at K = 2).
+
 Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + w (eps_c - eps_u); ``guidance=1`` uses the
 conditional prediction alone (one UNet call per step), which is what reconstruction needs.
 """
@@ -71,6 +79,7 @@ def ddim_invert(
     steps: int = 50,
     guidance: float = 1.0,
     uncond: torch.Tensor | None = None,
+    fixed_point: int = 0,
 ) -> torch.Tensor:
     """DDIM inversion: clean latents z_0 -> noise latents z_T.
 
@@ -82,6 +91,7 @@ def ddim_invert(
         steps: Number of DDIM steps T.
         guidance: Classifier-free guidance scale (1 = conditional only).
         uncond: Empty-prompt embeddings ``[1 or B, L, D]``, needed when ``guidance != 1``.
+        fixed_point: Fixed-point iterations per step (0 = plain DDIM inversion; see the module doc).
 
     Returns:
         z_T, ``[B, c, h, w]``, float32.
@@ -94,12 +104,20 @@ def ddim_invert(
         True
     """
     _check(latents, text, steps)
+    if fixed_point < 0:
+        raise ValueError(f"fixed_point must be >= 0, got {fixed_point}.")
     scheduler = DDIMInverseScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(steps, device=latents.device)
     z = latents.float()
     for t in scheduler.timesteps:
         eps = _guided(predict, z, t, text, uncond, guidance)
-        z = scheduler.step(eps, t, z).prev_sample
+        target = scheduler.step(eps, t, z).prev_sample
+        for _ in range(fixed_point):
+            # The noise where sampling will evaluate it: at the step's end point (DDIMInverseScheduler.step
+            # keeps no state between calls, so the same step can be re-taken from z).
+            eps = _guided(predict, target, t, text, uncond, guidance)
+            target = scheduler.step(eps, t, z).prev_sample
+        z = target
     return z
 
 

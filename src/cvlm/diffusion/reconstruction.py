@@ -55,12 +55,20 @@ def embed(components: DiffusionComponents, prompts: Sequence[str]) -> torch.Tens
 
 @torch.no_grad()
 def invert(
-    components: DiffusionComponents, images: torch.Tensor, prompts: Sequence[str], steps: int = 50
+    components: DiffusionComponents,
+    images: torch.Tensor,
+    prompts: Sequence[str],
+    steps: int = 50,
+    fixed_point: int = 0,
 ) -> torch.Tensor:
-    """Images ``[B, 1, H, W]`` + their prompts -> z_T ``[B, c, h, w]`` (DDIM inversion, guidance 1)."""
+    """Images ``[B, 1, H, W]`` + their prompts -> z_T ``[B, c, h, w]`` (DDIM inversion, guidance 1).
+
+    ``fixed_point``: iterations per step of the exact inversion (:func:`ddim_invert`); 0 = plain DDIM.
+    """
     latents = encode_images(components, images)
     predict = unet_predictor(components.unet)
-    return ddim_invert(predict, components.scheduler.config, latents, embed(components, prompts), steps)
+    text = embed(components, prompts)
+    return ddim_invert(predict, components.scheduler.config, latents, text, steps, fixed_point=fixed_point)
 
 
 @torch.no_grad()
@@ -109,6 +117,7 @@ def reconstruct(
     prompts: Sequence[str],
     steps: int = 50,
     batch_size: int = 16,
+    fixed_point: int = 0,
 ) -> Reconstruction:
     """Invert each image with its own prompt, resample with the same prompt, and score the round trip.
 
@@ -118,6 +127,7 @@ def reconstruct(
         prompts: N prompts, one per image.
         steps: DDIM steps T for inversion and sampling (the paper's T = 50).
         batch_size: Images per UNet batch.
+        fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
 
     Returns:
         A :class:`Reconstruction`.
@@ -134,7 +144,7 @@ def reconstruct(
     for i in range(0, images.shape[0], batch_size):
         batch, batch_prompts = images[i : i + batch_size], list(prompts[i : i + batch_size])
         vae_only.append(decode_latents(components, encode_images(components, batch)).cpu())
-        z_t = invert(components, batch, batch_prompts, steps)
+        z_t = invert(components, batch, batch_prompts, steps, fixed_point)
         recon.append(sample(components, z_t, batch_prompts, steps).cpu())
         noise.append(z_t.cpu())
     seconds = (time.perf_counter() - start) / images.shape[0]

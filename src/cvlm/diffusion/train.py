@@ -102,6 +102,9 @@ class TrainOptions:
         kl_weight: Weight of the VAE's KL term.
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
+        balance: Repeat-factor sampling threshold t (Gupta et al., LVIS, CVPR 2019) over the prompts'
+            findings: an image is drawn ``max(1, max over its findings of sqrt(t / frequency))`` times as
+            often, so rare findings (pneumothorax, fracture) are seen more. 0 = uniform epochs.
     """
 
     config: str
@@ -134,6 +137,7 @@ class TrainOptions:
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
     init: Path | None = None
+    balance: float = 0.0
 
 
 @dataclass
@@ -182,6 +186,49 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_777 + epoch))
         out.append(perm[pos])
     return torch.stack(out)
+
+
+def repeat_factors(findings: list[list[str]], threshold: float) -> torch.Tensor:
+    """Per-image repeat factors of repeat-factor sampling (Gupta et al., LVIS, CVPR 2019).
+
+    A finding present in a fraction f of the images gets r = max(1, sqrt(threshold / f)); an image gets
+    the largest r of its findings (1 without findings). Only the prompts' findings are used (what the
+    generator wrote), never a data set's ground truth, so this works on real data too.
+
+    Args:
+        findings: The findings of each image's prompt.
+        threshold: t; findings rarer than t are oversampled.
+
+    Returns:
+        ``[N]`` float64 repeat factors (>= 1).
+
+    Example:
+        >>> repeat_factors([["Edema"], [], [], ["Edema", "Fracture"]], 0.5).tolist()
+        [1.0, 1.0, 1.0, 1.4142135623730951]
+    """
+    counts: dict[str, int] = {}
+    for row in findings:
+        for f in set(row):
+            counts[f] = counts.get(f, 0) + 1
+    n = max(len(findings), 1)
+    factor = {f: max(1.0, math.sqrt(threshold * n / c)) for f, c in counts.items()}
+    return torch.tensor([max((factor[f] for f in row), default=1.0) for row in findings], dtype=torch.float64)
+
+
+def balanced_batch_indices(weights: torch.Tensor, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the global batch of ``step``, drawn with replacement in proportion to ``weights``.
+
+    Seeded by ``(seed, step)`` alone, so a resumed run draws exactly the batches it would have.
+
+    Example:
+        >>> w = torch.tensor([1.0, 0.0, 3.0])
+        >>> torch.equal(balanced_batch_indices(w, 8, 0, 5), balanced_batch_indices(w, 8, 0, 5))
+        True
+        >>> 1 in balanced_batch_indices(w, 64, 0, 1).tolist()
+        False
+    """
+    generator = torch.Generator().manual_seed(seed * 7_777 + step * 104_729 + 1)
+    return torch.multinomial(weights, batch_size, replacement=True, generator=generator)
 
 
 # ------------------------------------------------------------------------------------ loss modules
@@ -305,6 +352,7 @@ class _Task:
 
     loss_module: torch.nn.Module
     default_lr: float
+    train_set: PromptedImages
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.loss_module.parameters() if p.requires_grad]
@@ -564,14 +612,23 @@ def train(options: TrainOptions) -> TrainResult:
 
     # 3. The loop.
     n_train = len(task.train_set)
+    weights = _sampling_weights(task, options, accelerator.is_main_process)
     per_process = options.batch_size // world
     losses: list[float] = []
     train_seconds, train_images, steps_this_run = 0.0, 0, 0
-    meta = {"config": options.config, "data": str(options.data), "seed": options.seed}
+    meta = {
+        "config": options.config,
+        "data": str(options.data),
+        "seed": options.seed,
+        "balance": options.balance,
+    }
     while state["step"] < options.steps:
         step = state["step"] + 1
         tic = time.perf_counter()
-        global_batch = batch_indices(n_train, options.batch_size, options.seed, step)
+        if weights is None:
+            global_batch = batch_indices(n_train, options.batch_size, options.seed, step)
+        else:
+            global_batch = balanced_batch_indices(weights, options.batch_size, options.seed, step)
         local = global_batch[rank * per_process : (rank + 1) * per_process]
         inputs = task.batch(local, _generator(options.seed, step, rank), accelerator.device)
         with accelerator.autocast():
@@ -645,6 +702,25 @@ def train(options: TrainOptions) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _sampling_weights(task: _Task, options: TrainOptions, log: bool) -> torch.Tensor | None:
+    """Repeat factors of the training images for ``--balance`` (None: uniform epochs)."""
+    if options.balance <= 0:
+        return None
+    findings = task.train_set.findings
+    if findings is None:
+        raise ValueError(
+            f"--balance needs the manifest's `findings`; {options.data} has none (re-run prepare)."
+        )
+    weights = repeat_factors(findings, options.balance)
+    if log:
+        share = {}
+        for f in sorted({f for row in findings for f in row}):
+            has = torch.tensor([f in row for row in findings])
+            share[f] = f"{has.double().mean():.3f}->{(weights * has).sum() / weights.sum():.3f}"
+        logger.info("--balance %.2f: share of images per finding, before->after: %s", options.balance, share)
+    return weights
 
 
 def _is_vae(options: TrainOptions) -> bool:
