@@ -3,7 +3,8 @@
 Measures, on synthetic inputs of the real shapes, with the tiny config's real networks:
 * VAE training steps (64x64 crops, as `cvlm train --config vae` does, and full 128x128 images);
 * UNet + text-encoder training steps on 32x32x4 latents (as `cvlm train --config tiny` does);
-* one DDIM inversion + resampling round trip (T=50) per image, batch 16.
+* one DDIM inversion + resampling round trip (T=50) per image, batch 16: plain, and with the exact
+  (fixed-point, K = 2) inversion, with their ratio from the same run.
 
 Usage: python benchmarks/diffusion_train_throughput.py [--threads 2] [--steps 5]
 """
@@ -77,13 +78,18 @@ def main() -> None:
 
     c.eval()
     batch = 16
+    seconds = {}
     with torch.no_grad():
         text = c.text_encoder(ids[:batch])[0]
-        start = time.perf_counter()
-        zt = ddim_invert(unet_predictor(c.unet), c.scheduler.config, latents[:batch], text, 50)
-        ddim_sample(unet_predictor(c.unet), c.scheduler.config, zt, text, 50)
-        seconds = (time.perf_counter() - start) / batch
-    print(f"DDIM inversion + resampling, T=50, batch {batch}: {seconds:.3f} s/image")
+        predict = unet_predictor(c.unet)
+        for k in (0, 2):
+            start = time.perf_counter()
+            zt = ddim_invert(predict, c.scheduler.config, latents[:batch], text, 50, fixed_point=k)
+            ddim_sample(predict, c.scheduler.config, zt, text, 50)
+            seconds[k] = (time.perf_counter() - start) / batch
+    print(f"DDIM inversion + resampling, T=50, batch {batch}: {seconds[0]:.3f} s/image")
+    ratio = seconds[2] / seconds[0]
+    print(f"  with exact (fixed-point K=2) inversion: {seconds[2]:.3f} s/image ({ratio:.2f}x)")
     print(f"tiny config image size {TINY_CONFIG['image_size']}, latents 4x32x32")
 
 
