@@ -34,3 +34,12 @@ done
 # Fourth stage of the templater's model (its pneumothorax and cardiomegaly edits were still the weakest).
 WORK=runs/bundled-diffusion/phantom-templater-4 INIT=$D/phantom-templater SEED=1500 STEPS=1500 \
   bash scripts/train_bundled_diffusion.sh phantom-templater
+# Fifth and sixth stages of the templater's model and fourth of the captioner's: fresh worlds of 12,000 images
+# (the earlier stages saw 3,000-image worlds about 20 times each) with repeat-factor sampling of the rare
+# findings (--balance 0.5); the pneumothorax, pleural-other and fracture edits were the weakest.
+for SEED in 1700 1900; do
+  WORK=runs/bundled-diffusion/phantom-templater-$(( SEED == 1700 ? 5 : 6 )) INIT=$D/phantom-templater N_TRAIN=12000 \
+    SEED=$SEED STEPS=1500 BALANCE=0.5 bash scripts/train_bundled_diffusion.sh phantom-templater
+done
+WORK=runs/bundled-diffusion/phantom-captioner-4 INIT=$D/phantom-captioner N_TRAIN=12000 SEED=1800 STEPS=1500 \
+  BALANCE=0.5 bash scripts/train_bundled_diffusion.sh phantom-captioner
