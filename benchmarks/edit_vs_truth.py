@@ -27,9 +27,9 @@ from cvlm.bundled import resolve_model
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import reconstruct, sample
 from cvlm.findings import ABNORMALITIES
-from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.case import Case
 from cvlm.phantoms.render import render_case
-from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
+from cvlm.phantoms.signs import cycled_instances
 from cvlm.prompts import build_prompt
 from cvlm.xray import from_tensor
 
@@ -55,11 +55,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     summary = []
     for name in args.findings:
-        sides, variants = LATERALITY[name], VARIANTS[name]
-        severity = args.severity if args.severity in SEVERITY[name] else None  # devices have no severity
         withs, withouts, masks = [], [], []
-        for k in range(args.n):
-            finding = FindingInstance(name, sides[k % len(sides)], severity, variants[k % len(variants)])
+        for k, finding in enumerate(cycled_instances(name, args.n, args.severity)):
             seed = 900 + k  # anatomies unlike the training worlds' (world seeds draw their own case seeds)
             with_f = render_case(Case(seed, (finding,)), size)
             withs.append(with_f.image)

@@ -21,9 +21,9 @@ from cvlm.bundled import resolve_model
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import embed, encode_images
 from cvlm.findings import ABNORMALITIES
-from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.case import Case
 from cvlm.phantoms.render import render_case
-from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
+from cvlm.phantoms.signs import cycled_instances
 from cvlm.prompts import build_prompt
 
 
@@ -43,11 +43,8 @@ def main() -> None:
     print("| finding | " + " | ".join(f"t={t}" for t in args.t) + " |")
     print("|---|" + "---|" * len(args.t))
     for name in ABNORMALITIES:
-        sides, variants = LATERALITY[name], VARIANTS[name]
-        severity = "moderate" if "moderate" in SEVERITY[name] else None
         images, masks = [], []
-        for k in range(args.n):
-            finding = FindingInstance(name, sides[k % len(sides)], severity, variants[k % len(variants)])
+        for k, finding in enumerate(cycled_instances(name, args.n)):
             rendered = render_case(Case(900 + k, (finding,)), size)
             images.append(rendered.image)
             masks.append(rendered.masks[name])

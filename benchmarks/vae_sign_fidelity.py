@@ -24,9 +24,9 @@ from cvlm.bundled import resolve_model
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import decode_latents, encode_images
 from cvlm.findings import ABNORMALITIES
-from cvlm.phantoms.case import Case, FindingInstance
+from cvlm.phantoms.case import Case
 from cvlm.phantoms.render import render_case
-from cvlm.phantoms.signs import LATERALITY, SEVERITY, VARIANTS
+from cvlm.phantoms.signs import cycled_instances
 
 
 def main() -> None:
@@ -42,10 +42,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in ABNORMALITIES:
         rows = []
-        sides, variants = LATERALITY[name], VARIANTS[name]
-        severity = "moderate" if "moderate" in SEVERITY[name] else None  # devices have no severity
-        for k in range(args.n):
-            finding = FindingInstance(name, sides[k % len(sides)], severity, variants[k % len(variants)])
+        for k, finding in enumerate(cycled_instances(name, args.n)):
             seed = 500 + k
             with_f = render_case(Case(seed, (finding,)), args.size)
             without = render_case(Case(seed), args.size)

@@ -25,6 +25,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,10 +207,7 @@ def repeat_factors(findings: list[list[str]], threshold: float) -> torch.Tensor:
         >>> repeat_factors([["Edema"], [], [], ["Edema", "Fracture"]], 0.5).tolist()
         [1.0, 1.0, 1.0, 1.4142135623730951]
     """
-    counts: dict[str, int] = {}
-    for row in findings:
-        for f in set(row):
-            counts[f] = counts.get(f, 0) + 1
+    counts = Counter(f for row in findings for f in set(row))
     n = max(len(findings), 1)
     factor = {f: max(1.0, math.sqrt(threshold * n / c)) for f, c in counts.items()}
     return torch.tensor([max((factor[f] for f in row), default=1.0) for row in findings], dtype=torch.float64)

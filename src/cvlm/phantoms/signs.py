@@ -94,6 +94,22 @@ class Sign:
     mask: np.ndarray
 
 
+def cycled_instances(name: str, n: int, severity: str = "moderate") -> list[FindingInstance]:
+    """``n`` instances of one finding with its sides and variants taken in turn (for controlled pairs).
+
+    ``severity`` is used where the finding accepts it (support devices have none).
+
+    Example:
+        >>> [f.laterality for f in cycled_instances("Pneumothorax", 3)]
+        ['left', 'right', 'left']
+    """
+    sides, variants = LATERALITY[name], VARIANTS[name]
+    level = severity if severity in SEVERITY[name] else None
+    return [
+        FindingInstance(name, sides[k % len(sides)], level, variants[k % len(variants)]) for k in range(n)
+    ]
+
+
 def check_finding(f: FindingInstance) -> None:
     """Raise ``ValueError`` if a finding instance is not renderable, saying what is accepted."""
     if f.name not in VARIANTS:
