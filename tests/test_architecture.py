@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "cyclic": 2,
     "baselines": 2,
     "scoring": 2,
+    "readout": 2,
     "validate": 2,
     "explain": 3,
     "evaluate": 3,
@@ -52,11 +53,18 @@ def _imported_units(source: str, rel: Path) -> set[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "cvlm":
+            # ``from cvlm import labeler``: a name that is a module or subpackage is that unit; anything
+            # else (``__version__``) is an attribute of the package's __init__.
+            names = [f"cvlm.{a.name if _is_unit(a.name) else '__init__'}" for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
         elif isinstance(node, ast.ImportFrom) and node.level >= len(rel.parts):
             # A relative import that climbs out of its subpackage reaches another unit.
             names = [f"cvlm.{node.module}"] if node.module else [f"cvlm.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node):
+            # importlib.import_module("cvlm.labeler") / __import__("cvlm.labeler") with a literal name.
+            names = [node.args[0].value]
         else:
             continue
         for name in names:
@@ -64,6 +72,21 @@ def _imported_units(source: str, rel: Path) -> set[str]:
             if parts[0] == "cvlm" and len(parts) > 1:
                 units.add(parts[1])
     return units
+
+
+def _is_unit(name: str) -> bool:
+    return (SRC / f"{name}.py").is_file() or (SRC / name / "__init__.py").is_file()
+
+
+def _is_dynamic_import(node: ast.Call) -> bool:
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return (
+        name in ("import_module", "__import__")
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
 
 
 def _violations(unit: str, imported: set[str]) -> list[str]:
@@ -99,3 +122,24 @@ def test_checker_catches_upward_and_sideways_imports():
     imported = _imported_units(probe, Path("phantoms/probe.py"))
     assert imported == {"explain", "labeler", "findings"}
     assert len(_violations("phantoms", imported)) == 2
+
+
+@pytest.mark.parametrize(
+    ("unit", "rel", "probe", "culprit"),
+    [
+        ("phantoms", "phantoms/world.py", "from cvlm import labeler\n", "labeler"),
+        ("prompts", "prompts.py", "from cvlm import findings, scoring\n", "scoring"),
+        ("phantoms", "phantoms/world.py", "from .. import generators\n", "generators"),
+        (
+            "diffusion",
+            "diffusion/train.py",
+            "import importlib\nimportlib.import_module('cvlm.explain')\n",
+            "explain",
+        ),
+        ("metrics", "metrics.py", "import cvlm.prepare as p\n", "prepare"),
+    ],
+)
+def test_checker_catches_every_import_form(unit, rel, probe, culprit):
+    # Each form once slipped through or could: the probe must be reported, naming the culprit.
+    found = _violations(unit, _imported_units(probe, Path(rel)))
+    assert any(culprit in v for v in found), f"{probe!r} in {rel}: violations {found}"

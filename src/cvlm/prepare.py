@@ -28,7 +28,8 @@ from cvlm import __version__
 from cvlm.data import Record, load_dataset, read_report
 from cvlm.generators import ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
-from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt, findings_from_labels
+from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
+from cvlm.readout import read_reports
 from cvlm.xray import XrayReadError, read_xray
 
 PROMPT_MODES = ("generated", "gt", "raw")
@@ -183,9 +184,10 @@ def prepare(
             else:
                 kept, images, failures = _read_batch(batch)
                 reports = gen.generate(images) if images else []
-            labels = labeler.label(reports) if reports else []
-            for record, report, label in zip(kept, reports, labels, strict=True):
-                findings = findings_from_labels(label, policy=policy)
+            readout = read_reports(reports, labeler, policy)
+            for record, report, label, findings in zip(
+                kept, reports, readout.labels, readout.findings, strict=True
+            ):
                 line = {
                     "id": record.dicom_id,
                     "image": str(Path(record.image_path).resolve()),

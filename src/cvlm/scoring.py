@@ -8,8 +8,8 @@
   with / without the finding; plus an intervention: the mark pasted into images that have neither.
 * :func:`train_and_score`: ``cvlm train-generator``: train, then score into the model card.
 
-A finding counts as written when the labeler marks it positive or uncertain (``1`` or ``-1``): "possible
-left lung mass" names the finding.
+A finding counts as written by the one rule of :mod:`cvlm.readout` (default policy: the labeler marks it
+positive or uncertain, so "possible left lung mass" names the finding).
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from cvlm.generators import ReportGenerator, load_generator
 from cvlm.generators.training import train_generator, truth_findings
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.metrics import f1_table
+from cvlm.readout import read_findings, read_reports
 from cvlm.xray import read_xray
-
-WRITTEN = (1, -1)
 
 
 def _records(data_root: str | Path, split: str | None, n: int | None) -> list[Record]:
@@ -46,6 +45,11 @@ def _records(data_root: str | Path, split: str | None, n: int | None) -> list[Re
 
 def _truth_labels(records: Sequence[Record]) -> list[dict[str, int]]:
     return [{name: int(name in truth_findings(r)) for name in ABNORMALITIES} for r in records]
+
+
+def _as_labels(findings: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+    # The findings a report names, as label dicts for f1_table (1 = written).
+    return [dict.fromkeys(names, 1) for names in findings]
 
 
 def _round_table(table: dict) -> dict:
@@ -89,12 +93,13 @@ def score_generator(
     records = _records(data_root, split, n)
     images = [read_xray(r.image_path) for r in records]
     start = time.perf_counter()
-    reports = generator.generate(images)
+    readout = read_findings(generator, images, labeler)
     seconds = time.perf_counter() - start
     truth = _truth_labels(records)
     classes = [name for name in ABNORMALITIES if any(t[name] for t in truth)]
-    table = f1_table(truth, labeler.label(reports), classes, positive=WRITTEN)
-    ceiling = f1_table(truth, labeler.label([read_report(r.report_path) for r in records]), classes, WRITTEN)
+    table = f1_table(truth, _as_labels(readout.findings), classes)
+    own = read_reports([read_report(r.report_path) for r in records], labeler)
+    ceiling = f1_table(truth, _as_labels(own.findings), classes)
     return {
         "generator": generator.name,
         "data": str(data_root),
@@ -142,9 +147,7 @@ def shortcut_dependence(
             f"{data_root} ({split}): no image carries the shortcut mark; use a --shortcut world."
         )
     images = [read_xray(r.image_path) for r in records]
-    written = np.array(
-        [labels.get(finding) in WRITTEN for labels in labeler.label(generator.generate(images))], dtype=bool
-    )
+    written = np.array([finding in f for f in read_findings(generator, images, labeler).findings], dtype=bool)
     has_mark = np.array([r.mark_box is not None for r in records])
     has_finding = np.array([finding in truth_findings(r) for r in records])
 
@@ -170,7 +173,7 @@ def shortcut_dependence(
         if mask.shape == image.shape:
             image[mask] = donor[mask]
             pasted.append(image)
-    after = [labels.get(finding) in WRITTEN for labels in labeler.label(generator.generate(pasted))]
+    after = [finding in f for f in read_findings(generator, pasted, labeler).findings]
     return {
         "generator": generator.name,
         "finding": finding,

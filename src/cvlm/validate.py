@@ -10,6 +10,10 @@ it measures, on ``n`` images (test split first, then validate, then train):
 * ``edit_ratio``: per finding, the mean |edited - reconstruction| inside the finding's true mask over the
   mean outside it, when that finding is removed from the prompt and sampled from the same z_T (needs
   masks: phantom worlds, or manifest rows with ``"masks": {finding: path}``);
+* ``specificity``: per finding f, the mean change in f's *own* pixels (its true mask less the other
+  findings' masks) when f is removed, over the mean change there when *another* finding of the same image
+  is removed: the null control of the edit ratio (an edit that changes everything scores about 1). Only
+  images with at least two masked findings count (``n_specificity`` per finding);
 * ``seconds_per_image`` of the reconstruction round trip;
 * ``fid`` (unless ``fid_features=None``): an FID-like score, the Fréchet distance
   (:func:`cvlm.metrics.frechet_distance`) between features of the real images and those of
@@ -36,10 +40,11 @@ import numpy as np
 import torch
 
 from cvlm.bundled import resolve_model
+from cvlm.counterfactual import sample_rows
 from cvlm.data import load_dataset, read_mask
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.dataset import MANIFEST, load_images, read_manifest
-from cvlm.diffusion.reconstruction import reconstruct, sample
+from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
 from cvlm.prompts import build_prompt, remove_finding
@@ -149,25 +154,26 @@ def validate(
     # 1. Reconstruction with the own prompt (the same code as training's validation).
     result = reconstruct(components, images, prompts, steps, batch_size, fixed_point)
 
-    # 2. Removal edits from the same z_T, one per (image, finding with a mask).
+    # 2. Removal edits from the same z_T, one per (image, finding with a mask), batched across images.
     edits = [(i, f) for i, c in enumerate(cases) for f in c.findings if f in c.masks]
+    edit_prompts = [build_prompt(remove_finding(cases[i].findings, f)) for i, f in edits]
+    noise = result.noise[[i for i, _ in edits]].to(device) if edits else result.noise[:0]
+    edited_images = list(
+        sample_rows(components, noise, edit_prompts, None, steps, guidance, batch_size=batch_size)
+    )
+    masks = {(i, f): _mask(cases[i].masks[f], result.reconstructions.shape[-2:]) for i, f in edits}
     inside: dict[str, list[float]] = {}
     outside: dict[str, list[float]] = {}
-    edited_images: list[np.ndarray] = []
-    for start in range(0, len(edits), batch_size):
-        chunk = edits[start : start + batch_size]
-        noise = torch.stack([result.noise[i] for i, _ in chunk]).to(device)
-        edit_prompts = [build_prompt(remove_finding(cases[i].findings, f)) for i, f in chunk]
-        edited = from_tensor(sample(components, noise, edit_prompts, steps, guidance).cpu())
-        edited = edited.reshape(len(chunk), *result.reconstructions.shape[-2:])
-        edited_images.extend(edited)
-        for (i, finding), image in zip(chunk, edited, strict=True):
-            change = np.abs(image - result.reconstructions[i])
-            mask = _mask(cases[i].masks[finding], change.shape)
-            if mask.any() and (~mask).any():
-                inside.setdefault(finding, []).append(float(change[mask].mean()))
-                outside.setdefault(finding, []).append(float(change[~mask].mean()))
+    changes: dict[tuple[int, str], np.ndarray] = {}
+    for (i, finding), image in zip(edits, edited_images, strict=True):
+        change = np.abs(image - result.reconstructions[i])
+        changes[(i, finding)] = change
+        mask = masks[(i, finding)]
+        if mask.any() and (~mask).any():
+            inside.setdefault(finding, []).append(float(change[mask].mean()))
+            outside.setdefault(finding, []).append(float(change[~mask].mean()))
     ratio = {f: float(np.mean(inside[f]) / max(np.mean(outside[f]), 1e-12)) for f in inside}
+    specificity, n_specific = edit_specificity(edits, changes, masks)
     metrics = {
         "vae_psnr": result.vae_psnr,
         "reconstruction_psnr": result.reconstruction_psnr,
@@ -176,6 +182,8 @@ def validate(
         "seconds_per_image": result.seconds_per_image,
         "n_images": len(cases),
         "n_edits": {f: len(v) for f, v in inside.items()},
+        "specificity": specificity,
+        "n_specificity": n_specific,
         "steps": steps,
         "guidance": guidance,
         "fixed_point": fixed_point,
@@ -197,6 +205,46 @@ def validate(
         }
         metrics["fid_reference"] = scores["reference"]
     return metrics
+
+
+def edit_specificity(
+    edits: list[tuple[int, str]],
+    changes: dict[tuple[int, str], np.ndarray],
+    masks: dict[tuple[int, str], np.ndarray],
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Change in a finding's own pixels when it is removed, over the change there when another is removed.
+
+    Args:
+        edits: ``(image index, finding)`` of every removal.
+        changes: ``|edited - reconstruction|`` ``(H, W)`` per removal.
+        masks: The true mask ``(H, W)`` bool per (image, finding).
+
+    Returns:
+        ``({finding: ratio}, {finding: number of images})``, over images with two or more removals.
+
+    Example:
+        >>> m = {(0, "A"): np.eye(2, dtype=bool), (0, "B"): ~np.eye(2, dtype=bool)}
+        >>> c = {(0, "A"): np.eye(2) * 4.0, (0, "B"): np.ones((2, 2))}
+        >>> edit_specificity([(0, "A"), (0, "B")], c, m)
+        ({'A': 4.0, 'B': 1.0}, {'A': 1, 'B': 1})
+    """
+    own_change: dict[str, list[float]] = {}
+    other_change: dict[str, list[float]] = {}
+    for i, finding in edits:
+        others = [g for j, g in edits if j == i and g != finding]
+        if not others:
+            continue
+        own = masks[(i, finding)].copy()
+        for g in others:
+            own &= ~masks[(i, g)]
+        if not own.any():
+            continue
+        own_change.setdefault(finding, []).append(float(changes[(i, finding)][own].mean()))
+        other_change.setdefault(finding, []).append(
+            float(np.mean([changes[(i, g)][own].mean() for g in others]))
+        )
+    ratio = {f: float(np.mean(own_change[f]) / max(np.mean(other_change[f]), 1e-12)) for f in own_change}
+    return ratio, {f: len(v) for f, v in own_change.items()}
 
 
 def fid_scores(real: np.ndarray, reconstructions: np.ndarray, edited: np.ndarray) -> dict[str, float | None]:

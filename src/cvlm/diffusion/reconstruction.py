@@ -53,6 +53,28 @@ def embed(components: DiffusionComponents, prompts: Sequence[str]) -> torch.Tens
     return encode_prompts(components.text_encoder, components.tokenizer, prompts, _device(components)).float()
 
 
+@dataclass
+class Inversion:
+    """The DDIM inversion of a batch of images: what every reconstruction and edit starts from.
+
+    Attributes:
+        latents: z_0, the VAE's scaled latents ``[B, c, h, w]`` (float32, on the model's device).
+        noise: z_T ``[B, c, h, w]`` from DDIM inversion with each image's own prompt (guidance 1).
+        prompts: The B prompts the images were inverted with.
+        steps: DDIM steps T (sampling from ``noise`` must use the same T).
+        fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
+    """
+
+    latents: torch.Tensor
+    noise: torch.Tensor
+    prompts: list[str]
+    steps: int
+    fixed_point: int = 0
+
+    def __len__(self) -> int:
+        return self.noise.shape[0]
+
+
 @torch.no_grad()
 def invert(
     components: DiffusionComponents,
@@ -60,15 +82,30 @@ def invert(
     prompts: Sequence[str],
     steps: int = 50,
     fixed_point: int = 0,
-) -> torch.Tensor:
-    """Images ``[B, 1, H, W]`` + their prompts -> z_T ``[B, c, h, w]`` (DDIM inversion, guidance 1).
+) -> Inversion:
+    """Images ``[B, 1, H, W]`` in [-1, 1] + their prompts -> an :class:`Inversion` (DDIM, guidance 1).
 
-    ``fixed_point``: iterations per step of the exact inversion (:func:`ddim_invert`); 0 = plain DDIM.
+    The CVLM paper's step 4: z_0 = VAE(x), then DDIM inversion with the image's own prompt to z_T.
+
+    Args:
+        components: The model (eval mode).
+        images: ``[B, 1, H, W]`` in [-1, 1].
+        prompts: B prompts, one per image.
+        steps: DDIM steps T.
+        fixed_point: Iterations per step of the exact inversion (:func:`ddim_invert`); 0 = plain DDIM.
+
+    Raises:
+        ValueError: If the numbers of images and prompts differ.
     """
+    if len(prompts) != images.shape[0]:
+        raise ValueError(
+            f"Need one prompt per image, got {len(prompts)} prompts for {images.shape[0]} images."
+        )
     latents = encode_images(components, images)
     predict = unet_predictor(components.unet)
     text = embed(components, prompts)
-    return ddim_invert(predict, components.scheduler.config, latents, text, steps, fixed_point=fixed_point)
+    noise = ddim_invert(predict, components.scheduler.config, latents, text, steps, fixed_point=fixed_point)
+    return Inversion(latents, noise, list(prompts), steps, fixed_point)
 
 
 @torch.no_grad()
@@ -78,13 +115,35 @@ def sample(
     prompts: Sequence[str],
     steps: int = 50,
     guidance: float = 1.0,
+    negative_prompts: Sequence[str] | None = None,
+    text: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z_T ``[B, c, h, w]`` + one prompt per row -> images ``[B, 1, H, W]`` in [-1, 1] (DDIM, eta 0)."""
-    text = embed(components, prompts)
-    uncond = embed(components, [""]) if guidance != 1.0 else None
+    """z_T ``[B, c, h, w]`` + one prompt per row -> images ``[B, 1, H, W]`` in [-1, 1] (DDIM, eta 0).
+
+    Args:
+        components: The model.
+        noise: z_T, one row per prompt.
+        prompts: B prompts.
+        steps: DDIM steps T (the inversion's).
+        guidance: Classifier-free guidance scale w: eps = eps_neg + w (eps_prompt - eps_neg).
+        negative_prompts: The direction guidance pushes away from, one per row; ``None`` = the empty
+            prompt (classic classifier-free guidance). Unused at ``guidance == 1``.
+        text: Prompt embeddings ``[B, L, D]`` to use instead of embedding ``prompts`` (for edits made in
+            embedding space).
+    """
+    text = embed(components, prompts) if text is None else text
+    uncond = None
+    if guidance != 1.0:
+        uncond = embed(components, list(negative_prompts) if negative_prompts is not None else [""])
     predict = unet_predictor(components.unet)
     latents = ddim_sample(predict, components.scheduler.config, noise, text, steps, guidance, uncond)
     return decode_latents(components, latents)
+
+
+def score_reconstruction(original: np.ndarray, reconstructed: np.ndarray) -> tuple[list[float], float]:
+    """Per-image PSNR (dB) and the mean SSIM of reconstructions, both ``(N, H, W)`` in [0, 1]."""
+    per_image = [psnr(o, r) for o, r in zip(original, reconstructed, strict=True)]
+    return per_image, ssim(original, reconstructed)
 
 
 @dataclass
@@ -143,19 +202,19 @@ def reconstruct(
     recon, vae_only, noise = [], [], []
     for i in range(0, images.shape[0], batch_size):
         batch, batch_prompts = images[i : i + batch_size], list(prompts[i : i + batch_size])
-        vae_only.append(decode_latents(components, encode_images(components, batch)).cpu())
-        z_t = invert(components, batch, batch_prompts, steps, fixed_point)
-        recon.append(sample(components, z_t, batch_prompts, steps).cpu())
-        noise.append(z_t.cpu())
+        inversion = invert(components, batch, batch_prompts, steps, fixed_point)
+        vae_only.append(decode_latents(components, inversion.latents).cpu())
+        recon.append(sample(components, inversion.noise, batch_prompts, steps).cpu())
+        noise.append(inversion.noise.cpu())
     seconds = (time.perf_counter() - start) / images.shape[0]
     original = from_tensor(images.cpu()).reshape(images.shape[0], *images.shape[-2:])
     rec = from_tensor(torch.cat(recon)).reshape(original.shape)
     vae = from_tensor(torch.cat(vae_only)).reshape(original.shape)
-    per_image = [psnr(o, r) for o, r in zip(original, rec, strict=True)]
+    per_image, mean_ssim = score_reconstruction(original, rec)
     return Reconstruction(
         vae_psnr=psnr(original, vae),
         reconstruction_psnr=float(np.mean(per_image)),
-        reconstruction_ssim=ssim(original, rec),
+        reconstruction_ssim=mean_ssim,
         seconds_per_image=seconds,
         psnr_per_image=per_image,
         reconstructions=rec,

@@ -1,0 +1,303 @@
+"""Counterfactual X-rays: invert once, then sample every edit of an image in one batch (CVLM steps 4-5).
+
+For an X-ray x whose report names the findings F (prompt P = prompt(F)):
+
+1. encode z_0 = VAE(x) and DDIM-invert it with P at guidance 1 to z_T, **once**;
+2. for every requested edit e (remove a finding: P_e = prompt(F - {f}), the paper's; add one:
+   prompt(F + {f}), beyond it) sample from the same z_T with P_e; all edits of the image, plus the
+   reconstruction with P itself, go through the UNet as **one batch**, so the cost of k edits is one
+   inversion plus T batched calls rather than k inversions and k T calls;
+3. decode.
+
+**Edit strength.** At guidance 1 (the paper's setting) a tailored model trained with few steps edits
+thin, faint signs (a rib break, pleural thickening) only weakly, and the generator still writes them.
+Two sampling-time levers strengthen an edit, both equal to the plain edit at strength 1:
+
+* ``guidance`` (default): classifier-free guidance with the *source* prompt as the negative direction,
+  eps = eps(P) + w (eps(P_e) - eps(P)) (as in Ho & Salimans 2022, with P in place of the empty prompt):
+  w > 1 pushes further away from what the image is, towards what it should become. Two UNet calls per
+  row and step.
+* ``embedding``: extrapolation in text-embedding space, tau = tau(P) + s (tau(P_e) - tau(P)): the
+  finding's words weigh s times as much in every cross-attention. One UNet call per row and step.
+
+:mod:`cvlm.explain` escalates the strength through a schedule only for edits whose cycle did not close,
+and keeps the weakest that closes it (adaptive strength). Which lever is the default was measured
+(docs/explain.md); at strength 1 both reduce to the paper's edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cvlm.diffusion.components import DiffusionComponents
+from cvlm.diffusion.reconstruction import Inversion, embed, invert, sample
+from cvlm.findings import DEFAULT_VOCABULARY, NO_FINDING, FindingVocabulary
+from cvlm.prompts import add_finding, build_prompt, remove_finding
+from cvlm.xray import from_tensor, resize, to_tensor
+
+LEVERS = ("guidance", "embedding")
+DEFAULT_LEVER = "guidance"
+DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
+    "guidance": (1.0, 2.0, 3.5, 5.0),
+    "embedding": (1.0, 2.0, 3.0, 4.0),
+}
+"""Strengths tried in order by adaptive strength; the first is the paper's plain edit."""
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit of one image: which finding, which way, and the prompts before and after.
+
+    Attributes:
+        finding: Canonical finding name.
+        kind: ``"remove"`` or ``"add"``.
+        source: The findings the generator wrote (the image's own prompt).
+        target: The findings after the edit.
+    """
+
+    finding: str
+    kind: str
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+
+    @property
+    def prompt(self) -> str:
+        """The edited prompt P_e."""
+        return build_prompt(self.target)
+
+    @property
+    def source_prompt(self) -> str:
+        """The image's own prompt P."""
+        return build_prompt(self.source)
+
+
+def check_finding_names(
+    names: Iterable[str], vocabulary: FindingVocabulary = DEFAULT_VOCABULARY
+) -> list[str]:
+    """Canonical names of user-given findings.
+
+    Raises:
+        ValueError: For an unknown name or No Finding; the message lists the valid names.
+    """
+    out = []
+    for name in names:
+        try:
+            canonical = vocabulary.normalize(name)
+        except ValueError:
+            canonical = None
+        if canonical is None or canonical == NO_FINDING:
+            valid = ", ".join(n for n in vocabulary.names if n != NO_FINDING)
+            raise ValueError(f"Unknown finding {name!r}; valid names (any case): {valid}.")
+        out.append(canonical)
+    return out
+
+
+def plan_edits(
+    findings: Sequence[str],
+    remove: str | Sequence[str] | None = "all",
+    add: Sequence[str] = (),
+    vocabulary: FindingVocabulary = DEFAULT_VOCABULARY,
+) -> list[EditRequest]:
+    """The edits of one image: removals of written findings, additions of unwritten ones.
+
+    Args:
+        findings: The findings the generator wrote for the image.
+        remove: ``"all"`` (every written finding: the paper), a list (those of them the generator
+            wrote; the others cannot be removed and are skipped), or None / empty for no removal.
+        add: Findings to add (those the generator already wrote are skipped).
+        vocabulary: Finding names and order.
+
+    Returns:
+        Removals in canonical order, then additions in canonical order.
+
+    Raises:
+        ValueError: For an unknown finding name (listing the valid ones).
+    """
+    source = tuple(vocabulary.sort(findings))
+    if remove == "all":
+        to_remove = list(source)
+    else:
+        to_remove = [f for f in vocabulary.sort(check_finding_names(remove or (), vocabulary)) if f in source]
+    to_add = [f for f in vocabulary.sort(check_finding_names(add, vocabulary)) if f not in source]
+    edits = [
+        EditRequest(f, "remove", source, tuple(remove_finding(source, f, vocabulary))) for f in to_remove
+    ]
+    edits += [EditRequest(f, "add", source, tuple(add_finding(source, f, vocabulary))) for f in to_add]
+    return edits
+
+
+@torch.no_grad()
+def sample_rows(
+    components: DiffusionComponents,
+    noise: torch.Tensor,
+    prompts: Sequence[str],
+    source_prompts: Sequence[str] | None = None,
+    steps: int = 50,
+    strength: float = 1.0,
+    lever: str = DEFAULT_LEVER,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Sample one image per row of z_T with its own prompt, ``batch_size`` rows per UNet batch.
+
+    Args:
+        components: The tailored model.
+        noise: z_T ``[N, c, h, w]`` (rows of an :class:`Inversion`'s noise, repeated per edit).
+        prompts: N prompts (edited prompts, or the source prompt for a reconstruction row).
+        source_prompts: N source prompts, the direction the strength levers push away from; ``None``
+            with the ``guidance`` lever means the empty prompt (classic classifier-free guidance).
+        steps: DDIM steps T (the inversion's).
+        strength: 1 = the plain edit; see the module docstring.
+        lever: ``"guidance"`` or ``"embedding"``.
+        batch_size: Rows per UNet batch.
+
+    Returns:
+        ``(N, H, W)`` float32 in [0, 1].
+
+    Raises:
+        ValueError: For an unknown lever, a strength below 1 with the embedding lever, or mismatched
+            lengths.
+    """
+    if lever not in LEVERS:
+        raise ValueError(f"Unknown strength lever {lever!r}; choose one of {', '.join(LEVERS)}.")
+    if len(prompts) != noise.shape[0] or (source_prompts is not None and len(source_prompts) != len(prompts)):
+        raise ValueError(
+            f"Need one prompt (and source prompt) per row: {noise.shape[0]} rows, {len(prompts)} prompts."
+        )
+    if lever == "embedding" and source_prompts is None and strength != 1.0:
+        raise ValueError("The embedding lever needs the source prompts.")
+    out = []
+    for start in range(0, noise.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        chunk, chunk_prompts = noise[rows], list(prompts[rows])
+        chunk_sources = list(source_prompts[rows]) if source_prompts is not None else None
+        if lever == "embedding" and strength != 1.0:
+            source, edited = embed(components, chunk_sources), embed(components, chunk_prompts)
+            text = source + strength * (edited - source)
+            images = sample(components, chunk, chunk_prompts, steps, text=text)
+        else:
+            images = sample(components, chunk, chunk_prompts, steps, strength, chunk_sources)
+        out.append(from_tensor(images.cpu()).reshape(len(chunk_prompts), *images.shape[-2:]))
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class Counterfactuals:
+    """One image, its reconstruction and its counterfactuals, all at the model's resolution.
+
+    Attributes:
+        image: ``(H, W)`` float32 in [0, 1], the input resized to the model.
+        inversion: The image's :class:`Inversion` (one row).
+        reconstruction: ``(H, W)`` sampled from z_T with the source prompt.
+        edited: ``(k, H, W)``, one per request, in request order.
+        requests: The k edits.
+        strength: The strength every edit was sampled at.
+        lever: The strength lever.
+    """
+
+    image: np.ndarray
+    inversion: Inversion
+    reconstruction: np.ndarray
+    edited: np.ndarray
+    requests: list[EditRequest]
+    strength: float
+    lever: str
+
+
+def model_input(components: DiffusionComponents, image: np.ndarray) -> np.ndarray:
+    """An xray-convention image ``(H, W)`` resized to the model's square input, float32 in [0, 1]."""
+    size = components.image_size
+    return image.astype(np.float32) if image.shape == (size, size) else resize(image, size)
+
+
+@torch.no_grad()
+def invert_image(
+    components: DiffusionComponents,
+    image: np.ndarray,
+    findings: Sequence[str],
+    steps: int = 50,
+    fixed_point: int = 0,
+) -> Inversion:
+    """Encode and DDIM-invert one image ``(H, W)`` at the model's size with prompt(findings), guidance 1."""
+    pixels = to_tensor(model_input(components, image)[None], "minus_one_one")
+    device = next(components.unet.parameters()).device
+    return invert(components, pixels.to(device), [build_prompt(findings)], steps, fixed_point)
+
+
+@torch.no_grad()
+def counterfactuals(
+    components: DiffusionComponents,
+    image: np.ndarray,
+    requests: Sequence[EditRequest],
+    steps: int = 50,
+    strength: float = 1.0,
+    lever: str = DEFAULT_LEVER,
+    batched: bool = True,
+    inversion: Inversion | None = None,
+    fixed_point: int = 0,
+) -> Counterfactuals:
+    """Invert once, then sample the reconstruction and every edit of the image from the same z_T.
+
+    Args:
+        components: The tailored model (eval mode).
+        image: ``(H, W)`` float32 in [0, 1], any size (resized to the model's).
+        requests: Edits of this image (:func:`plan_edits`); all share one source prompt.
+        steps: DDIM steps T.
+        strength: Edit strength (1 = the paper's plain edit).
+        lever: Strength lever (see the module docstring).
+        batched: All rows in one UNet batch (False: one row at a time; same result, less memory).
+        inversion: A finished inversion of this image to reuse (adaptive strength resamples from it).
+        fixed_point: Fixed-point iterations per inversion step.
+
+    Returns:
+        :class:`Counterfactuals`.
+
+    Raises:
+        ValueError: If the requests do not share one source.
+    """
+    sources = {r.source for r in requests}
+    if len(sources) > 1:
+        raise ValueError("All edits of one call must start from the same findings (one image).")
+    source = next(iter(sources)) if sources else ()
+    if inversion is None:
+        inversion = invert_image(components, image, source, steps, fixed_point)
+    source_prompt = build_prompt(source)
+    prompts = [source_prompt, *(r.prompt for r in requests)]
+    noise = inversion.noise.expand(len(prompts), -1, -1, -1)
+    rows = sample_rows(
+        components,
+        noise,
+        prompts,
+        [source_prompt] * len(prompts),
+        steps,
+        strength,
+        lever,
+        batch_size=len(prompts) if batched else 1,
+    )
+    return Counterfactuals(
+        image=model_input(components, image),
+        inversion=inversion,
+        reconstruction=rows[0],
+        edited=rows[1:],
+        requests=list(requests),
+        strength=strength,
+        lever=lever,
+    )
+
+
+__all__ = [
+    "DEFAULT_LEVER",
+    "DEFAULT_SCHEDULE",
+    "LEVERS",
+    "Counterfactuals",
+    "EditRequest",
+    "check_finding_names",
+    "counterfactuals",
+    "invert_image",
+    "model_input",
+    "plan_edits",
+    "sample_rows",
+]

@@ -1,0 +1,520 @@
+"""``explain()``: which pixels made the generator write each finding (CVLM, Fang, Jin et al., IJCAI 2025).
+
+The numbered steps of :meth:`Explainer.__call__` follow DESIGN.md section 1:
+
+1. check the input (an xray-convention array or a file);
+2. report: r = G(x);
+3. findings: F = labeler(r) under the uncertainty policy (:mod:`cvlm.readout`), prompt P = prompt(F);
+4. invert: z_T from DDIM inversion of VAE(x) with P (:mod:`cvlm.counterfactual`);
+5. edit: every requested edit sampled from z_T in one batch, with the reconstruction beside them;
+6. cycle: G reads every counterfactual (:mod:`cvlm.cyclic`); with adaptive strength, the edits whose
+   cycle did not close are resampled at the next strength of the schedule (from the same z_T) until
+   they close or the schedule ends, and the weakest closing edit is kept;
+7. frames: |reconstruction - counterfactual| -> blur -> threshold -> the K largest boxes (:mod:`cvlm.frames`),
+   mapped back to the original image's pixels;
+8. package: an :class:`cvlm.outputs.Explanation`, flagged untrusted when the reconstruction is far worse
+   than the model's validated reconstruction (the input lies outside what the model knows).
+
+:func:`explain_files` runs it over files and folders (``cvlm explain``): one folder per image written
+atomically, one line per input in ``index.jsonl``, finished images skipped on a rerun, unreadable ones
+reported and the rest explained, and shards over processes under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cvlm.bundled import resolve_model
+from cvlm.counterfactual import (
+    DEFAULT_LEVER,
+    DEFAULT_SCHEDULE,
+    LEVERS,
+    check_finding_names,
+    counterfactuals,
+    plan_edits,
+    sample_rows,
+)
+from cvlm.cyclic import CycleResult, close_cycle, judge
+from cvlm.diffusion.components import DiffusionComponents, load_components
+from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
+from cvlm.generators import ReportGenerator, load_generator
+from cvlm.generators.files import collect_images
+from cvlm.labeler import Labeler, load_labeler
+from cvlm.metrics import psnr
+from cvlm.outputs import EXPLANATION_FILE, Edit, Explanation
+from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
+from cvlm.readout import read_findings
+from cvlm.xray import XrayReadError, read_xray
+
+logger = logging.getLogger(__name__)
+
+INDEX = "index.jsonl"
+TRUST_MARGIN_DB = 4.0
+"""An input whose reconstruction PSNR falls more than this below the model's validated PSNR is untrusted."""
+
+
+@dataclass
+class ExplainOptions:
+    """How to explain (all recorded in every explanation).
+
+    Attributes:
+        steps: DDIM steps T for inversion and sampling (the paper's 50).
+        remove: ``"all"`` written findings (the paper), a list of findings, or None for none.
+        add: Findings to add (those not written).
+        lever: Edit-strength lever (:data:`cvlm.counterfactual.LEVERS`).
+        schedule: Strengths tried in order; None = the lever's default schedule.
+        adaptive: Escalate through the schedule for edits whose cycle did not close (False: the first
+            strength only, the paper's edit).
+        threshold: Frame threshold L on 0..255, or ``"auto"`` (Otsu per edit).
+        top_k: Frames kept per edit.
+        batched: Sample all edits of an image in one UNet batch (False: one at a time, less memory).
+        fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
+        seed: Seeds torch before each image (the DDIM path itself is deterministic).
+        policy: How uncertain mentions count as written.
+        trust_margin_db: See :data:`TRUST_MARGIN_DB`.
+    """
+
+    steps: int = 50
+    remove: str | Sequence[str] | None = "all"
+    add: Sequence[str] = ()
+    lever: str = DEFAULT_LEVER
+    schedule: Sequence[float] | None = None
+    adaptive: bool = True
+    threshold: float | str = PAPER_THRESHOLD
+    top_k: int = TOP_K
+    batched: bool = True
+    fixed_point: int = 0
+    seed: int = 0
+    policy: UncertaintyPolicy | str = DEFAULT_POLICY
+    trust_margin_db: float = TRUST_MARGIN_DB
+
+    def __post_init__(self) -> None:
+        if self.lever not in LEVERS:
+            raise ValueError(f"Unknown strength lever {self.lever!r}; choose one of {', '.join(LEVERS)}.")
+        self.schedule = tuple(float(s) for s in (self.schedule or DEFAULT_SCHEDULE[self.lever]))
+        if not self.schedule or any(s < 1.0 for s in self.schedule):
+            raise ValueError(f"Strengths must be >= 1, got {self.schedule}.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}.")
+        if self.remove not in ("all", None):
+            self.remove = check_finding_names(self.remove)
+        self.add = check_finding_names(self.add)
+        self.policy = UncertaintyPolicy.parse(self.policy)
+
+    @property
+    def strengths(self) -> tuple[float, ...]:
+        """The strengths actually tried: the whole schedule when adaptive, else its first."""
+        return tuple(self.schedule) if self.adaptive else tuple(self.schedule[:1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON record."""
+        record = asdict(self)
+        record.update(policy=self.policy.value, schedule=list(self.schedule), add=list(self.add))
+        return record
+
+
+def _validated_psnr(components: DiffusionComponents) -> float | None:
+    validation = components.info.get("validation") or {}
+    value = validation.get("psnr")
+    return float(value) if value is not None else None
+
+
+@dataclass
+class Explainer:
+    """A generator, its tailored model and a labeler, loaded once; call it on one image.
+
+    Attributes:
+        generator: The report generator to explain.
+        components: Its tailored diffusion model.
+        model_name: How the model was named (bundled name or folder), for the records.
+        labeler: The labeler that reads reports (default: the rule-based one).
+        options: :class:`ExplainOptions`.
+    """
+
+    generator: ReportGenerator
+    components: DiffusionComponents
+    model_name: str
+    labeler: Labeler = field(default_factory=lambda: load_labeler("rules"))
+    options: ExplainOptions = field(default_factory=ExplainOptions)
+
+    @classmethod
+    def load(
+        cls,
+        generator: str | ReportGenerator,
+        model: str | Path,
+        labeler: Labeler | None = None,
+        options: ExplainOptions | None = None,
+        device: str | None = None,
+    ) -> Explainer:
+        """Load a generator (bundled name, folder or adapter spec) and a model (bundled name or folder)."""
+        gen = load_generator(generator, device=device) if isinstance(generator, str) else generator
+        components = load_components(resolve_model(model, "diffusion"), device or "cpu").eval()
+        return cls(gen, components, str(model), labeler or load_labeler("rules"), options or ExplainOptions())
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray | str | Path, name: str | None = None) -> Explanation:
+        """Explain one X-ray (see the module docstring for the steps).
+
+        Args:
+            image: An xray-convention array ``(H, W)`` float32 in [0, 1], or a file
+                (:func:`cvlm.xray.read_xray`).
+            name: What to record as the image (default: the path, or ``"<array>"``).
+
+        Returns:
+            An :class:`Explanation` with its arrays.
+
+        Raises:
+            XrayReadError: If the file cannot be read.
+            ValueError: If the array is not in the xray convention.
+        """
+        started = time.perf_counter()
+        opts = self.options
+        torch.manual_seed(opts.seed)
+
+        # 1. Check the input.
+        if isinstance(image, (str, Path)):
+            name = name or str(image)
+            image = read_xray(image)
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2 or not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError(
+                "image must be an (H, W) float array in [0, 1] (read it with cvlm.xray.read_xray)."
+            )
+
+        # 2-3. Report, findings, prompt.
+        readout = read_findings(self.generator, [image], self.labeler, opts.policy)
+        report, findings = readout.reports[0], readout.findings[0]
+        requests = plan_edits(findings, opts.remove, opts.add)
+
+        # 4-5. Invert once; the reconstruction and every edit at the first strength in one batch.
+        strengths = opts.strengths
+        cf = counterfactuals(
+            self.components,
+            image,
+            requests,
+            opts.steps,
+            strengths[0],
+            opts.lever,
+            opts.batched,
+            fixed_point=opts.fixed_point,
+        )
+        edited = cf.edited.copy()
+
+        # 6. Cycle, with adaptive strength for the edits that did not close it. The reconstruction goes
+        # through the generator in the same batch: what G writes for it is the cycle's own baseline.
+        both = read_findings(self.generator, [cf.reconstruction, *edited], self.labeler, opts.policy)
+        recon_findings = both.findings[0]
+        results: list[CycleResult] = []
+        for request, report, after in zip(requests, both.reports[1:], both.findings[1:], strict=True):
+            success, collateral = judge(request, after)
+            results.append(CycleResult(success, collateral, report, after))
+        used = [strengths[0]] * len(requests)
+        attempts: list[list[dict[str, Any]]] = [
+            [{"strength": strengths[0], "success": r.success}] for r in results
+        ]
+        for strength in strengths[1:]:
+            todo = [i for i, r in enumerate(results) if not r.success]
+            if not todo:
+                break
+            rows = sample_rows(
+                self.components,
+                cf.inversion.noise.expand(len(todo), -1, -1, -1),
+                [requests[i].prompt for i in todo],
+                [requests[i].source_prompt for i in todo],
+                opts.steps,
+                strength,
+                opts.lever,
+                batch_size=len(todo) if opts.batched else 1,
+            )
+            retried = close_cycle(
+                self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy
+            )
+            for i, row, result in zip(todo, rows, retried, strict=True):
+                attempts[i].append({"strength": strength, "success": result.success})
+                # Keep the strongest tried while none closes; the first that closes is the weakest that does.
+                results[i], edited[i], used[i] = result, row, strength
+
+        # 7. Frames on |reconstruction - counterfactual|, mapped back to the original's pixels.
+        edits = []
+        for i, request in enumerate(requests):
+            difference = np.abs(cf.reconstruction - edited[i]).astype(np.float32)
+            found = extract_frames(difference, opts.threshold, opts.top_k)
+            result = results[i]
+            edits.append(
+                Edit(
+                    finding=request.finding,
+                    kind=request.kind,
+                    prompt=request.prompt,
+                    success=result.success,
+                    collateral=result.collateral,
+                    strength=used[i],
+                    lever=opts.lever,
+                    attempts=attempts[i],
+                    regenerated_report=result.regenerated_report,
+                    findings_after=result.findings_after,
+                    frames=scale_frames(found.frames, difference.shape, image.shape),
+                    threshold=found.threshold,
+                    counterfactual=edited[i],
+                    difference=difference,
+                )
+            )
+
+        # 8. Package, with the trust signal.
+        recon_psnr = psnr(cf.image, cf.reconstruction)
+        trusted, notes = self._trust(recon_psnr, findings, recon_findings)
+        settings = {
+            **opts.to_dict(),
+            "labeler": getattr(self.labeler, "name", type(self.labeler).__name__),
+            "model_image_size": self.components.image_size,
+        }
+        return Explanation(
+            image=name or "<array>",
+            generator=self.generator.name,
+            model=self.model_name,
+            report=report,
+            findings=findings,
+            prompt=build_prompt(findings),
+            reconstruction_psnr=round(recon_psnr, 3),
+            trusted=trusted,
+            notes=notes,
+            original_size=list(image.shape),
+            edits=edits,
+            settings=settings,
+            seconds=round(time.perf_counter() - started, 3),
+            input=cf.image,
+            reconstruction=cf.reconstruction,
+        )
+
+    def _trust(
+        self, recon_psnr: float, findings: list[str], recon_findings: list[str]
+    ) -> tuple[bool, list[str]]:
+        notes = []
+        reference = _validated_psnr(self.components)
+        trusted = True
+        if reference is not None and recon_psnr < reference - self.options.trust_margin_db:
+            trusted = False
+            notes.append(
+                f"Untrusted: the reconstruction PSNR {recon_psnr:.1f} dB is more than "
+                f"{self.options.trust_margin_db:g} dB below the model's validated {reference:.1f} dB; "
+                "the input lies outside what the model knows, and its counterfactuals mean little."
+            )
+        elif reference is None:
+            notes.append("The model records no validated reconstruction PSNR; trust could not be checked.")
+        if recon_findings != findings:
+            notes.append(
+                f"The generator reads the reconstruction as {recon_findings or 'normal'} where it read the "
+                f"input as {findings or 'normal'}: the cycle's baseline differs from the input's."
+            )
+        return trusted, notes
+
+
+def explain(
+    image: np.ndarray | str | Path,
+    generator: str | ReportGenerator,
+    model: str | Path,
+    labeler: Labeler | None = None,
+    device: str | None = None,
+    **options: Any,
+) -> Explanation:
+    """Explain one X-ray: ``explain("study.dcm", "phantom-captioner", "phantom-captioner")``.
+
+    Args:
+        image: An xray-convention array or an image file.
+        generator: Bundled name, folder, adapter spec or a loaded generator.
+        model: The generator's tailored diffusion model (bundled name or folder).
+        labeler: Default: the rule-based labeler.
+        device: Torch device (default CPU for the model; the generator's own default).
+        **options: Fields of :class:`ExplainOptions` (``steps``, ``remove``, ``add``, ``lever``, ...).
+
+    Returns:
+        An :class:`Explanation`; ``.save(folder)`` writes it.
+    """
+    return Explainer.load(generator, model, labeler, ExplainOptions(**options), device)(image)
+
+
+# ------------------------------------------------------------------------------ many files
+@dataclass
+class ExplainSummary:
+    """What :func:`explain_files` did in this process.
+
+    Attributes:
+        out: The output folder.
+        explained: Inputs explained now.
+        skipped: Inputs already in the index from an earlier run.
+        failed: ``(input, reason)`` of inputs that could not be explained now.
+    """
+
+    out: Path
+    explained: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def folder_name(path: Path, root: Path | None) -> str:
+    """The output folder of one input: its path below the input root, ``/`` -> ``__``, suffix kept.
+
+    Example:
+        >>> folder_name(Path("w/files/p10/s5/ab.jpg"), Path("w/files"))
+        'p10__s5__ab_jpg'
+    """
+    rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
+    parts = [*rel.parts[:-1], rel.stem + rel.suffix.replace(".", "_")]
+    return "__".join(p.replace(" ", "_") for p in parts)
+
+
+def _read_index(path: Path) -> dict[str, dict]:
+    """Lines of an index by input path; a torn last line (a run killed mid-write) is ignored."""
+    done: dict[str, dict] = {}
+    if path.is_file():
+        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(raw)
+                done[row["input"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def _append(path: Path, row: dict) -> None:
+    # One write() on an O_APPEND descriptor: lines from several processes never interleave.
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def index_row(explanation: Explanation, source: str, folder: str) -> dict[str, Any]:
+    """The index line of a finished explanation."""
+    return {
+        "input": source,
+        "folder": folder,
+        "status": "ok",
+        "trusted": explanation.trusted,
+        "report": explanation.report,
+        "findings": explanation.findings,
+        "reconstruction_psnr": explanation.reconstruction_psnr,
+        "edits": [
+            {
+                "finding": e.finding,
+                "kind": e.kind,
+                "success": e.success,
+                "preserved": e.preserved,
+                "strength": e.strength,
+            }
+            for e in explanation.edits
+        ],
+        "seconds": explanation.seconds,
+    }
+
+
+def _shard(items: list[Path]) -> tuple[list[Path], int]:
+    """This process's share of the inputs under ``accelerate launch`` (all of them otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return items, 0
+    from accelerate import PartialState
+
+    state = PartialState()
+    return items[state.process_index :: state.num_processes], state.process_index
+
+
+def explain_files(
+    inputs: Sequence[str | Path],
+    explainer: Explainer,
+    out: str | Path,
+    progress: bool = True,
+) -> ExplainSummary:
+    """``cvlm explain`` over files and folders (folders searched recursively, MIMIC ``files/`` works).
+
+    Each input gets ``out/<folder_name>/`` (written to a temporary folder and renamed: no half-written
+    folder survives a kill) and one line in ``out/index.jsonl``; inputs with a line are skipped, so a
+    rerun adds nothing. An unreadable input gets a line with ``"status": "error"`` and the rest go on.
+
+    Raises:
+        FileNotFoundError: If an input does not exist.
+        ValueError: If no input image is found.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = collect_images(inputs)
+    if not paths:
+        raise ValueError(f"No X-ray files found in {', '.join(map(str, inputs))}.")
+    roots = {Path(i): Path(i) for i in inputs if Path(i).is_dir()}
+    owner = {p: next((r for r in roots if p.is_relative_to(r)), None) for p in paths}
+    index = out / INDEX
+    done = _read_index(index)
+    mine, rank = _shard(paths)
+    summary = ExplainSummary(out)
+    scratch = out / ".partial"
+    scratch.mkdir(exist_ok=True)
+    _clean_scratch(scratch)
+    with tqdm(total=len(mine), desc="explain", unit="img", disable=not progress or rank != 0) as bar:
+        for path in mine:
+            source = str(path)
+            name = folder_name(path, owner[path])
+            final = out / name
+            if source in done:
+                summary.skipped += 1
+            elif (final / EXPLANATION_FILE).is_file():
+                # Finished before a kill, but not indexed yet: index it, do not redo it.
+                _append(index, index_row(Explanation.load(final, arrays=False), source, name))
+                summary.skipped += 1
+            else:
+                try:
+                    explanation = explainer(path)
+                except (XrayReadError, ValueError, OSError) as err:
+                    reason = str(err)
+                    summary.failed.append((source, reason))
+                    _append(index, {"input": source, "folder": None, "status": "error", "error": reason})
+                else:
+                    tmp = scratch / f"{name}.{os.getpid()}"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    explanation.save(tmp)
+                    os.replace(tmp, final)
+                    _append(index, index_row(explanation, source, name))
+                    summary.explained += 1
+            bar.update(1)
+    return summary
+
+
+def _clean_scratch(scratch: Path) -> None:
+    """Remove temporary folders of runs that were killed (their process is gone)."""
+    for tmp in scratch.glob("*.*"):
+        pid = tmp.suffix.lstrip(".")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = [
+    "INDEX",
+    "ExplainOptions",
+    "ExplainSummary",
+    "Explainer",
+    "explain",
+    "explain_files",
+    "folder_name",
+]

@@ -1,0 +1,193 @@
+"""The explanation engine end to end, on the bundled phantom models at a few DDIM steps (real weights)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cvlm.counterfactual import EditRequest, check_finding_names, counterfactuals, plan_edits, sample_rows
+from cvlm.cyclic import close_cycle, judge
+from cvlm.data import load_dataset
+from cvlm.diffusion.reconstruction import invert
+from cvlm.explain import INDEX, Explainer, ExplainOptions, explain_files, folder_name
+from cvlm.generators import ReportGenerator
+from cvlm.outputs import Explanation
+from cvlm.phantoms.world import write_world
+from cvlm.xray import read_xray, to_tensor
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n=6, seed=31)
+    return root
+
+
+@pytest.fixture(scope="module")
+def explainer():
+    return Explainer.load("phantom-captioner", "phantom-captioner", options=ExplainOptions(steps=STEPS))
+
+
+# ------------------------------------------------------------------------------------ planning
+def test_plan_edits_removes_written_findings_and_adds_unwritten_ones():
+    edits = plan_edits(["Pleural Effusion", "Cardiomegaly"], "all", ["edema", "Cardiomegaly"])
+    assert [(e.kind, e.finding) for e in edits] == [
+        ("remove", "Cardiomegaly"),
+        ("remove", "Pleural Effusion"),
+        ("add", "Edema"),
+    ], edits
+    assert edits[0].prompt == "The lung with abnormalities pleural effusion"
+    assert edits[2].target == ("Cardiomegaly", "Edema", "Pleural Effusion")
+    assert plan_edits(["Cardiomegaly"], ["Fracture"]) == []  # not written: nothing to remove
+    assert plan_edits([], "all") == []
+
+
+def test_unknown_finding_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown finding 'cardiomegally'.*Cardiomegaly.*Support Devices"):
+        plan_edits(["Cardiomegaly"], ["cardiomegally"])
+    with pytest.raises(ValueError, match="Unknown finding 'No Finding'"):
+        check_finding_names(["No Finding"])
+    with pytest.raises(ValueError, match="Unknown finding"):
+        ExplainOptions(add=["lung cancer"])
+
+
+def test_judge_reports_success_and_collateral():
+    remove = EditRequest("Edema", "remove", ("Cardiomegaly", "Edema"), ("Cardiomegaly",))
+    assert judge(remove, ["Cardiomegaly"]) == (True, {"lost": [], "gained": []})
+    assert judge(remove, ["Cardiomegaly", "Edema"]) == (False, {"lost": [], "gained": []})
+    assert judge(remove, []) == (True, {"lost": ["Cardiomegaly"], "gained": []})
+    add = EditRequest("Fracture", "add", (), ("Fracture",))
+    assert judge(add, ["Fracture", "Pneumothorax"]) == (True, {"lost": [], "gained": ["Pneumothorax"]})
+    assert judge(add, []) == (False, {"lost": [], "gained": []})
+
+
+class _MeanWriter(ReportGenerator):
+    """Writes 'cardiomegaly' when the image is bright: a generator whose answer is known by hand."""
+
+    name = "mean-writer"
+
+    def _generate(self, images):
+        return ["The heart is enlarged." if im.mean() > 0.5 else "Normal chest." for im in images]
+
+
+def test_close_cycle_reads_the_counterfactuals_with_the_same_rule():
+    request = EditRequest("Cardiomegaly", "remove", ("Cardiomegaly",), ())
+    results = close_cycle(
+        _MeanWriter(), [request, request], np.stack([np.full((8, 8), 0.2), np.full((8, 8), 0.9)])
+    )
+    assert [r.success for r in results] == [True, False], results
+    assert results[1].findings_after == ["Cardiomegaly"] and results[0].preserved
+
+
+# ------------------------------------------------------------------------------ counterfactuals
+def test_batched_and_one_at_a_time_edits_agree(world, explainer):
+    record = next(r for r in load_dataset(world) if len(r.true_findings) >= 2)
+    image = read_xray(record.image_path)
+    requests = plan_edits(list(record.true_findings)[:2])
+    batched = counterfactuals(explainer.components, image, requests, STEPS, batched=True)
+    single = counterfactuals(explainer.components, image, requests, STEPS, batched=False)
+    assert batched.edited.shape == (2, 128, 128)
+    np.testing.assert_allclose(batched.edited, single.edited, atol=2e-3)
+    np.testing.assert_allclose(batched.reconstruction, single.reconstruction, atol=2e-3)
+
+
+def test_strength_one_is_the_plain_edit_for_both_levers(world, explainer):
+    record = next(r for r in load_dataset(world) if r.true_findings)
+    c = explainer.components
+    pixels = to_tensor(read_xray(record.image_path)[None], "minus_one_one")
+    inversion = invert(c, pixels, ["The lung with abnormalities cardiomegaly"], STEPS)
+    prompts, sources = ["The lung with no abnormalities"], ["The lung with abnormalities cardiomegaly"]
+    plain = sample_rows(c, inversion.noise, prompts, None, STEPS)
+    for lever in ("guidance", "embedding"):
+        same = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=1.0, lever=lever)
+        np.testing.assert_allclose(same, plain, atol=1e-5, err_msg=lever)
+        stronger = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=3.0, lever=lever)
+        # A stronger edit moves further from the reconstruction with the source prompt.
+        recon = sample_rows(c, inversion.noise, sources, None, STEPS)
+        assert np.abs(stronger - recon).mean() > np.abs(plain - recon).mean(), lever
+    with pytest.raises(ValueError, match="Unknown strength lever"):
+        sample_rows(c, inversion.noise, prompts, sources, STEPS, lever="magic")
+
+
+# --------------------------------------------------------------------------------------- explain
+def test_explain_one_image_end_to_end(world, explainer):
+    record = next(r for r in load_dataset(world) if r.true_findings)
+    torch.manual_seed(123)  # explain seeds itself: the global state before must not matter
+    first = explainer(record.image_path)
+    again = explainer(str(record.image_path))
+    assert first.findings, f"the captioner wrote no finding: {first.report!r}"
+    assert [e.finding for e in first.edits] == first.findings
+    assert first.to_json()["edits"] == again.to_json()["edits"]
+    for edit in first.edits:
+        assert edit.kind == "remove" and edit.counterfactual.shape == (128, 128)
+        assert edit.attempts[0]["strength"] == 1.0 and edit.strength in explainer.options.schedule
+        # Adaptive strength stops at the first strength that closes the cycle.
+        closing = [a["success"] for a in edit.attempts]
+        assert closing[:-1] == [False] * (len(closing) - 1), edit.attempts
+        assert edit.success == closing[-1]
+        for frame in edit.frames:
+            x0, y0, x1, y1 = frame.box
+            assert 0 <= x0 < x1 <= first.original_size[1] and 0 <= y0 < y1 <= first.original_size[0], frame
+        areas = [f.area for f in edit.frames]
+        assert areas == sorted(areas, reverse=True)
+    assert 15 < first.reconstruction_psnr < 60, first.reconstruction_psnr
+
+
+def test_explain_adds_a_finding_and_maps_frames_to_a_larger_original(world, explainer):
+    record = next(r for r in load_dataset(world) if "Pneumothorax" not in r.true_findings)
+    image = read_xray(record.image_path)
+    big = np.kron(image, np.ones((2, 3), np.float32))  # 256 x 384: not the model's size nor square
+    options = ExplainOptions(steps=STEPS, remove=None, add=["Pneumothorax"], adaptive=False)
+    result = Explainer(explainer.generator, explainer.components, "phantom-captioner", options=options)(big)
+    assert result.original_size == [256, 384]
+    (edit,) = result.edits
+    assert edit.kind == "add" and edit.finding == "Pneumothorax" and len(edit.attempts) == 1
+    for frame in edit.frames:
+        assert frame.box[2] <= 384 and frame.box[3] <= 256, frame
+
+
+def test_explain_files_reports_bad_input_and_a_rerun_adds_nothing(world, explainer, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    paths = sorted((world / "files").rglob("*.jpg"))[:2]
+    for p in paths:
+        shutil.copy(p, images / p.name)
+    (images / "broken.jpg").write_bytes(paths[0].read_bytes()[:300])
+    (images / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    summary = explain_files([images], explainer, out, progress=False)
+    assert summary.explained == 2 and len(summary.failed) == 2, summary
+    rows = [json.loads(line) for line in (out / INDEX).read_text().splitlines()]
+    assert len(rows) == 4, rows
+    by_status = {r["input"].rsplit("/", 1)[1]: r["status"] for r in rows}
+    assert by_status["broken.jpg"] == "error" and by_status["empty.png"] == "error", by_status
+    for row in rows:
+        if row["status"] == "ok":
+            loaded = Explanation.load(out / row["folder"])
+            assert loaded.report == row["report"] and loaded.findings == row["findings"]
+    assert not any((out / ".partial").iterdir())
+    again = explain_files([images], explainer, out, progress=False)
+    assert again.explained == 0 and again.skipped == 4 and not again.failed, again
+    assert len((out / INDEX).read_text().splitlines()) == 4
+
+
+def test_a_finished_but_unindexed_folder_is_indexed_not_redone(world, explainer, tmp_path):
+    path = sorted((world / "files").rglob("*.jpg"))[0]
+    out = tmp_path / "out"
+    explain_files([path], explainer, out, progress=False)
+    (out / INDEX).unlink()  # as if killed between the rename and the index line
+    summary = explain_files([path], explainer, out, progress=False)
+    assert summary.explained == 0 and summary.skipped == 1, summary
+    assert json.loads((out / INDEX).read_text())["status"] == "ok"
+
+
+def test_folder_names_are_unique_per_path():
+    from pathlib import Path
+
+    root = Path("/data/files")
+    names = {folder_name(root / p, root) for p in ("p1/s1/a.jpg", "p1/s2/a.jpg", "p1/s1/a.dcm")}
+    assert len(names) == 3, names
