@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from cvlm.findings import ABNORMALITIES
+from cvlm.generators.resnet import torchvision_stand_in
 from cvlm.generators.training import IGNORE, TrainingData
 
 WORDS = ["no", "pleural", "effusion", "the", "heart", "is", "normal", "pneumothorax", "."]
@@ -76,7 +77,8 @@ def build_tiny_vision_encoder_decoder(folder: Path, seed: int = 0) -> Path:
 
 
 R2GEN_CODE = Path(__file__).resolve().parent / "r2gen_stand_in"
-R2GEN_ARGS = {"d_model": 16, "d_vf": 8}
+# The stand-in's visual extractor is the official one (a torchvision ResNet by name); ResNet-18 is small.
+R2GEN_ARGS = {"d_model": 16, "d_vf": 512, "visual_extractor": "resnet18"}
 REPORTS = [
     "The heart size is normal. No pleural effusion or pneumothorax.",
     "1. Small left pleural effusion. 2. No pneumothorax.",
@@ -85,15 +87,8 @@ REPORTS = [
 ]
 
 
-def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str = "", threshold: int = 2):
-    """annotation.json (R2Gen format) + model_best.pth (trainer format) for the stand-in checkout.
-
-    Returns:
-        (checkpoint path, annotation path).
-    """
-    import sys
-    from types import SimpleNamespace
-
+def write_r2gen_annotation(folder: Path, dataset: str = "mimic_cxr") -> Path:
+    """``folder/annotation.json`` in R2Gen's format: 8 train, 2 val, 2 test entries of :data:`REPORTS`."""
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(12):
@@ -108,17 +103,37 @@ def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str =
     annotation.write_text(
         json.dumps({"train": entries[:8], "val": entries[8:10], "test": entries[10:]}), encoding="utf-8"
     )
+    return annotation
+
+
+def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str = "", threshold: int = 2):
+    """annotation.json (R2Gen format) + model_best.pth (trainer format) for the stand-in checkout.
+
+    Returns:
+        (checkpoint path, annotation path).
+    """
+    import sys
+    from types import SimpleNamespace
+
+    annotation = write_r2gen_annotation(folder, dataset)
     sys.path.insert(0, str(R2GEN_CODE))
     try:
-        from models.r2gen import R2GenModel
-        from modules.tokenizers import Tokenizer
+        with torchvision_stand_in():
+            from models.r2gen import R2GenModel
+            from modules.tokenizers import Tokenizer
     finally:
         sys.path.remove(str(R2GEN_CODE))
     args = SimpleNamespace(
-        ann_path=str(annotation), threshold=threshold, dataset_name=dataset, max_seq_length=12, **R2GEN_ARGS
+        ann_path=str(annotation),
+        threshold=threshold,
+        dataset_name=dataset,
+        max_seq_length=12,
+        visual_extractor_pretrained=False,
+        **R2GEN_ARGS,
     )
     torch.manual_seed(0)
-    model = R2GenModel(args, Tokenizer(args))
+    with torchvision_stand_in():
+        model = R2GenModel(args, Tokenizer(args))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     checkpoint = folder / "model_best.pth"
