@@ -106,34 +106,61 @@ def write_r2gen_annotation(folder: Path, dataset: str = "mimic_cxr") -> Path:
     return annotation
 
 
-def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str = "", threshold: int = 2):
-    """annotation.json (R2Gen format) + model_best.pth (trainer format) for the stand-in checkout.
+def purge_checkout_modules() -> None:
+    """Forget imported checkout packages: R2Gen and R2GenCMN checkouts both name them models / modules."""
+    import sys
+
+    for name in [n for n in sys.modules if n.split(".")[0] in ("models", "modules")]:
+        del sys.modules[name]
+
+
+def build_r2gen_stand_in(
+    folder: Path,
+    dataset: str = "mimic_cxr",
+    prefix: str = "",
+    threshold: int = 2,
+    code: Path = R2GEN_CODE,
+    model: str = "models.r2gen:R2GenModel",
+    args: dict | None = None,
+):
+    """annotation.json (R2Gen format) + model_best.pth (trainer format) from a stand-in checkout.s classes.
+
+    Args:
+        folder: Where both files go.
+        dataset: ``mimic_cxr`` or ``iu_xray``.
+        prefix: Put before every key (``module.`` as DataParallel does).
+        threshold: Vocabulary threshold of the tokenizer.
+        code: The stand-in checkout (:data:`R2GEN_CODE` or tests/r2gencmn_stand_in).
+        model: ``module:class`` of the model in that checkout.
+        args: Model arguments (default :data:`R2GEN_ARGS`).
 
     Returns:
         (checkpoint path, annotation path).
     """
+    import importlib
     import sys
     from types import SimpleNamespace
 
     annotation = write_r2gen_annotation(folder, dataset)
-    sys.path.insert(0, str(R2GEN_CODE))
-    try:
-        with torchvision_stand_in():
-            from models.r2gen import R2GenModel
-            from modules.tokenizers import Tokenizer
-    finally:
-        sys.path.remove(str(R2GEN_CODE))
-    args = SimpleNamespace(
+    namespace = SimpleNamespace(
         ann_path=str(annotation),
         threshold=threshold,
         dataset_name=dataset,
         max_seq_length=12,
         visual_extractor_pretrained=False,
-        **R2GEN_ARGS,
+        **(R2GEN_ARGS if args is None else args),
     )
-    torch.manual_seed(0)
-    with torchvision_stand_in():
-        model = R2GenModel(args, Tokenizer(args))
+    module, _, cls = model.partition(":")
+    purge_checkout_modules()
+    sys.path.insert(0, str(code))
+    try:
+        with torchvision_stand_in():
+            tokenizer = importlib.import_module("modules.tokenizers").Tokenizer(namespace)
+            torch.manual_seed(0)
+            model = getattr(importlib.import_module(module), cls)(namespace, tokenizer)
+    finally:
+        sys.path.remove(str(code))
+        purge_checkout_modules()  # the adapter imports the checkout afresh, as in a user's process
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     checkpoint = folder / "model_best.pth"

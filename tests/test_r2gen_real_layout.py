@@ -8,12 +8,11 @@ visual extractor under the real names ``visual_extractor.model.{0,1,4,5,6,7}.*``
 import importlib.util
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from _generator_stand_ins import R2GEN_CODE, write_r2gen_annotation
+from _generator_stand_ins import R2GEN_CODE, build_r2gen_stand_in, purge_checkout_modules
 
 from cvlm.generators import GeneratorError, load_generator
 from cvlm.generators.r2gen import load_r2gen_state_dict
@@ -29,12 +28,6 @@ TORCHVISION_PARAMS = {
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
 }
-
-
-def purge_checkout_modules() -> None:
-    """Forget the checkout packages (both stand-ins, like the real ones, are named models / modules)."""
-    for name in [n for n in sys.modules if n.split(".")[0] in ("models", "modules")]:
-        del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)
@@ -90,35 +83,10 @@ def test_the_stand_in_is_scoped_and_refuses_other_torchvision_parts():
     assert {n: sys.modules.get(n) for n in before} == before
 
 
-def _checkpoint(
-    code: Path, module: str, cls: str, folder: Path, dataset: str, args: dict
-) -> tuple[Path, Path]:
-    """A trainer-format model_best.pth built by the checkout's own classes (default ResNet-101)."""
-    annotation = write_r2gen_annotation(folder, dataset)
-    sys.path.insert(0, str(code))
-    try:
-        with torchvision_stand_in():
-            model_cls = getattr(importlib.import_module(module), cls)
-            tokenizer_cls = importlib.import_module("modules.tokenizers").Tokenizer
-            namespace = SimpleNamespace(
-                ann_path=str(annotation),
-                dataset_name=dataset,
-                threshold=2,
-                max_seq_length=10,
-                visual_extractor="resnet101",
-                visual_extractor_pretrained=False,
-                d_vf=2048,
-                **args,
-            )
-            torch.manual_seed(0)
-            model = model_cls(namespace, tokenizer_cls(namespace))
-    finally:
-        sys.path.remove(str(code))
-        purge_checkout_modules()  # the adapter imports the checkout afresh, as in a user's process
-    state = model.state_dict()
-    checkpoint = folder / "model_best.pth"
-    torch.save({"epoch": 3, "state_dict": state, "monitor_best": np.float64(0.1)}, checkpoint)
-    return checkpoint, annotation
+def _checkpoint(code: Path, model: str, folder: Path, dataset: str, args: dict) -> tuple[Path, Path]:
+    """model_best.pth with the real ResNet-101 visual extractor, built by the checkout's own classes."""
+    resnet101 = {"visual_extractor": "resnet101", "d_vf": 2048, **args}
+    return build_r2gen_stand_in(folder, dataset, code=code, model=model, args=resnet101)
 
 
 def _check_visual_extractor(g, checkpoint: Path) -> None:
@@ -137,11 +105,11 @@ def _check_visual_extractor(g, checkpoint: Path) -> None:
 def test_r2gen_mimic_with_resnet101_from_the_checkpoint(tmp_path):
     args = {k: v for k, v in SMALL.items() if k in ("d_model", "d_ff", "num_heads")}
     checkpoint, annotation = _checkpoint(
-        R2GEN_CODE, "models.r2gen", "R2GenModel", tmp_path / "r2gen", "mimic_cxr", args
+        R2GEN_CODE, "models.r2gen:R2GenModel", tmp_path / "r2gen", "mimic_cxr", args
     )
     extra = ",".join(f"{k}={v}" for k, v in args.items())
     g = load_generator(
-        f"r2gen:{R2GEN_CODE},{checkpoint},{annotation},threshold=2,max_seq_length=10,{extra}", device="cpu"
+        f"r2gen:{R2GEN_CODE},{checkpoint},{annotation},threshold=2,max_seq_length=12,{extra}", device="cpu"
     )
     assert g.args.visual_extractor == "resnet101" and g.args.visual_extractor_pretrained is False
     _check_visual_extractor(g, checkpoint)
@@ -153,7 +121,7 @@ def test_r2gen_mimic_with_resnet101_from_the_checkpoint(tmp_path):
 
 def test_r2gencmn_iu_xray_two_views_with_resnet101(tmp_path):
     checkpoint, annotation = _checkpoint(
-        CMN_CODE, "models.models", "BaseCMNModel", tmp_path / "cmn", "iu_xray", SMALL
+        CMN_CODE, "models.models:BaseCMNModel", tmp_path / "cmn", "iu_xray", SMALL
     )
     saved = load_r2gen_state_dict(checkpoint)
     assert saved["encoder_decoder.memory_matrix"].shape == (SMALL["cmm_size"], SMALL["cmm_dim"])
@@ -163,7 +131,7 @@ def test_r2gencmn_iu_xray_two_views_with_resnet101(tmp_path):
     )
     extra = ",".join(f"{k}={v}" for k, v in SMALL.items())
     spec = (
-        f"r2gen:{CMN_CODE},{checkpoint},{annotation},dataset=iu_xray,threshold=2,max_seq_length=10,"
+        f"r2gen:{CMN_CODE},{checkpoint},{annotation},dataset=iu_xray,threshold=2,max_seq_length=12,"
         f"model_module=models.models:BaseCMNModel,{extra}"
     )
     g = load_generator(spec, device="cpu")
@@ -176,9 +144,9 @@ def test_r2gencmn_iu_xray_two_views_with_resnet101(tmp_path):
 
 def test_an_installed_torchvision_is_used_only_when_asked(tmp_path):
     checkpoint, annotation = _checkpoint(
-        R2GEN_CODE, "models.r2gen", "R2GenModel", tmp_path / "r2gen", "mimic_cxr", {"d_model": 16}
+        R2GEN_CODE, "models.r2gen:R2GenModel", tmp_path / "r2gen", "mimic_cxr", {"d_model": 16}
     )
-    spec = f"r2gen:{R2GEN_CODE},{checkpoint},{annotation},threshold=2,max_seq_length=10,d_model=16"
+    spec = f"r2gen:{R2GEN_CODE},{checkpoint},{annotation},threshold=2,max_seq_length=12,d_model=16"
     if importlib.util.find_spec("torchvision") is None:
         with pytest.raises(GeneratorError, match="No module named 'torchvision'"):
             load_generator(spec + ",resnet=torchvision", device="cpu")
