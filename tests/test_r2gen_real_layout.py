@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _generator_stand_ins import R2GEN_CODE, build_r2gen_stand_in, purge_checkout_modules
+from _generator_stand_ins import R2GEN_ARGS, R2GEN_CODE, build_r2gen_stand_in, purge_checkout_modules
 
 from cvlm.generators import GeneratorError, load_generator
 from cvlm.generators.r2gen import load_r2gen_state_dict
@@ -154,3 +154,22 @@ def test_an_installed_torchvision_is_used_only_when_asked(tmp_path):
         load_generator(spec + ",resnet=timm", device="cpu")
     with pytest.raises(GeneratorError, match=r"models\.densenet121 is not provided"):
         load_generator(spec + ",visual_extractor=densenet121", device="cpu")
+
+
+def test_r2gen_and_r2gencmn_checkouts_load_side_by_side(tmp_path):
+    small = {**R2GEN_ARGS, "num_heads": 2, "topk": 4, "cmm_size": 8, "cmm_dim": 16}
+    generators = []
+    for code, model, name in (
+        (R2GEN_CODE, "models.r2gen:R2GenModel", "r2gen"),
+        (CMN_CODE, "models.models:BaseCMNModel", "cmn"),
+    ):
+        checkpoint, annotation = build_r2gen_stand_in(tmp_path / name, code=code, model=model, args=small)
+        options = ",".join(f"{k}={v}" for k, v in {"threshold": 2, "max_seq_length": 12, **small}.items())
+        spec = f"r2gen:{code},{checkpoint},{annotation},model_module={model},{options}"
+        generators.append(load_generator(spec, device="cpu"))
+    # Both packages are named models / modules; each generator keeps its own classes, sys.modules neither.
+    assert type(generators[0].model).__name__ == "R2GenModel"
+    assert type(generators[1].model).__name__ == "BaseCMNModel"
+    assert not [n for n in sys.modules if n.split(".")[0] in ("models", "modules")]
+    image = np.full((64, 64), 0.4, dtype=np.float32)
+    assert all(g.generate([image])[0] for g in generators)

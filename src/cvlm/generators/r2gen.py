@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -247,12 +247,27 @@ def load_r2gen_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def _on_sys_path(code_dir: Path) -> Iterator[None]:
+def checkout_packages(code_dir: Path, packages: Sequence[str]) -> Iterator[None]:
+    """Import ``packages`` (``models``, ``modules``) from ``code_dir`` within the block, in isolation.
+
+    R2Gen and R2GenCMN checkouts name their packages alike; modules of those names imported earlier (another
+    checkout) are set aside for the block and put back after it, and the checkout's own leave
+    ``sys.modules``, so two checkouts load in one process (``cvlm compare``). Objects built inside the block
+    keep working: they hold their classes and module globals themselves.
+    """
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in packages
+
+    set_aside = {name: sys.modules.pop(name) for name in [n for n in sys.modules if ours(n)]}
     sys.path.insert(0, str(code_dir))
     try:
         yield
     finally:
         sys.path.remove(str(code_dir))
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(set_aside)
 
 
 class R2GenGenerator(ReportGenerator):
@@ -338,9 +353,11 @@ class R2GenGenerator(ReportGenerator):
             }
         )
         state = load_r2gen_state_dict(checkpoint)
-        tokenizer_cls = self._import("modules.tokenizers:Tokenizer")
-        model_cls = self._import(model_module)
-        with _on_sys_path(self.code_dir), self._torchvision():
+        packages = ("modules", model_module.split(".")[0])
+        torchvision = torchvision_stand_in() if resnet == "cvlm" else nullcontext()
+        with checkout_packages(self.code_dir, packages), torchvision:
+            tokenizer_cls = self._import("modules.tokenizers:Tokenizer")
+            model_cls = self._import(model_module)
             self.tokenizer = tokenizer_cls(self.args)
             self._check_vocabulary(state, Path(checkpoint))
             try:
@@ -357,30 +374,26 @@ class R2GenGenerator(ReportGenerator):
             ) from err
         self.model = model.to(self.device).eval()
 
-    def _torchvision(self) -> AbstractContextManager[Any]:
-        return torchvision_stand_in() if self.resnet == "cvlm" else nullcontext()
-
     def _import(self, target: str) -> Any:
         module_name, _, attribute = target.partition(":")
-        with _on_sys_path(self.code_dir), self._torchvision():
-            try:
-                module = importlib.import_module(module_name)
-            except (ImportError, AttributeError) as err:
-                hint = ""
-                if "torchvision" in str(err) and self.resnet == "cvlm":
-                    hint = (
-                        " (cvlm stands in for torchvision.models' ResNets only; with other torchvision "
-                        "parts run the generator in its own environment and use the command: adapter)"
-                    )
-                raise GeneratorError(
-                    f"Cannot import {module_name} from the R2Gen checkout {self.code_dir}: {err}{hint}"
-                ) from err
+        try:
+            module = importlib.import_module(module_name)
+        except (ImportError, AttributeError) as err:
+            hint = ""
+            if "torchvision" in str(err) and self.resnet == "cvlm":
+                hint = (
+                    " (cvlm stands in for torchvision.models' ResNets only; with other torchvision "
+                    "parts run the generator in its own environment and use the command: adapter)"
+                )
+            raise GeneratorError(
+                f"Cannot import {module_name} from the R2Gen checkout {self.code_dir}: {err}{hint}"
+            ) from err
         origin = Path(os.path.abspath(getattr(module, "__file__", "") or ""))
         # A file of the checkout may be a link (to a shared copy); where it points does not matter.
         if self.code_dir not in origin.parents and self.code_dir not in origin.resolve().parents:
             raise GeneratorError(
                 f"{module_name} was imported from {origin}, not from {self.code_dir}: "
-                "another package of that name is already loaded. Run cvlm in a fresh process."
+                f"is {module_name.split('.')[0]}/ missing from the checkout?"
             )
         if not hasattr(module, attribute):
             raise GeneratorError(f"{module_name} in {self.code_dir} has no {attribute}.")
