@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from _generator_stand_ins import R2GEN_ARGS, R2GEN_CODE, build_r2gen_stand_in
 from diffusion_helpers import write_sd_v1_stand_in
 from test_labeler_chexbert import tiny_chexbert  # noqa: F401 (a fixture)
@@ -25,6 +27,8 @@ from cvlm.cli import main
 from cvlm.data import load_dataset
 from cvlm.diffusion.components import load_components
 from cvlm.findings import CHEXPERT_FINDINGS
+from cvlm.generators import load_generator
+from cvlm.labeler import CheXbertLabeler
 from cvlm.phantoms.world import write_world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +220,18 @@ def test_sd_v1_cost_is_computed_on_the_meta_device(tmp_path):
     ratio = cost["unet_backward_flops"] / cost["unet_forward_flops"]
     assert 1.6 < ratio < 2.1, ratio  # backward: gradients of activations and of weights, ~2x the forward
     assert "COMPUTED" in done.stdout
+
+
+def test_checkpoints_written_by_old_torch_load(tmp_path, tiny_chexbert):  # noqa: F811
+    """R2Gen's torch 1.5 and CheXbert's torch 1.4 wrote the legacy (pre-zip) format; weights_only reads it."""
+
+    checkpoint, annotation = build_r2gen_stand_in(tmp_path / "r2gen", prefix="module.")
+    legacy = tmp_path / "r2gen" / "legacy.pth"
+    torch.save(torch.load(checkpoint, weights_only=False), legacy, _use_new_zipfile_serialization=False)
+    g = load_generator(f"r2gen:{R2GEN_CODE},{legacy},{annotation},{R2GEN_OPTIONS}", device="cpu")
+    assert g.generate([np.full((64, 64), 0.5, dtype=np.float32)])[0]
+    chexbert, tokenizer, _ = tiny_chexbert
+    old = tmp_path / "chexbert.pth"
+    torch.save(torch.load(chexbert, weights_only=True), old, _use_new_zipfile_serialization=False)
+    labels = CheXbertLabeler(old, tokenizer, device="cpu").label(["mild cardiomegaly ."])[0]
+    assert set(labels) == set(CHEXPERT_FINDINGS)
