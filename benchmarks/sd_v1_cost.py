@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -50,6 +50,19 @@ CLIP_L_TEXT = {
     "max_position_embeddings": 77,
     "vocab_size": 49408,
 }
+# The SD v1.x VAE (CompVis/stable-diffusion-v1-4 vae/config.json; formats.md 4.1 marks the numbers not
+# verified against the file). Training encodes every training image with it once (the latent cache).
+SD_V1_VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
 # Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s), and the share a diffusion UNet reaches.
 PEAKS = {"A100 (bf16)": 312e12, "H100 SXM (bf16)": 989e12}
 UTILISATION = (0.2, 0.5)
@@ -64,8 +77,9 @@ def count(batch: int, resolution: int) -> dict[str, float]:
 
     Returns:
         ``unet_params``, ``text_params``, ``unet_forward_flops``, ``unet_backward_flops``,
-        ``text_forward_flops``, ``step_flops``, ``activation_bytes`` (saved for the backward pass, float32,
-        no gradient checkpointing, attention probabilities left out) and ``attention_matrix_bytes`` (those
+        ``text_forward_flops``, ``vae_encode_flops_per_image`` (the one-off latent cache),
+        ``step_flops``, ``activation_bytes`` (saved for the backward pass, float32, no gradient
+        checkpointing, attention probabilities left out) and ``attention_matrix_bytes`` (those
         probabilities, which only the plain "math" attention keeps).
     """
     with torch.device("meta"):
@@ -75,8 +89,12 @@ def count(batch: int, resolution: int) -> dict[str, float]:
         latents = torch.randn(batch, 4, side, side)
         timesteps = torch.randint(0, 1000, (batch,))
         ids = torch.randint(0, CLIP_L_TEXT["vocab_size"], (batch, 77))
+        vae = AutoencoderKL(**SD_V1_VAE).eval()
+        image = torch.randn(1, 3, resolution, resolution)
     with torch.no_grad(), FlopCounterMode(display=False) as text_counter:
         states = text(ids)[0]
+    with torch.no_grad(), FlopCounterMode(display=False) as vae_counter:
+        vae.encode(image)
     parameters = {id(p) for p in unet.parameters()}
     tokens = {side * side // 4**i for i in range(4)}
     saved = {"activation_bytes": 0, "attention_matrix_bytes": 0}
@@ -107,6 +125,7 @@ def count(batch: int, resolution: int) -> dict[str, float]:
         "unet_forward_flops": forward,
         "unet_backward_flops": backward,
         "text_forward_flops": text_flops,
+        "vae_encode_flops_per_image": vae_counter.get_total_flops(),
         "step_flops": forward + backward + text_flops,
         **saved,
     }
@@ -148,6 +167,7 @@ def main() -> None:
     print(f"  UNet backward {result['unet_backward_flops'] / 1e12:8.2f} TFLOP")
     print(f"  text forward  {result['text_forward_flops'] / 1e12:8.2f} TFLOP")
     print(f"  step          {result['step_flops'] / 1e12:8.2f} TFLOP")
+    print(f"  VAE encode    {result['vae_encode_flops_per_image'] / 1e12:8.2f} TFLOP per image, once")
     for key in [k for k in result if k.endswith("_gib")]:
         print(f"  {key:22s} {result[key]:6.2f} GiB")
     for label, value in seconds.items():

@@ -166,7 +166,18 @@ def test_prepare_with_r2gen_and_chexbert(prepared, mimic):
 def test_train_sd_v1_with_accelerate_resume_then_validate(prepared, sd, tmp_path):
     out = tmp_path / "cvlm-sd-v1"
     train = ["--config", "sd-v1", "--sd-unet", str(sd["v1.4"]), "--sd-base", str(sd["mimic"])]
-    train += ["--data", str(prepared), "--out", str(out), "--batch-size", "2", "--val-every", "2"]
+    train += [
+        "--data",
+        str(prepared),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--lr",
+        "5e-5",
+        "--val-every",
+        "2",
+    ]
     train += ["--checkpoint-every", "2", "--val-steps", "2", "--val-n", "2", "--threads", "1"]
     done = _accelerate(1, *train, "--steps-max", "2")
     assert done.returncode == 0, done.stderr[-3000:]
