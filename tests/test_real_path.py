@@ -246,3 +246,27 @@ def test_checkpoints_written_by_old_torch_load(tmp_path, tiny_chexbert):  # noqa
     torch.save(torch.load(chexbert, weights_only=True), old, _use_new_zipfile_serialization=False)
     labels = CheXbertLabeler(old, tokenizer, device="cpu").label(["mild cardiomegaly ."])[0]
     assert set(labels) == set(CHEXPERT_FINDINGS)
+
+
+def test_the_v14_tokenizer_config_encodes_as_the_plain_one(sd, tmp_path):
+    """SD v1.4's tokenizer_config.json gives its special tokens as AddedToken dicts; the ids are the same."""
+    from cvlm.diffusion.components import load_tokenizer, write_clip_tokenizer_files
+
+    words = ["the", "lung", "with", "abnormalities", "no", "cardiomegaly", "edema", "pleural", "effusion"]
+    config = json.loads((sd["mimic"] / "tokenizer" / "tokenizer_config.json").read_text())
+    assert config["bos_token"]["__type"] == "AddedToken", config
+    real, plain = (
+        load_tokenizer(sd["mimic"] / "tokenizer"),
+        load_tokenizer(write_clip_tokenizer_files(words, tmp_path)),
+    )
+    text = "The lung with abnormalities cardiomegaly, pleural effusion"
+    assert (
+        real(text, padding="max_length", max_length=77)["input_ids"]
+        == plain(text, padding="max_length", max_length=77)["input_ids"]
+    )
+    assert (real.bos_token, real.eos_token, real.pad_token, real.model_max_length) == (
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<|endoftext|>",
+        77,
+    )
