@@ -143,12 +143,14 @@ def build_r2gen_stand_in(
 
     annotation = write_r2gen_annotation(folder, dataset)
     namespace = SimpleNamespace(
-        ann_path=str(annotation),
-        threshold=threshold,
-        dataset_name=dataset,
-        max_seq_length=12,
-        visual_extractor_pretrained=False,
-        **(R2GEN_ARGS if args is None else args),
+        **{
+            "visual_extractor_pretrained": False,
+            **(R2GEN_ARGS if args is None else args),
+            "ann_path": str(annotation),
+            "threshold": threshold,
+            "dataset_name": dataset,
+            "max_seq_length": 12,
+        }
     )
     module, _, cls = model.partition(":")
     purge_checkout_modules()

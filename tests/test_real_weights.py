@@ -8,7 +8,8 @@ Skipped unless the files are named by environment variables; run them with, for 
     pytest -m real_weights tests/test_real_weights.py
 
 ``CVLM_R2GENCMN`` takes a second generator spec (an R2GenCMN spec file, say); ``CVLM_MIMIC_JPG`` a
-MIMIC-CXR-JPG root whose first frontal image is used (otherwise the NEMA chest radiograph ``RG1_UNCR.dcm``).
+MIMIC-CXR-JPG root whose first frontal image is used (otherwise the NEMA chest radiograph ``RG1_UNCR.dcm``);
+``CVLM_R2GEN_CODE`` / ``CVLM_R2GENCMN_CODE`` an official checkout, run with small random weights.
 """
 
 import os
@@ -85,3 +86,37 @@ def test_sd_v1_reconstructs_a_radiograph():
     print(f"VAE PSNR {r.vae_psnr:.2f} dB, reconstruction PSNR {r.reconstruction_psnr:.2f} dB")
     assert r.vae_psnr > 25, r.vae_psnr
     assert np.isfinite(r.reconstruction_psnr)
+
+
+@pytest.mark.parametrize(
+    ("variable", "model", "memory"),
+    [
+        (
+            "CVLM_R2GEN_CODE",
+            "models.r2gen:R2GenModel",
+            {"rm_num_slots": 1, "rm_num_heads": 4, "rm_d_model": 32},
+        ),
+        ("CVLM_R2GENCMN_CODE", "models.models:BaseCMNModel", {"topk": 4, "cmm_size": 16, "cmm_dim": 32}),
+    ],
+)
+def test_an_official_checkout_runs_through_the_adapter(variable, model, memory, tmp_path):
+    """The unmodified official code, small random weights, the real ResNet-101: beam search on this device."""
+    from _generator_stand_ins import build_r2gen_stand_in
+
+    from cvlm.generators import load_generator
+    from cvlm.generators.r2gen import DEFAULT_ARGS
+
+    code = _path(variable)
+    small = {"d_model": 32, "d_ff": 32, "num_heads": 4, "num_layers": 1, **memory}
+    checkpoint, annotation = build_r2gen_stand_in(
+        tmp_path, code=code, model=model, args={**DEFAULT_ARGS, "d_vf": 2048, **small}
+    )
+    options = ",".join(f"{k}={v}" for k, v in small.items())
+    spec = (
+        f"r2gen:{code},{checkpoint},{annotation},threshold=2,max_seq_length=12,model_module={model},{options}"
+    )
+    g = load_generator(spec, device=DEVICE)
+    image = _radiograph()
+    reports = g.generate([image, image])
+    print(f"{variable}: {reports[0]!r}")
+    assert reports[0] == reports[1]
