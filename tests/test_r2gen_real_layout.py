@@ -173,3 +173,17 @@ def test_r2gen_and_r2gencmn_checkouts_load_side_by_side(tmp_path):
     assert not [n for n in sys.modules if n.split(".")[0] in ("models", "modules")]
     image = np.full((64, 64), 0.4, dtype=np.float32)
     assert all(g.generate([image])[0] for g in generators)
+
+
+def test_a_broken_torchvision_is_reported_and_not_needed(tmp_path, monkeypatch):
+    """A registry torchvision built for another torch fails at import; cvlm's default never imports it."""
+    broken = tmp_path / "site" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    checkpoint, annotation = build_r2gen_stand_in(tmp_path / "r2gen")
+    options = ",".join(f"{k}={v}" for k, v in {"threshold": 2, "max_seq_length": 12, **R2GEN_ARGS}.items())
+    spec = f"r2gen:{R2GEN_CODE},{checkpoint},{annotation},{options}"
+    with pytest.raises(GeneratorError, match="RuntimeError: operator torchvision::nms does not exist"):
+        load_generator(spec + ",resnet=torchvision", device="cpu")
+    assert load_generator(spec, device="cpu").generate([np.full((64, 64), 0.5, dtype=np.float32)])[0]

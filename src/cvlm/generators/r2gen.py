@@ -6,7 +6,11 @@ Faithful to the official inference path (cuhksz-nlp/R2Gen, zhjohnchan/R2GenCMN; 
    from ``annotation.json["train"]`` with the model's threshold (the clean-report quirks, sorted vocabulary,
    ids from 1, 0 = BOS/EOS/PAD come with it).
 2. ``models.r2gen.R2GenModel(args, tokenizer)`` is built with the official defaults (beam search, beam 3) and
-   ``visual_extractor_pretrained=False`` (the checkpoint supplies the ResNet; nothing is downloaded).
+   ``visual_extractor_pretrained=False`` (the checkpoint supplies the ResNet; nothing is downloaded). Every
+   argument of the official ``main.py`` files is accepted, typed as their argparse declares
+   (:data:`ARGUMENT_TYPES`). While the checkout is imported and built, ``torchvision.models`` is
+   :mod:`cvlm.generators.resnet` (torchvision is not needed), and the checkout's ``models`` / ``modules``
+   packages are imported in isolation, so R2Gen and R2GenCMN load side by side.
 3. The checkpoint is read here with ``map_location`` and ``weights_only=True`` (numpy scalars allowed, as the
    trainer stores ``monitor_best``); ``state_dict`` keys lose a DataParallel ``module.`` prefix; the
    vocabulary size is checked against ``encoder_decoder.logit.weight`` before loading.
@@ -378,7 +382,7 @@ class R2GenGenerator(ReportGenerator):
         module_name, _, attribute = target.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except (ImportError, AttributeError) as err:
+        except Exception as err:  # import-time code of a checkout may raise anything (a broken torchvision)
             hint = ""
             if "torchvision" in str(err) and self.resnet == "cvlm":
                 hint = (
@@ -386,7 +390,8 @@ class R2GenGenerator(ReportGenerator):
                     "parts run the generator in its own environment and use the command: adapter)"
                 )
             raise GeneratorError(
-                f"Cannot import {module_name} from the R2Gen checkout {self.code_dir}: {err}{hint}"
+                f"Cannot import {module_name} from the R2Gen checkout {self.code_dir}: "
+                f"{type(err).__name__}: {err}{hint}"
             ) from err
         origin = Path(os.path.abspath(getattr(module, "__file__", "") or ""))
         # A file of the checkout may be a link (to a shared copy); where it points does not matter.

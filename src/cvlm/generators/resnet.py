@@ -1,6 +1,6 @@
 """ResNet-18/34/50/101/152 built without torchvision, with torchvision's module names and order.
 
-R2Gen and R2GenCMN build their visual extractor as ``getattr(torchvision.models, "resnet101")(pretrained=..)``
+R2Gen and R2GenCMN build their visual extractor as ``torchvision.models.resnet101(pretrained=...)`` (by name)
 and keep ``list(model.children())[:-2]`` (conv1, bn1, relu, maxpool, layer1..layer4), so a checkpoint stores
 ``visual_extractor.model.{0,1,4,5,6,7}.*``. Installing torchvision would replace cvlm's CPU torch (its
 registry wheels pin a CUDA build, and a wheel built for another torch fails at import with ``operator
