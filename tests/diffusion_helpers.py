@@ -125,12 +125,14 @@ def _added_token(content: str) -> dict:
             "rstrip": False, "single_word": False}  # fmt: skip
 
 
-def write_sd_v1_stand_in(folder: Path, words: list[str], seed: int = 0) -> dict:
+def write_sd_v1_stand_in(folder: Path, words: list[str], seed: int = 0, bin_weights: bool = False) -> dict:
     """A tiny SD v1.x pipeline folder in the exact v1.4 layout, plus a UNet-only and a PIE-style folder.
 
     Tiny numbers (latent 16 -> 32 px images, cross-attention 8), real file names and configs: model_index
     with PNDM / safety checker / feature extractor, ``feature_extractor/preprocessor_config.json``,
     ``tokenizer/`` with vocab.json, merges.txt, special_tokens_map.json and tokenizer_config.json.
+    ``bin_weights`` writes pickled ``diffusion_pytorch_model.bin`` / ``pytorch_model.bin`` files instead of
+    safetensors, as older pipelines (2022-2023 fine-tunes) ship them.
 
     Returns:
         ``{"pipeline", "unet_only", "pie", "unet", "text_encoder"}`` (folders and the modules saved).
@@ -174,9 +176,12 @@ def write_sd_v1_stand_in(folder: Path, words: list[str], seed: int = 0) -> dict:
         )
     )
     pipeline = folder / "pipeline"
-    vae.save_pretrained(pipeline / "vae")
+    vae.save_pretrained(pipeline / "vae", safe_serialization=not bin_weights)
     text.save_pretrained(pipeline / "text_encoder")
-    unet.save_pretrained(pipeline / "unet")
+    if bin_weights:  # transformers 5 writes only safetensors
+        (pipeline / "text_encoder" / "model.safetensors").unlink()
+        torch.save(text.state_dict(), pipeline / "text_encoder" / "pytorch_model.bin")
+    unet.save_pretrained(pipeline / "unet", safe_serialization=not bin_weights)
     tokenizer = write_clip_tokenizer_files(words, pipeline / "tokenizer")
     special = {"bos_token": _added_token(BOS), "eos_token": _added_token(EOS), "pad_token": EOS}
     special["unk_token"] = _added_token(EOS)

@@ -71,7 +71,10 @@ def sd(tmp_path_factory) -> dict:
     words = ["the", "lung", "with", "abnormalities", "no", "cardiomegaly", "edema", "pleural", "effusion"]
     return {
         "v1.4": write_sd_v1_stand_in(tmp_path_factory.mktemp("sd-v1-4"), words, seed=0)["pipeline"],
-        "mimic": write_sd_v1_stand_in(tmp_path_factory.mktemp("mimic-sd"), words, seed=1)["pipeline"],
+        # Older fine-tuned pipelines ship pickled .bin weights (read with weights_only).
+        "mimic": write_sd_v1_stand_in(tmp_path_factory.mktemp("mimic-sd"), words, 1, bin_weights=True)[
+            "pipeline"
+        ],
     }
 
 
@@ -183,6 +186,8 @@ def test_train_sd_v1_with_accelerate_resume_then_validate(prepared, sd, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "train.json").read_text())
     assert summary["finished"] and summary["step"] == 2, summary
+    assert (sd["mimic"] / "text_encoder" / "pytorch_model.bin").is_file()
+    assert (sd["mimic"] / "vae" / "diffusion_pytorch_model.bin").is_file()
     model = load_components(out)
     assert model.info["name"] == "sd-v1" and model.image_channels == 3
     # --resume continues from the newest checkpoint up to the new --steps-max.
