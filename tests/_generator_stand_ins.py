@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from cvlm.findings import ABNORMALITIES
+from cvlm.generators.resnet import torchvision_stand_in
 from cvlm.generators.training import IGNORE, TrainingData
 
 WORDS = ["no", "pleural", "effusion", "the", "heart", "is", "normal", "pneumothorax", "."]
@@ -76,7 +77,8 @@ def build_tiny_vision_encoder_decoder(folder: Path, seed: int = 0) -> Path:
 
 
 R2GEN_CODE = Path(__file__).resolve().parent / "r2gen_stand_in"
-R2GEN_ARGS = {"d_model": 16, "d_vf": 8}
+# The stand-in's visual extractor is the official one (a torchvision ResNet by name); ResNet-18 is small.
+R2GEN_ARGS = {"d_model": 16, "d_vf": 512, "visual_extractor": "resnet18"}
 REPORTS = [
     "The heart size is normal. No pleural effusion or pneumothorax.",
     "1. Small left pleural effusion. 2. No pneumothorax.",
@@ -85,15 +87,8 @@ REPORTS = [
 ]
 
 
-def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str = "", threshold: int = 2):
-    """annotation.json (R2Gen format) + model_best.pth (trainer format) for the stand-in checkout.
-
-    Returns:
-        (checkpoint path, annotation path).
-    """
-    import sys
-    from types import SimpleNamespace
-
+def write_r2gen_annotation(folder: Path, dataset: str = "mimic_cxr") -> Path:
+    """``folder/annotation.json`` in R2Gen's format: 8 train, 2 val, 2 test entries of :data:`REPORTS`."""
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(12):
@@ -108,17 +103,66 @@ def build_r2gen_stand_in(folder: Path, dataset: str = "mimic_cxr", prefix: str =
     annotation.write_text(
         json.dumps({"train": entries[:8], "val": entries[8:10], "test": entries[10:]}), encoding="utf-8"
     )
-    sys.path.insert(0, str(R2GEN_CODE))
-    try:
-        from models.r2gen import R2GenModel
-        from modules.tokenizers import Tokenizer
-    finally:
-        sys.path.remove(str(R2GEN_CODE))
-    args = SimpleNamespace(
-        ann_path=str(annotation), threshold=threshold, dataset_name=dataset, max_seq_length=12, **R2GEN_ARGS
+    return annotation
+
+
+def purge_checkout_modules() -> None:
+    """Forget imported checkout packages: R2Gen and R2GenCMN checkouts both name them models / modules."""
+    import sys
+
+    for name in [n for n in sys.modules if n.split(".")[0] in ("models", "modules")]:
+        del sys.modules[name]
+
+
+def build_r2gen_stand_in(
+    folder: Path,
+    dataset: str = "mimic_cxr",
+    prefix: str = "",
+    threshold: int = 2,
+    code: Path = R2GEN_CODE,
+    model: str = "models.r2gen:R2GenModel",
+    args: dict | None = None,
+):
+    """annotation.json (R2Gen format) + model_best.pth (trainer format) from a stand-in checkout.s classes.
+
+    Args:
+        folder: Where both files go.
+        dataset: ``mimic_cxr`` or ``iu_xray``.
+        prefix: Put before every key (``module.`` as DataParallel does).
+        threshold: Vocabulary threshold of the tokenizer.
+        code: The stand-in checkout (:data:`R2GEN_CODE` or tests/r2gencmn_stand_in).
+        model: ``module:class`` of the model in that checkout.
+        args: Model arguments (default :data:`R2GEN_ARGS`).
+
+    Returns:
+        (checkpoint path, annotation path).
+    """
+    import importlib
+    import sys
+    from types import SimpleNamespace
+
+    annotation = write_r2gen_annotation(folder, dataset)
+    namespace = SimpleNamespace(
+        **{
+            "visual_extractor_pretrained": False,
+            **(R2GEN_ARGS if args is None else args),
+            "ann_path": str(annotation),
+            "threshold": threshold,
+            "dataset_name": dataset,
+            "max_seq_length": 12,
+        }
     )
-    torch.manual_seed(0)
-    model = R2GenModel(args, Tokenizer(args))
+    module, _, cls = model.partition(":")
+    purge_checkout_modules()
+    sys.path.insert(0, str(code))
+    try:
+        with torchvision_stand_in():
+            tokenizer = importlib.import_module("modules.tokenizers").Tokenizer(namespace)
+            torch.manual_seed(0)
+            model = getattr(importlib.import_module(module), cls)(namespace, tokenizer)
+    finally:
+        sys.path.remove(str(code))
+        purge_checkout_modules()  # the adapter imports the checkout afresh, as in a user's process
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     checkpoint = folder / "model_best.pth"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
-from diffusion_helpers import PROMPTS, make_prepared, write_test_config
+from diffusion_helpers import PROMPTS, make_prepared, write_sd_v1_stand_in, write_test_config
 
 from cvlm.cli import main
 from cvlm.diffusion.card import write_card
@@ -297,83 +297,10 @@ def test_bf16_autocast_and_gradient_checkpointing_train_on_cpu(world, tmp_path):
 
 
 def test_sd_v1_loads_pipeline_and_unet_only_layouts(tmp_path):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8,
-        norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=8,
-            intermediate_size=16,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=1000,
-        )
-    )
-    # The v1.4 pipeline layout (formats.md 4.1): model_index with PNDM, safety checker and feature extractor.
-    base = tmp_path / "mimic-sd"
-    vae.save_pretrained(base / "vae")
-    text.save_pretrained(base / "text_encoder")
-    unet.save_pretrained(base / "unet")
-    write_clip_tokenizer_files(["lung", "the", "with", "abnormalities", "cardiomegaly"], base / "tokenizer")
-    (base / "scheduler").mkdir()
-    (base / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "PNDMScheduler",
-                "beta_start": 0.00085,
-                "beta_end": 0.012,
-                "beta_schedule": "scaled_linear",
-                "num_train_timesteps": 1000,
-                "set_alpha_to_one": False,
-                "skip_prk_steps": True,
-                "steps_offset": 1,
-                "trained_betas": None,
-                "clip_sample": False,
-            }
-        )
-    )
-    (base / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionPipeline",
-                "feature_extractor": ["transformers", "CLIPFeatureExtractor"],
-                "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
-                "scheduler": ["diffusers", "PNDMScheduler"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-            }
-        )
-    )
-    unet_only = tmp_path / "unet-only"
-    unet.save_pretrained(unet_only)
-    pie = tmp_path / "pie"
-    unet.save_pretrained(pie / "text_encoder")  # the PIE quirk: a UNet in text_encoder/
+    words = ["lung", "the", "with", "abnormalities", "cardiomegaly"]
+    sd = write_sd_v1_stand_in(tmp_path, words)
+    base, unet_only, pie = sd["pipeline"], sd["unet_only"], sd["pie"]
+    unet, text = sd["unet"], sd["text_encoder"]
     for source in (base, unet_only, pie):
         c = load_sd_v1(source, base)
         assert c.info["name"] == "sd-v1" and c.image_size == 32 and c.image_channels == 3

@@ -201,10 +201,14 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="generator device (default: cuda when available)")
+    p.add_argument("--labeler", choices=("rules", "chexbert"), default="rules", help="default: rules")
+    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert)")
+    p.add_argument("--tokenizer", type=Path, help="bert-base-uncased folder (with --labeler chexbert)")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from cvlm.labeler import load_labeler
     from cvlm.prepare import prepare
 
     result = prepare(
@@ -212,6 +216,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         prompts=args.prompts,
+        labeler=load_labeler(args.labeler, args.checkpoint, args.tokenizer, device=args.device),
         policy=args.uncertain,
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         batch_size=args.batch_size,

@@ -9,8 +9,8 @@ spec                                       generator
 ``path/to/folder``                         its ``config.json`` decides: ``cvlm_generator`` (a phantom
                                            model), else a Hugging Face image-to-text model
 ``hf:FOLDER``                              :class:`HFGenerator`
-``r2gen:CODE,CKPT,ANNOTATION[,key=value]`` :class:`R2GenGenerator` (keys: ``dataset``, ``threshold``,
-                                           ``max_seq_length``, ``beam_size``, any other R2Gen argument)
+``r2gen:CODE,CKPT,ANNOTATION[,key=value]`` :class:`R2GenGenerator` (keys: ``dataset``, ``model_module``,
+                                           ``resnet``, any R2Gen / R2GenCMN argument, typed as in its main.py)
 ``path/to/spec.json``                      ``{"adapter": "hf" | "r2gen" | "command" | "callable", ...}``
                                            with the keyword arguments of that adapter
 ``command:PROGRAM ARGS``                   :class:`CommandGenerator` (JSON lines on stdin / stdout)
@@ -104,27 +104,39 @@ def _from_spec_file(path: Path, device: str | torch.device | None) -> ReportGene
 def parse_r2gen_spec(text: str) -> dict[str, Any]:
     """``CODE,CKPT,ANNOTATION[,key=value...]`` -> keyword arguments of :class:`R2GenGenerator`.
 
+    Keys: ``dataset`` (or R2Gen's own ``dataset_name``), ``model_module``, ``resnet``, ``batch_size`` of
+    the adapter, and every argument of R2Gen's and R2GenCMN's ``main.py``, each converted to the type their
+    argparse declares (``dropout=0.1`` a float, ``visual_extractor_pretrained=False`` a bool).
+
+    Raises:
+        GeneratorError: For a malformed spec, an unknown key or a value of the wrong type.
+
     Example:
-        >>> parse_r2gen_spec("R2Gen,model_best.pth,annotation.json,dataset=iu_xray,threshold=3")
-        {'code_dir': 'R2Gen', 'checkpoint': 'model_best.pth', 'annotation': 'annotation.json', 'dataset': 'iu_xray', 'threshold': 3}
+        >>> parse_r2gen_spec("R2Gen,model_best.pth,annotation.json,dataset=iu_xray,threshold=3,dropout=0.2")
+        {'code_dir': 'R2Gen', 'checkpoint': 'model_best.pth', 'annotation': 'annotation.json', 'dataset': 'iu_xray', 'threshold': 3, 'args': {'dropout': 0.2}}
     """  # noqa: E501
+    from cvlm.generators.r2gen import convert_argument
+
     parts = [p.strip() for p in text.split(",")]
     if len(parts) < 3 or any("=" in p for p in parts[:3]):
         raise GeneratorError(
             f"r2gen spec {text!r}: expected r2gen:CODE_DIR,CHECKPOINT,ANNOTATION[,dataset=mimic_cxr|iu_xray]"
-            "[,threshold=N][,max_seq_length=N][,beam_size=N]."
+            "[,threshold=N][,max_seq_length=N][,beam_size=N][,any R2Gen argument=value]."
         )
     options: dict[str, Any] = dict(zip(("code_dir", "checkpoint", "annotation"), parts[:3], strict=True))
     overrides: dict[str, Any] = {}
     for item in parts[3:]:
-        key, sep, value = item.partition("=")
+        key, sep, value = (p.strip() for p in item.partition("="))
         if not sep:
             raise GeneratorError(f"r2gen spec {text!r}: {item!r} is not key=value.")
-        parsed: Any = int(value) if value.lstrip("-").isdigit() else value
-        if key in ("dataset", "threshold", "max_seq_length", "beam_size"):
-            options[key] = parsed
+        if key in ("dataset", "dataset_name"):
+            options["dataset"] = convert_argument("dataset_name", value)
+        elif key in ("model_module", "resnet"):
+            options[key] = value
+        elif key in ("threshold", "max_seq_length", "beam_size", "batch_size"):  # batch: images per forward
+            options[key] = convert_argument(key, value)
         else:
-            overrides[key] = parsed
+            overrides[key] = convert_argument(key, value)
     if overrides:
         options["args"] = overrides
     return options

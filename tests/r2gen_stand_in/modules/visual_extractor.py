@@ -1,13 +1,18 @@
+import torch
+import torchvision.models as models
 from torch import nn
 
 
 class VisualExtractor(nn.Module):
-    """Stand-in for the ResNet-101 extractor: (B, 3, 224, 224) -> patch_feats (B, 49, d_vf), avg (B, d_vf)."""
+    """As the official one: a torchvision model by name, without its pool and fc; a 7x7 grid of features."""
 
     def __init__(self, args):
         super().__init__()
-        self.model = nn.Sequential(nn.Conv2d(3, args.d_vf, kernel_size=32, stride=32), nn.ReLU())
-        self.avg_fnt = nn.AvgPool2d(kernel_size=7, stride=1, padding=0)
+        self.visual_extractor = args.visual_extractor
+        self.pretrained = args.visual_extractor_pretrained
+        network = getattr(models, self.visual_extractor)(pretrained=self.pretrained)
+        self.model = nn.Sequential(*list(network.children())[:-2])
+        self.avg_fnt = torch.nn.AvgPool2d(kernel_size=7, stride=1, padding=0)
 
     def forward(self, images):
         patch_feats = self.model(images)

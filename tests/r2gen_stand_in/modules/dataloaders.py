@@ -1,0 +1,2 @@
+# The official dataloaders.py needs torchvision.transforms; cvlm's adapter never imports this module.
+from torchvision import transforms  # noqa: F401

@@ -1,0 +1,1 @@
+../../r2gen_stand_in/modules/dataloaders.py
