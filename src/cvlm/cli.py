@@ -442,6 +442,13 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         help="frame threshold L on 0..255 of the normalised difference, or 'auto' (Otsu) (default: 95)",
     )
     p.add_argument("--top-k", type=int, default=5, help="frames per edit (default: 5)")
+    p.add_argument(
+        "--locality",
+        default="none",
+        choices=["none", "mask"],
+        help="'mask': edit only where the model answers the edited words, keep the rest (default: none)",
+    )
+    p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
     p.add_argument("--no-batch-edits", action="store_true", help="sample edits one at a time (less memory)")
     p.add_argument("--device", default=None, help="torch device (default: cpu for the model)")
@@ -461,6 +468,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         adaptive=not args.no_adaptive and args.guidance is None,
         threshold="auto" if args.threshold == "auto" else float(args.threshold),
         top_k=args.top_k,
+        locality=args.locality,
+        rank=args.rank,
         batched=not args.no_batch_edits,
         seed=args.seed,
     )
@@ -500,6 +509,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
     p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")
     p.add_argument(
+        "--locality",
+        default="none",
+        choices=["none", "mask"],
+        help="'mask': edit only where the model answers the edited words, keep the rest (default: none)",
+    )
+    p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+    p.add_argument(
         "--add", default="", help="comma list of findings to add where not written (default: none)"
     )
     p.add_argument("--device", default=None, help="torch device (default: cpu for the model)")
@@ -517,6 +533,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         lever=args.lever,
         adaptive=not args.no_adaptive,
         threshold=threshold,
+        locality=args.locality,
+        rank=args.rank,
     )
     explainer = Explainer.load(args.generator, args.model, options=options, device=args.device)
     m = evaluate(explainer, args.data, args.out, args.n)

@@ -28,18 +28,22 @@ and keeps the weakest that closes it (adaptive strength). Which lever is the def
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
 from cvlm.diffusion.components import DiffusionComponents
+from cvlm.diffusion.inversion import unet_predictor
 from cvlm.diffusion.reconstruction import Inversion, embed, invert, sample
 from cvlm.findings import DEFAULT_VOCABULARY, NO_FINDING, FindingVocabulary
+from cvlm.frames import extract_frames
 from cvlm.prompts import add_finding, build_prompt, remove_finding
 from cvlm.xray import from_tensor, resize, to_tensor
 
 LEVERS = ("guidance", "embedding")
+LOCALITIES = ("none", "mask")
 DEFAULT_LEVER = "guidance"
 DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
     "guidance": (1.0, 2.0, 3.5, 5.0),
@@ -140,6 +144,8 @@ def sample_rows(
     strength: float = 1.0,
     lever: str = DEFAULT_LEVER,
     batch_size: int = 16,
+    blend: Blend | None = None,
+    record: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Sample one image per row of z_T with its own prompt, ``batch_size`` rows per UNet batch.
 
@@ -153,6 +159,10 @@ def sample_rows(
         strength: 1 = the plain edit; see the module docstring.
         lever: ``"guidance"`` or ``"embedding"``.
         batch_size: Rows per UNet batch.
+        blend: Keep each row's latents equal to the reconstruction's trajectory outside its edit mask
+            (see :class:`Blend`); None: edit everywhere.
+        record: A list that receives the latents after every step (of a single-row call): the
+            reconstruction's trajectory for :class:`Blend`.
 
     Returns:
         ``(N, H, W)`` float32 in [0, 1].
@@ -174,14 +184,104 @@ def sample_rows(
         rows = slice(start, start + batch_size)
         chunk, chunk_prompts = noise[rows], list(prompts[rows])
         chunk_sources = list(source_prompts[rows]) if source_prompts is not None else None
+        callback = None
+        if blend is not None:
+            callback = blend.callback(rows)
+        elif record is not None:
+            callback = _recorder(record)
         if lever == "embedding" and strength != 1.0:
             source, edited = embed(components, chunk_sources), embed(components, chunk_prompts)
             text = source + strength * (edited - source)
-            images = sample(components, chunk, chunk_prompts, steps, text=text)
+            images = sample(components, chunk, chunk_prompts, steps, text=text, callback=callback)
         else:
-            images = sample(components, chunk, chunk_prompts, steps, strength, chunk_sources)
+            images = sample(
+                components, chunk, chunk_prompts, steps, strength, chunk_sources, callback=callback
+            )
         out.append(from_tensor(images.cpu()).reshape(len(chunk_prompts), *images.shape[-2:]))
     return np.concatenate(out).astype(np.float32)
+
+
+def _recorder(trajectory: list[torch.Tensor]):
+    def record(i: int, t: torch.Tensor, z: torch.Tensor) -> None:
+        trajectory.append(z.detach().clone())
+
+    return record
+
+
+@dataclass
+class Blend:
+    """Edit only inside a mask (latent blending).
+
+    After every DDIM step, outside the mask the edited latents are replaced by the reconstruction's
+    latents of the same step (as in DiffEdit, Couairon et al., ICLR 2023, and Blended Latent Diffusion,
+    Avrahami et al., 2023).
+
+    Attributes:
+        masks: ``[N, 1, h, w]`` in [0, 1] at the latent resolution, one per row (1 = may change).
+        trajectory: The reconstruction's latents ``[1, c, h, w]`` after each of the T steps.
+    """
+
+    masks: torch.Tensor
+    trajectory: list[torch.Tensor]
+
+    def callback(self, rows: slice):
+        """The step callback for the rows ``rows`` of a :func:`sample_rows` call."""
+        masks = self.masks[rows]
+
+        def blend(i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return masks * z + (1 - masks) * self.trajectory[i]
+
+        return blend
+
+
+@torch.no_grad()
+def invert_with_masks(
+    components: DiffusionComponents,
+    image: np.ndarray,
+    requests: Sequence[EditRequest],
+    steps: int = 50,
+    fixed_point: int = 0,
+    every: int = 5,
+    dilate: int = 2,
+) -> tuple[Inversion, torch.Tensor, np.ndarray]:
+    """Invert one image and estimate, per edit, where the model's prediction answers the edited words.
+
+    While inverting with the source prompt P, every ``every``-th step also predicts the noise for each
+    edited prompt P_e at the *same* latents; the mean |eps(z_t, P_e) - eps(z_t, P)| over channels and
+    those steps is the edit's response map (DiffEdit's mask estimate, from the inversion's own latents,
+    so it costs T / ``every`` extra batched calls and no trajectory drift enters it). Its Otsu region
+    (:func:`cvlm.frames.extract_frames` with ``"auto"``), dilated by ``dilate`` pixels, is the mask.
+
+    Returns:
+        ``(inversion, latent masks [k, 1, h, w] in {0, 1}, pixel masks (k, H, W) bool)``.
+    """
+    source = requests[0].source if requests else ()
+    prompts = [build_prompt(source), *(r.prompt for r in requests)]
+    text = embed(components, prompts)
+    predict = unet_predictor(components.unet)
+    response: list[torch.Tensor] = []
+
+    def look(i: int, t: torch.Tensor, z: torch.Tensor) -> None:
+        if requests and i % every == every // 2:
+            eps = predict(z.expand(len(prompts), -1, -1, -1), t, text)
+            response.append((eps[1:] - eps[:1]).abs().mean(dim=1))
+
+    pixels = to_tensor(model_input(components, image)[None], "minus_one_one")
+    device = next(components.unet.parameters()).device
+    inversion = invert(components, pixels.to(device), prompts[:1], steps, fixed_point, callback=look)
+    size, (h, w) = components.image_size, inversion.noise.shape[-2:]
+    pixel_masks = np.zeros((len(requests), size, size), dtype=bool)
+    latent_masks = torch.zeros(len(requests), 1, h, w)
+    if requests and response:
+        maps = torch.stack(response).mean(0).cpu().numpy()
+        kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8)
+        for k, latent_map in enumerate(maps):
+            found = extract_frames(resize(latent_map, size), "auto")
+            region = cv2.dilate(found.mask.astype(np.uint8), kernel) > 0
+            pixel_masks[k] = region
+            latent = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
+            latent_masks[k, 0] = torch.from_numpy(latent.astype(np.float32))
+    return inversion, latent_masks.to(device), pixel_masks
 
 
 @dataclass
@@ -196,6 +296,10 @@ class Counterfactuals:
         requests: The k edits.
         strength: The strength every edit was sampled at.
         lever: The strength lever.
+        locality: ``"none"`` or ``"mask"``.
+        trajectory: The reconstruction's latents after each step (for blended resampling).
+        latent_masks: ``[k, 1, h, w]`` edit masks at the latent resolution (``"mask"`` only).
+        pixel_masks: ``(k, H, W)`` bool edit masks at the model's resolution (``"mask"`` only).
     """
 
     image: np.ndarray
@@ -205,6 +309,10 @@ class Counterfactuals:
     requests: list[EditRequest]
     strength: float
     lever: str
+    locality: str = "none"
+    trajectory: list[torch.Tensor] = field(default_factory=list)
+    latent_masks: torch.Tensor | None = None
+    pixel_masks: np.ndarray | None = None
 
 
 def model_input(components: DiffusionComponents, image: np.ndarray) -> np.ndarray:
@@ -238,6 +346,7 @@ def counterfactuals(
     batched: bool = True,
     inversion: Inversion | None = None,
     fixed_point: int = 0,
+    locality: str = "none",
 ) -> Counterfactuals:
     """Invert once, then sample the reconstruction and every edit of the image from the same z_T.
 
@@ -251,6 +360,9 @@ def counterfactuals(
         batched: All rows in one UNet batch (False: one row at a time; same result, less memory).
         inversion: A finished inversion of this image to reuse (adaptive strength resamples from it).
         fixed_point: Fixed-point iterations per inversion step.
+        locality: ``"none"`` (edit everywhere, the paper's) or ``"mask"`` (estimate each edit's region
+            while inverting and keep the reconstruction outside it, :func:`invert_with_masks`);
+            ``inversion`` is then recomputed.
 
     Returns:
         :class:`Counterfactuals`.
@@ -261,30 +373,44 @@ def counterfactuals(
     sources = {r.source for r in requests}
     if len(sources) > 1:
         raise ValueError("All edits of one call must start from the same findings (one image).")
+    if locality not in LOCALITIES:
+        raise ValueError(f"locality must be one of {LOCALITIES}, got {locality!r}.")
     source = next(iter(sources)) if sources else ()
-    if inversion is None:
+    masks = pixel_masks = None
+    if locality == "mask":
+        inversion, masks, pixel_masks = invert_with_masks(components, image, requests, steps, fixed_point)
+    elif inversion is None:
         inversion = invert_image(components, image, source, steps, fixed_point)
     source_prompt = build_prompt(source)
-    prompts = [source_prompt, *(r.prompt for r in requests)]
-    noise = inversion.noise.expand(len(prompts), -1, -1, -1)
-    rows = sample_rows(
-        components,
-        noise,
-        prompts,
-        [source_prompt] * len(prompts),
-        steps,
-        strength,
-        lever,
-        batch_size=len(prompts) if batched else 1,
-    )
+    trajectory: list[torch.Tensor] = []
+    reconstruction = sample_rows(
+        components, inversion.noise, [source_prompt], None, steps, record=trajectory
+    )[0]
+    edited = np.zeros((0, *reconstruction.shape), np.float32)
+    if requests:
+        edited = sample_rows(
+            components,
+            inversion.noise.expand(len(requests), -1, -1, -1),
+            [r.prompt for r in requests],
+            [source_prompt] * len(requests),
+            steps,
+            strength,
+            lever,
+            batch_size=len(requests) if batched else 1,
+            blend=Blend(masks, trajectory) if masks is not None else None,
+        )
     return Counterfactuals(
         image=model_input(components, image),
         inversion=inversion,
-        reconstruction=rows[0],
-        edited=rows[1:],
+        reconstruction=reconstruction,
+        edited=edited,
         requests=list(requests),
         strength=strength,
         lever=lever,
+        locality=locality,
+        trajectory=trajectory,
+        latent_masks=masks,
+        pixel_masks=pixel_masks,
     )
 
 
@@ -292,11 +418,14 @@ __all__ = [
     "DEFAULT_LEVER",
     "DEFAULT_SCHEDULE",
     "LEVERS",
+    "LOCALITIES",
+    "Blend",
     "Counterfactuals",
     "EditRequest",
     "check_finding_names",
     "counterfactuals",
     "invert_image",
+    "invert_with_masks",
     "model_input",
     "plan_edits",
     "sample_rows",

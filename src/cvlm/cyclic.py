@@ -4,8 +4,11 @@ For an edit e of finding f (removed or added) with counterfactual x'_e, the gene
 r'_e = G(x'_e) and the one rule of :mod:`cvlm.readout` reads the findings F'_e it names. Then
 
 * **success** (the cycle closed): f not in F'_e for a removal, f in F'_e for an addition;
-* **collateral**: the other findings that changed, against what the edit should leave: ``lost`` (in the
-  target set F -/+ f but no longer written) and ``gained`` (written now but not in the target set).
+* **collateral**: the other findings that changed, against what the edit should leave: ``lost`` (written
+  before but no longer) and ``gained`` (written now but not before). "Before" is what G writes for the
+  *reconstruction* (sampled from the same z_T with the source prompt) when it is given: a finding that the
+  reconstruction already lost was lost by the round trip, not by the edit, and is not the edit's
+  collateral (the explanation flags such a round trip separately). Without it, the target set F -/+ f.
 
 An edit that succeeds with collateral is reported as such: it removed f, and something else with it.
 The cyclic rate (CR, the paper's figure) is the share of successes; the preservation rate is the share
@@ -48,17 +51,26 @@ class CycleResult:
         return not (self.collateral["lost"] or self.collateral["gained"])
 
 
-def judge(request: EditRequest, findings_after: Sequence[str]) -> tuple[bool, dict[str, list[str]]]:
+def judge(
+    request: EditRequest, findings_after: Sequence[str], baseline: Sequence[str] | None = None
+) -> tuple[bool, dict[str, list[str]]]:
     """Success and collateral of one edit, from the findings the regenerated report names.
+
+    Args:
+        request: The edit.
+        findings_after: What the regenerated report names.
+        baseline: What G names for the reconstruction (None: the edit's target set is the reference).
 
     Example:
         >>> r = EditRequest("Edema", "remove", ("Cardiomegaly", "Edema"), ("Cardiomegaly",))
         >>> judge(r, ["Pleural Effusion"])
         (True, {'lost': ['Cardiomegaly'], 'gained': ['Pleural Effusion']})
+        >>> judge(r, ["Pleural Effusion"], baseline=["Edema", "Pleural Effusion"])
+        (True, {'lost': [], 'gained': []})
     """
     after = set(findings_after)
     success = (request.finding not in after) if request.kind == "remove" else (request.finding in after)
-    expected = set(request.target) - {request.finding}
+    expected = (set(request.target) if baseline is None else set(baseline)) - {request.finding}
     others = after - {request.finding}
     return success, {"lost": sorted(expected - others), "gained": sorted(others - expected)}
 
@@ -69,6 +81,7 @@ def close_cycle(
     images: np.ndarray | Sequence[np.ndarray],
     labeler: Labeler | None = None,
     policy: UncertaintyPolicy | str = DEFAULT_POLICY,
+    baseline: Sequence[str] | None = None,
 ) -> list[CycleResult]:
     """Regenerate, relabel and judge every counterfactual (one batch through the generator).
 
@@ -78,6 +91,7 @@ def close_cycle(
         images: The counterfactuals, ``(k, H, W)`` float32 in [0, 1].
         labeler: The labeler that read the source report (default: the rule-based one).
         policy: The uncertainty policy that read the source report.
+        baseline: What G names for the reconstruction (see :func:`judge`).
 
     Returns:
         One :class:`CycleResult` per request.
@@ -87,7 +101,7 @@ def close_cycle(
     readout: Readout = read_findings(generator, list(images), labeler, policy)
     results = []
     for request, report, after in zip(requests, readout.reports, readout.findings, strict=True):
-        success, collateral = judge(request, after)
+        success, collateral = judge(request, after, baseline)
         results.append(CycleResult(success, collateral, report, after))
     return results
 

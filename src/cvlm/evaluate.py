@@ -87,6 +87,7 @@ def score_explanation(
     threshold: float | str = PAPER_THRESHOLD,
     top_k: int = TOP_K,
     seed: int = 0,
+    rank: str = "area",
 ) -> list[dict[str, Any]]:
     """One row per edit of an explanation (loaded with its arrays), scored against the record's truth.
 
@@ -106,6 +107,7 @@ def score_explanation(
             "truly_present": edit.finding in record.true_findings,
             "success": edit.success,
             "success_at_base": edit.success_at_base,
+            "baseline_holds": edit.baseline_holds,
             "preserved": edit.preserved,
             "lost": ";".join(edit.collateral["lost"]),
             "gained": ";".join(edit.collateral["gained"]),
@@ -116,7 +118,7 @@ def score_explanation(
         }
         mask = masks.get(edit.finding)
         if edit.kind == "remove" and mask is not None and edit.difference is not None:
-            found = extract_frames(edit.difference, threshold, top_k)
+            found = extract_frames(edit.difference, threshold, top_k, rank=rank)
             boxes = [f.box for f in found.frames]
             chance = _random_boxes(boxes, shape, rng)
             row.update(
@@ -193,6 +195,8 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "cyclic_rate": rate,
         "cyclic_rate_ci": list(ci) if ci else None,
         "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in removals]),
+        "cyclic_rate_where_baseline_holds": _rate([r["success"] for r in removals if r["baseline_holds"]]),
+        "baseline_holds_rate": _rate([r["baseline_holds"] for r in removals])["rate"],
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],

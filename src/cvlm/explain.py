@@ -41,6 +41,8 @@ from cvlm.counterfactual import (
     DEFAULT_LEVER,
     DEFAULT_SCHEDULE,
     LEVERS,
+    LOCALITIES,
+    Blend,
     check_finding_names,
     counterfactuals,
     plan_edits,
@@ -79,6 +81,9 @@ class ExplainOptions:
             strength only, the paper's edit).
         threshold: Frame threshold L on 0..255, or ``"auto"`` (Otsu per edit).
         top_k: Frames kept per edit.
+        rank: Frame order, ``"area"`` (the paper's) or ``"mass"`` (:func:`cvlm.frames.extract_frames`).
+        locality: ``"none"`` (edit everywhere, the paper's) or ``"mask"`` (edit only where the model's
+            prediction answers the edited words; :func:`cvlm.counterfactual.invert_with_masks`).
         batched: Sample all edits of an image in one UNet batch (False: one at a time, less memory).
         fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
         seed: Seeds torch before each image (the DDIM path itself is deterministic).
@@ -94,6 +99,8 @@ class ExplainOptions:
     adaptive: bool = True
     threshold: float | str = PAPER_THRESHOLD
     top_k: int = TOP_K
+    rank: str = "area"
+    locality: str = "none"
     batched: bool = True
     fixed_point: int = 0
     seed: int = 0
@@ -106,6 +113,8 @@ class ExplainOptions:
         self.schedule = tuple(float(s) for s in (self.schedule or DEFAULT_SCHEDULE[self.lever]))
         if not self.schedule or any(s < 1.0 for s in self.schedule):
             raise ValueError(f"Strengths must be >= 1, got {self.schedule}.")
+        if self.locality not in LOCALITIES:
+            raise ValueError(f"locality must be one of {', '.join(LOCALITIES)}, got {self.locality!r}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if self.remove not in ("all", None):
@@ -209,7 +218,9 @@ class Explainer:
             opts.lever,
             opts.batched,
             fixed_point=opts.fixed_point,
+            locality=opts.locality,
         )
+        blend = Blend(cf.latent_masks, cf.trajectory) if cf.latent_masks is not None else None
         edited = cf.edited.copy()
 
         # 6. Cycle, with adaptive strength for the edits that did not close it. The reconstruction goes
@@ -218,7 +229,7 @@ class Explainer:
         recon_findings = both.findings[0]
         results: list[CycleResult] = []
         for request, report, after in zip(requests, both.reports[1:], both.findings[1:], strict=True):
-            success, collateral = judge(request, after)
+            success, collateral = judge(request, after, recon_findings)
             results.append(CycleResult(success, collateral, report, after))
         used = [strengths[0]] * len(requests)
         attempts: list[list[dict[str, Any]]] = [
@@ -237,6 +248,7 @@ class Explainer:
                 strength,
                 opts.lever,
                 batch_size=len(todo) if opts.batched else 1,
+                blend=Blend(blend.masks[todo], blend.trajectory) if blend is not None else None,
             )
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy
@@ -250,7 +262,7 @@ class Explainer:
         edits = []
         for i, request in enumerate(requests):
             difference = np.abs(cf.reconstruction - edited[i]).astype(np.float32)
-            found = extract_frames(difference, opts.threshold, opts.top_k)
+            found = extract_frames(difference, opts.threshold, opts.top_k, rank=opts.rank)
             result = results[i]
             edits.append(
                 Edit(
@@ -266,6 +278,7 @@ class Explainer:
                     findings_after=result.findings_after,
                     frames=scale_frames(found.frames, difference.shape, image.shape),
                     threshold=found.threshold,
+                    baseline_holds=(request.finding in recon_findings) == (request.kind == "remove"),
                     counterfactual=edited[i],
                     difference=difference,
                 )
@@ -285,6 +298,7 @@ class Explainer:
             model=self.model_name,
             report=report,
             findings=findings,
+            reconstruction_findings=recon_findings,
             prompt=build_prompt(findings),
             reconstruction_psnr=round(recon_psnr, 3),
             trusted=trusted,

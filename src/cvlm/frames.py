@@ -33,6 +33,7 @@ from cvlm.outputs import Frame
 PAPER_THRESHOLD = 95.0
 """The paper's L on the 0..255 scale."""
 TOP_K = 5
+RANKS = ("area", "mass")
 BLUR = 5
 
 
@@ -82,6 +83,7 @@ def extract_frames(
     top_k: int = TOP_K,
     blur: int = BLUR,
     min_area: int = 4,
+    rank: str = "area",
 ) -> FrameResult:
     """The K largest changed regions of a difference map, as boxes and a mask.
 
@@ -91,6 +93,8 @@ def extract_frames(
         top_k: How many regions to keep (the paper: 5).
         blur: Gaussian kernel size (odd; 1 = no blur).
         min_area: Smallest component, in pixels, that counts as a region.
+        rank: Order of the regions: ``"area"`` (the paper's: largest first) or ``"mass"`` (the most
+            total change first: a small strong change outranks a large faint one).
 
     Returns:
         A :class:`FrameResult` (no frames and an empty mask when nothing changed).
@@ -112,8 +116,14 @@ def extract_frames(
     # Compared on the integer 0..255 scale, the one Otsu's level and the paper's L are defined on.
     binary = (normalised.astype(np.uint8) > level).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    # Row 0 is the background; keep components by area, largest first (ties: top-left first).
-    order = sorted(range(1, count), key=lambda i: (-stats[i, cv2.CC_STAT_AREA], stats[i, 1], stats[i, 0]))
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {RANKS}, got {rank!r}.")
+    # Row 0 is the background; keep components largest first (ties: top-left first).
+    if rank == "mass":
+        size = np.bincount(labels.ravel(), weights=normalised.ravel(), minlength=count)
+    else:
+        size = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    order = sorted(range(1, count), key=lambda i: (-size[i], stats[i, 1], stats[i, 0]))
     kept = [i for i in order if stats[i, cv2.CC_STAT_AREA] >= min_area][:top_k]
     frames = []
     for i in kept:

@@ -86,6 +86,9 @@ class Edit:
         findings_after: The findings that report names.
         frames: The K largest changed regions, largest first.
         threshold: The frame threshold used, on the 0..255 scale of the normalised difference.
+        baseline_holds: The generator's reading of the reconstruction still has the finding (removal)
+            or still lacks it (addition); when False the round trip, not the edit, flipped it and the
+            cycle's success says nothing.
         counterfactual: ``(h, w)`` float32 in [0, 1] at the model's resolution (None when not loaded).
         difference: ``(h, w)`` float32 |reconstruction - counterfactual| (None when not loaded).
     """
@@ -102,6 +105,7 @@ class Edit:
     findings_after: list[str]
     frames: list[Frame] = field(default_factory=list)
     threshold: float | None = None
+    baseline_holds: bool = True
     counterfactual: np.ndarray | None = field(default=None, repr=False)
     difference: np.ndarray | None = field(default=None, repr=False)
 
@@ -131,6 +135,7 @@ class Explanation:
         model: The tailored diffusion model (name or folder).
         report: The generator's report on the input.
         findings: The findings that report names (canonical order).
+        reconstruction_findings: The findings G names for the reconstruction (the cycle's baseline).
         prompt: The structured prompt built from them.
         reconstruction_psnr: PSNR (dB) of the input against its reconstruction (invert + resample).
         trusted: False when the input lies outside what the models know (see ``notes``).
@@ -155,6 +160,7 @@ class Explanation:
     original_size: list[int]
     edits: list[Edit]
     settings: dict[str, Any]
+    reconstruction_findings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     input: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)

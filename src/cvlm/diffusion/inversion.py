@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(latents [B, c, h, w], timestep [], text [B, L, D]) -> predicted noise [B, c, h, w]``."""
 
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+"""``(step index, timestep, latents [B, c, h, w]) -> replacement latents or None``. Inversion calls it with
+the latents *before* each step (to look); sampling with the latents *after* each step (it may return
+changed latents, e.g. blended with another trajectory)."""
+
 
 def unet_predictor(unet: torch.nn.Module) -> NoisePredictor:
     """Wrap a ``UNet2DConditionModel`` as a :data:`NoisePredictor`."""
@@ -80,6 +85,7 @@ def ddim_invert(
     guidance: float = 1.0,
     uncond: torch.Tensor | None = None,
     fixed_point: int = 0,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """DDIM inversion: clean latents z_0 -> noise latents z_T.
 
@@ -92,6 +98,7 @@ def ddim_invert(
         guidance: Classifier-free guidance scale (1 = conditional only).
         uncond: Empty-prompt embeddings ``[1 or B, L, D]``, needed when ``guidance != 1``.
         fixed_point: Fixed-point iterations per step (0 = plain DDIM inversion; see the module doc).
+        callback: Called with each step's starting latents (its return value is ignored).
 
     Returns:
         z_T, ``[B, c, h, w]``, float32.
@@ -109,7 +116,9 @@ def ddim_invert(
     scheduler = DDIMInverseScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(steps, device=latents.device)
     z = latents.float()
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
+        if callback is not None:
+            callback(i, t, z)
         eps = _guided(predict, z, t, text, uncond, guidance)
         target = scheduler.step(eps, t, z).prev_sample
         for _ in range(fixed_point):
@@ -130,6 +139,7 @@ def ddim_sample(
     steps: int = 50,
     guidance: float = 1.0,
     uncond: torch.Tensor | None = None,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM sampling (eta = 0): z_T -> z_0.
 
@@ -141,6 +151,7 @@ def ddim_sample(
         steps: Number of DDIM steps T (use the inversion's).
         guidance: Classifier-free guidance scale (1 = conditional only).
         uncond: Empty-prompt embeddings ``[1 or B, L, D]``, needed when ``guidance != 1``.
+        callback: Called with the latents after each step; a tensor it returns replaces them.
 
     Returns:
         z_0, ``[B, c, h, w]``, float32.
@@ -149,9 +160,12 @@ def ddim_sample(
     scheduler = DDIMScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(steps, device=noise.device)
     z = noise.float()
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
         eps = _guided(predict, z, t, text, uncond, guidance)
         z = scheduler.step(eps, t, z, eta=0.0).prev_sample
+        if callback is not None:
+            replaced = callback(i, t, z)
+            z = z if replaced is None else replaced
     return z
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cvlm.diffusion.components import DiffusionComponents
-from cvlm.diffusion.inversion import ddim_invert, ddim_sample, encode_prompts, unet_predictor
+from cvlm.diffusion.inversion import StepCallback, ddim_invert, ddim_sample, encode_prompts, unet_predictor
 from cvlm.metrics import psnr, ssim
 from cvlm.xray import from_tensor
 
@@ -82,6 +82,7 @@ def invert(
     prompts: Sequence[str],
     steps: int = 50,
     fixed_point: int = 0,
+    callback: StepCallback | None = None,
 ) -> Inversion:
     """Images ``[B, 1, H, W]`` in [-1, 1] + their prompts -> an :class:`Inversion` (DDIM, guidance 1).
 
@@ -93,6 +94,7 @@ def invert(
         prompts: B prompts, one per image.
         steps: DDIM steps T.
         fixed_point: Iterations per step of the exact inversion (:func:`ddim_invert`); 0 = plain DDIM.
+        callback: Called with each inversion step's starting latents (to look, e.g. at the prompt response).
 
     Raises:
         ValueError: If the numbers of images and prompts differ.
@@ -104,7 +106,9 @@ def invert(
     latents = encode_images(components, images)
     predict = unet_predictor(components.unet)
     text = embed(components, prompts)
-    noise = ddim_invert(predict, components.scheduler.config, latents, text, steps, fixed_point=fixed_point)
+    noise = ddim_invert(
+        predict, components.scheduler.config, latents, text, steps, fixed_point=fixed_point, callback=callback
+    )
     return Inversion(latents, noise, list(prompts), steps, fixed_point)
 
 
@@ -117,6 +121,7 @@ def sample(
     guidance: float = 1.0,
     negative_prompts: Sequence[str] | None = None,
     text: torch.Tensor | None = None,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """z_T ``[B, c, h, w]`` + one prompt per row -> images ``[B, 1, H, W]`` in [-1, 1] (DDIM, eta 0).
 
@@ -130,13 +135,16 @@ def sample(
             prompt (classic classifier-free guidance). Unused at ``guidance == 1``.
         text: Prompt embeddings ``[B, L, D]`` to use instead of embedding ``prompts`` (for edits made in
             embedding space).
+        callback: Called after each DDIM step (:data:`cvlm.diffusion.inversion.StepCallback`).
     """
     text = embed(components, prompts) if text is None else text
     uncond = None
     if guidance != 1.0:
         uncond = embed(components, list(negative_prompts) if negative_prompts is not None else [""])
     predict = unet_predictor(components.unet)
-    latents = ddim_sample(predict, components.scheduler.config, noise, text, steps, guidance, uncond)
+    latents = ddim_sample(
+        predict, components.scheduler.config, noise, text, steps, guidance, uncond, callback
+    )
     return decode_latents(components, latents)
 
 
