@@ -72,6 +72,21 @@ def _pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarr
     return a, b
 
 
+def _cases(a: Sequence[float], b: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two aligned, non-empty, finite 1-D per-case sequences as float64."""
+    a_arr = np.asarray(a, dtype=np.float64)
+    b_arr = np.asarray(b, dtype=np.float64)
+    if a_arr.ndim != 1 or a_arr.shape != b_arr.shape:
+        raise ValueError(
+            f"{what}: need two aligned 1-D sequences, got shapes {a_arr.shape} and {b_arr.shape}."
+        )
+    if a_arr.size == 0:
+        raise ValueError(f"{what}: no cases to score.")
+    if not (np.isfinite(a_arr).all() and np.isfinite(b_arr).all()):
+        raise ValueError(f"{what}: values hold NaN or infinite values.")
+    return a_arr, b_arr
+
+
 def _masks(saliency: np.ndarray, mask: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Saliency as float64 and mask as bool, same 2-D shape, mask not empty."""
     saliency = np.asarray(saliency, dtype=np.float64)
@@ -517,16 +532,9 @@ def specificity(own_change: Sequence[float], other_change: Sequence[float]) -> f
         >>> specificity([0.30, 0.10], [0.02, 0.03])
         8.0
     """
-    own = np.asarray(own_change, dtype=np.float64)
-    other = np.asarray(other_change, dtype=np.float64)
-    if own.ndim != 1 or own.shape != other.shape:
-        raise ValueError(
-            f"specificity: need two aligned 1-D sequences, got shapes {own.shape} and {other.shape}."
-        )
-    if own.size == 0:
-        raise ValueError("specificity: no cases to score.")
-    if not (np.isfinite(own).all() and np.isfinite(other).all()) or own.min() < 0 or other.min() < 0:
-        raise ValueError("specificity: changes must be finite and >= 0 (mean absolute differences).")
+    own, other = _cases(own_change, other_change, "specificity")
+    if own.min() < 0 or other.min() < 0:
+        raise ValueError("specificity: changes must be >= 0 (mean absolute differences).")
     num, den = float(own.mean()), float(other.mean())
     if den == 0.0:
         return math.nan if num == 0.0 else math.inf
@@ -614,16 +622,7 @@ def paired_bootstrap(
         >>> round(est, 4), bool(0 < low <= est <= high)
         (0.325, True)
     """
-    a_arr = np.asarray(a, dtype=np.float64)
-    b_arr = np.asarray(b, dtype=np.float64)
-    if a_arr.ndim != 1 or a_arr.shape != b_arr.shape:
-        raise ValueError(
-            f"paired_bootstrap: need two aligned 1-D sequences, got shapes {a_arr.shape} and {b_arr.shape}."
-        )
-    if a_arr.size == 0:
-        raise ValueError("paired_bootstrap: no cases to compare.")
-    if not (np.isfinite(a_arr).all() and np.isfinite(b_arr).all()):
-        raise ValueError("paired_bootstrap: scores hold NaN or infinite values.")
+    a_arr, b_arr = _cases(a, b, "paired_bootstrap")
     if n_resamples < 1 or not 0 < confidence < 1:
         raise ValueError(
             "paired_bootstrap: need n_resamples >= 1 and 0 < confidence < 1, "
