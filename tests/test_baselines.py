@@ -20,7 +20,7 @@ from cvlm.baselines import (
     load_baselines,
     trace_cross_attention,
 )
-from cvlm.baselines.diffusion_attention import prompt_token_indices
+from cvlm.baselines.diffusion_attention import AttentionStore, prompt_token_indices
 from cvlm.diffusion.components import build_tiny, prompt_words
 from cvlm.generators import GeneratorAttention, ReportGenerator
 from cvlm.labeler import load_labeler
@@ -298,6 +298,29 @@ def test_trace_records_every_cross_attention_without_changing_the_unet_output(ti
     assert maps.shape == (1, text.shape[1], 16, 16)
     # Each position's attention is a distribution over the tokens; averages and bilinear resizing keep that.
     assert torch.allclose(maps.sum(dim=1), torch.ones(1, 16, 16), atol=1e-5)
+
+
+def test_attention_store_averages_heads_in_row_major_layout_and_resizes_to_the_latent():
+    # One image, two heads, a 2x2 grid (N = 4), three tokens: both heads send position 1 (row 0, column 1)
+    # entirely to token 2; head 0 sends the rest to token 0, head 1 to token 1.
+    probs = torch.zeros(2, 4, 3)
+    probs[:, 1, 2] = 1.0
+    probs[0, [0, 2, 3], 0] = 1.0
+    probs[1, [0, 2, 3], 1] = 1.0
+    store = AttentionStore((2, 2))
+    store.add(probs, batch=1)
+    store.add(probs, batch=1)
+    maps = store.token_maps()[0]
+    print(maps)
+    assert store.calls == 2
+    assert torch.equal(maps[2], torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+    assert torch.equal(maps[0], torch.tensor([[0.5, 0.0], [0.5, 0.5]]))
+    upsampled = AttentionStore((4, 4))
+    upsampled.add(probs, batch=1)
+    big = upsampled.token_maps()[0, 2]
+    assert big.shape == (4, 4) and big[:2, 2:].mean() > 0.5 > big[2:, :2].max()
+    with pytest.raises(RuntimeError, match="No cross-attention"):
+        AttentionStore((2, 2)).token_maps()
 
 
 def test_trace_restores_the_processors_also_on_an_exception(tiny_model):

@@ -402,7 +402,7 @@ def saliency_localization(rows: list[dict[str, Any]], methods: Sequence[str], se
                 seed=seed,
             )
             minus[m][k] = {"estimate": est, "ci": [low, high]}
-    top = {m: saliency[m] for m in methods if m not in ("cvlm", "random", "n")}
+    top = {m: saliency[m] for m in methods if m not in ("cvlm", "random")}
     return {**top, "saliency": saliency, "cvlm_minus": minus}
 
 
