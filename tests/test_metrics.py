@@ -12,9 +12,15 @@ from cvlm.metrics import (
     frechet_distance,
     iou,
     mask_from_boxes,
+    matched_area_iou,
+    minimality,
+    paired_bootstrap,
     pointing_game,
+    preservation_rate,
     psnr,
+    specificity,
     ssim,
+    top_area_mask,
     wilson_interval,
 )
 
@@ -308,6 +314,124 @@ def test_frechet_distance_rejects_bad_input():
         frechet_distance(np.zeros(4), np.zeros((4, 1)))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.full((3, 2), np.nan), np.zeros((3, 2)))
+
+
+# --- edits: preservation, minimality, specificity ------------------------------------------------------
+
+
+def test_preservation_rate_counts_lost_and_gained_but_not_the_edited_finding():
+    before = [{"Edema", "Cardiomegaly"}, {"Edema", "Cardiomegaly"}, {"Edema"}, set()]
+    after = [
+        {"Cardiomegaly"},  # edema removed, cardiomegaly kept: preserved
+        {"Cardiomegaly", "Fracture"},  # fracture gained: not preserved
+        {"Edema", "Fracture"},  # fracture added: preserved
+        {"Edema"},  # the edit was Edema itself being added: preserved
+    ]
+    rate, (low, high) = preservation_rate(before, after, ["Edema", "Edema", "Fracture", "Edema"])
+    print("preservation", rate, low, high)
+    assert rate == 0.75
+    assert (low, high) == wilson_interval(3, 4)
+
+
+def test_preservation_rate_rejects_misaligned_or_empty_input():
+    with pytest.raises(ValueError, match="one entry per edit"):
+        preservation_rate([set()], [set(), set()], ["Edema"])
+    with pytest.raises(ValueError, match="no edits"):
+        preservation_rate([], [], [])
+
+
+def test_minimality_is_mean_absolute_change_outside_the_mask():
+    d = np.zeros((4, 4))
+    m = np.zeros((4, 4), bool)
+    m[:2, :2] = True
+    d[:2, :2] = 0.9  # inside: ignored
+    d[3, 3] = -0.6  # outside: |.| counts
+    got = minimality(d, m)
+    print("minimality", got)
+    assert got == pytest.approx(0.6 / 12)
+    assert minimality(np.where(m, 1.0, 0.0), m) == 0.0
+    with pytest.raises(ValueError, match="whole image"):
+        minimality(d, np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match="empty"):
+        minimality(d, np.zeros((4, 4), bool))
+
+
+def test_specificity_is_a_ratio_of_means_with_defined_edges():
+    got = specificity([0.2, 0.4], [0.1, 0.1])
+    print("specificity", got)
+    assert got == pytest.approx(3.0)
+    assert specificity([0.1], [0.1]) == 1.0
+    assert specificity([0.1], [0.0]) == math.inf
+    assert math.isnan(specificity([0.0], [0.0]))
+    with pytest.raises(ValueError, match=">= 0"):
+        specificity([-0.1], [0.1])
+    with pytest.raises(ValueError, match="aligned"):
+        specificity([0.1, 0.2], [0.1])
+
+
+# --- localisation at a matched area ----------------------------------------------------------------
+
+
+def test_top_area_mask_keeps_exactly_area_pixels_ties_in_row_major_order():
+    flat = top_area_mask(np.zeros((3, 3)), 4)
+    print(flat.astype(int))
+    assert flat.sum() == 4 and flat.flat[:4].all()
+    s = RNG.random((5, 7))
+    kept = top_area_mask(s, 6)
+    assert kept.sum() == 6 and s[kept].min() >= s[~kept].max()
+    with pytest.raises(ValueError, match="area"):
+        top_area_mask(s, 36)
+
+
+def test_matched_area_iou_hand_computed_and_scale_free():
+    m = np.zeros((8, 8), bool)
+    m[2:4, 2:6] = True  # 8 pixels
+    perfect = np.where(m, 1.0, 0.0) + 0.01 * RNG.random((8, 8))
+    assert matched_area_iou(perfect, m) == 1.0
+    s = np.zeros((8, 8))
+    s[2:4, 4:8] = 1.0  # 8 pixels, 4 of them in the mask: 4 / 12
+    got = matched_area_iou(s, m)
+    print("matched iou", got)
+    assert got == pytest.approx(4 / 12)
+    # A monotone rescaling does not change which pixels are kept.
+    assert matched_area_iou(np.exp(3 * s) + 5, m) == pytest.approx(got)
+
+
+def test_matched_area_iou_of_a_random_map_is_near_chance():
+    m = np.zeros((64, 64), bool)
+    m[10:30, 20:40] = True
+    p = m.mean()
+    scores = [matched_area_iou(RNG.random((64, 64)), m) for _ in range(20)]
+    print("random", np.mean(scores), "chance", p / (2 - p))
+    assert np.mean(scores) == pytest.approx(p / (2 - p), abs=0.02)
+
+
+# --- paired bootstrap --------------------------------------------------------------------------------
+
+
+def test_paired_bootstrap_is_seeded_and_excludes_zero_for_a_consistent_gain():
+    b = RNG.random(60)
+    a = b + 0.1 + 0.02 * RNG.standard_normal(60)
+    first = paired_bootstrap(a, b, n_resamples=3000, seed=1)
+    print("bootstrap", first)
+    assert first == paired_bootstrap(a, b, n_resamples=3000, seed=1)
+    est, (low, high) = first
+    assert est == pytest.approx(float(np.mean(a - b)))
+    assert 0 < low < est < high
+    # Paired, the spread of b cancels: the half-width is that of the differences, 1.96 sd / sqrt(n).
+    half = 1.96 * np.std(a - b) / np.sqrt(60)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.25)
+
+
+def test_paired_bootstrap_straddles_zero_without_a_difference_and_takes_bools():
+    a = RNG.random(40) > 0.5
+    est, (low, high) = paired_bootstrap(a, a[::-1].copy(), n_resamples=2000)
+    print("no difference", est, low, high)
+    assert low < 0 < high or est == 0
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_bootstrap([np.nan], [1.0])
 
 
 def test_doctests():

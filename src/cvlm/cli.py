@@ -519,6 +519,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--add", default="", help="comma list of findings to add where not written (default: none)"
     )
     p.add_argument("--device", default=None, help="torch device (default: cpu for the model)")
+    p.add_argument(
+        "--baselines",
+        default="all",
+        help="comma list of gradcam, attention, diffusion_attention, random, centre; 'all' (default: every "
+        "one the generator allows) or 'none'",
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -537,7 +543,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         rank=args.rank,
     )
     explainer = Explainer.load(args.generator, args.model, options=options, device=args.device)
-    m = evaluate(explainer, args.data, args.out, args.n)
+    baselines = {"all": None, "none": []}.get(args.baselines, _names(args.baselines))
+    m = evaluate(explainer, args.data, args.out, args.n, baselines=baselines)
     loc = m["localization"]
     print(
         f"{m['n_images']} images, {m['n_edits']} removals: cyclic rate {m['cyclic_rate']:.3f} "
@@ -547,6 +554,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"{loc['cvlm']['iou']:.3f} (random {loc['random']['iou']:.3f}); "
         f"written to {args.out / 'metrics.json'}"
     )
+    scores = [f"{k} {v['pointing_game']:.3f} / {v['iou']:.3f}" for k, v in loc["saliency"].items() if v["n"]]
+    if scores:
+        print("saliency maps, pointing game / IoU at the mask's area: " + ", ".join(scores))
     return 0
 
 

@@ -12,7 +12,13 @@ so a killed evaluation resumes), then scores every edit against the world's true
   the mask); the same for a **random** control (boxes of the same sizes placed uniformly at random) so that
   every figure has its chance level beside it;
 * **specificity**: per finding, the change in its own pixels (its mask less the other findings') when it is
-  removed, over the change there when another finding of the same image is removed (1 = not specific).
+  removed, over the change there when another finding of the same image is removed (1 = not specific);
+* **baselines** on the same cases (:func:`score_saliencies`, :func:`saliency_localization`): for every located
+  removal, CVLM's own difference map and each baseline's map (Grad-CAM, the generator's cross-attention,
+  the diffusion model's cross-attention, random and centre floors) for the same image and finding, all
+  scored with one protocol (pointing game = peak in the mask, IoU at a matched area = the top-|mask| pixels,
+  energy in the mask), as ``loc_<method>_<metric>`` columns and ``localization["saliency"]``, with paired
+  bootstrap intervals of CVLM minus each baseline (``localization["cvlm_minus"]``).
 
 Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it) and
 the explanations under ``explanations/``. Frames are recomputed from the saved difference maps, so a
@@ -25,17 +31,27 @@ import csv
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cvlm.baselines import FindingTarget, SaliencyMethod, available_baselines, load_baselines
 from cvlm.data import Record, load_dataset, read_mask
 from cvlm.explain import INDEX, Explainer, explain_files
-from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames
-from cvlm.metrics import cyclic_rate, energy_in_mask, iou, mask_from_boxes, wilson_interval
-from cvlm.outputs import Explanation
+from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, normalise
+from cvlm.metrics import (
+    cyclic_rate,
+    energy_in_mask,
+    iou,
+    mask_from_boxes,
+    matched_area_iou,
+    paired_bootstrap,
+    pointing_game,
+    wilson_interval,
+)
+from cvlm.outputs import Explanation, Saliency
 from cvlm.xray import resize
 
 SPLIT_ORDER = {"test": 0, "validate": 1, "train": 2}
@@ -235,6 +251,7 @@ def evaluate(
     n: int | None = 100,
     threshold: float | str | None = None,
     progress: bool = True,
+    baselines: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Explain ``n`` images of a phantom world (resumable) and score them; writes the outputs.
 
@@ -245,11 +262,18 @@ def evaluate(
         n: Number of images (test split first); None for all.
         threshold: Frame threshold to score with (default: the explainer's).
         progress: Show a progress bar.
+        baselines: Baselines to run on the located removals (:data:`cvlm.baselines.BASELINES`); None for
+            every one the generator and model allow, ``[]`` for none.
 
     Returns:
         The metrics.
     """
     out = Path(out)
+    if baselines is None:
+        baselines = available_baselines(explainer.generator, explainer.components)
+    methods = load_baselines(
+        baselines, explainer.generator, explainer.components, explainer.labeler, explainer.options.seed
+    )
     records = select_records(data, n)
     started = time.perf_counter()
     summary = explain_files([r.image_path for r in records], explainer, out / "explanations", progress)
@@ -260,6 +284,7 @@ def evaluate(
         index[row["input"]] = row
     rows: list[dict[str, Any]] = []
     seconds = []
+    baseline_seconds: list[float] = []
     for record in records:
         entry = index.get(str(record.image_path))
         if entry is None or entry["status"] != "ok":
@@ -267,8 +292,14 @@ def evaluate(
         explanation = Explanation.load(out / "explanations" / entry["folder"])
         seconds.append(explanation.seconds)
         level = threshold if threshold is not None else explainer.options.threshold
-        rows.extend(score_explanation(explanation, record, level, explainer.options.top_k))
+        scored = score_explanation(explanation, record, level, explainer.options.top_k)
+        clock = time.perf_counter()
+        add_saliency_columns(scored, explanation, record, methods)
+        baseline_seconds.append(time.perf_counter() - clock)
+        rows.extend(scored)
     metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None)
+    metrics["localization"].update(saliency_localization(rows, list(methods), explainer.options.seed))
+    metrics["baseline_seconds_per_image"] = float(np.mean(baseline_seconds)) if baseline_seconds else None
     metrics.update(
         generator=explainer.generator.name,
         model=explainer.model_name,
@@ -284,6 +315,101 @@ def evaluate(
     return metrics
 
 
+LOCALIZATION_METRICS = ("pointing_game", "iou", "energy_in_mask")
+"""What :func:`score_saliencies` measures per map; ``iou`` is at a matched area."""
+
+
+def score_saliencies(saliencies: Sequence[Saliency], masks: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Score saliency maps against true masks, one protocol for every method.
+
+    Args:
+        saliencies: Maps ``(H, W)`` >= 0 of any methods (CVLM's difference map, the baselines).
+        masks: Finding name -> ``(H, W)`` bool true mask, at the maps' resolution.
+
+    Returns:
+        One row per saliency: ``method``, ``finding``, ``pointing_game`` (the peak lies in the mask),
+        ``iou`` (:func:`~cvlm.metrics.matched_area_iou`: the top-|mask| pixels against the mask) and
+        ``energy_in_mask`` (share of the map inside the mask).
+
+    Raises:
+        ValueError: If a saliency's finding has no mask, or the mask is empty or of another shape.
+    """
+    rows = []
+    for saliency in saliencies:
+        mask = masks.get(saliency.finding)
+        if mask is None:
+            raise ValueError(f"No true mask for {saliency.finding} (the {saliency.method} map's finding).")
+        rows.append(
+            {
+                "method": saliency.method,
+                "finding": saliency.finding,
+                "pointing_game": pointing_game(saliency.map, mask),
+                "iou": matched_area_iou(saliency.map, mask),
+                "energy_in_mask": energy_in_mask(saliency.map, mask),
+            }
+        )
+    return rows
+
+
+def add_saliency_columns(
+    rows: list[dict[str, Any]],
+    explanation: Explanation,
+    record: Record,
+    methods: Mapping[str, SaliencyMethod],
+) -> None:
+    """Add ``loc_<method>_<metric>`` columns to the rows of located removals (in place).
+
+    A row is located when its edit removed a truly present finding that has a true mask and a difference
+    map. CVLM's saliency is its difference map ``|x_rec - x'_f|`` blurred as its frames see it
+    (:func:`cvlm.frames.normalise`, the paper's step 7 before the threshold); every baseline explains the
+    same image (the explanation's input, at the model's resolution) and finding, with the report's findings
+    as context (the diffusion model's prompt), so the comparison is like for like.
+    """
+    image = explanation.input
+    if image is None:
+        raise ValueError(f"{explanation.image}: load the explanation with its arrays to score saliencies.")
+    edits = {e.finding: e for e in explanation.edits if e.kind == "remove"}
+    for row in rows:
+        edit = edits.get(row["finding"]) if row["kind"] == "remove" and row["truly_present"] else None
+        mask = _mask(record, row["finding"], image.shape) if edit is not None else None
+        if edit is None or edit.difference is None or mask is None:
+            continue
+        target = FindingTarget(edit.finding, tuple(explanation.findings))
+        maps = [Saliency("cvlm", edit.finding, normalise(edit.difference))]
+        maps += [method(image, target) for method in methods.values()]
+        for scored in score_saliencies(maps, {edit.finding: mask}):
+            for metric in LOCALIZATION_METRICS:
+                row[f"loc_{scored['method']}_{metric}"] = scored[metric]
+
+
+def saliency_localization(rows: list[dict[str, Any]], methods: Sequence[str], seed: int = 0) -> dict:
+    """Localisation of CVLM's difference maps and of each baseline, from the ``loc_*`` columns.
+
+    Returns:
+        ``{"saliency": {method: {"n", "pointing_game", "iou", "energy_in_mask"}}`` for ``cvlm`` and each
+        method; ``"cvlm_minus": {method: {metric: {"estimate", "ci"}}}`` the paired bootstrap of CVLM minus
+        the baseline on the same cases (95 %, seeded); and ``{method: ...}`` again at the top level for each
+        method whose name the frames' own scores (``cvlm``, the random boxes ``random``) do not already use.
+    """
+    located = [r for r in rows if r.get("loc_cvlm_iou") not in (None, "")]
+    saliency = {
+        m: {"n": len(located), **{k: _mean(located, f"loc_{m}_{k}") for k in LOCALIZATION_METRICS}}
+        for m in ("cvlm", *methods)
+    }
+    minus: dict[str, dict] = {}
+    for m in methods if located else ():
+        minus[m] = {}
+        for k in LOCALIZATION_METRICS:
+            est, (low, high) = paired_bootstrap(
+                [float(r[f"loc_cvlm_{k}"]) for r in located],
+                [float(r[f"loc_{m}_{k}"]) for r in located],
+                seed=seed,
+            )
+            minus[m][k] = {"estimate": est, "ci": [low, high]}
+    top = {m: saliency[m] for m in methods if m not in ("cvlm", "random")}
+    return {**top, "saliency": saliency, "cvlm_minus": minus}
+
+
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     """Write per-edit rows as CSV (the union of their keys as columns)."""
     columns: list[str] = []
@@ -296,4 +422,13 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-__all__ = ["aggregate", "evaluate", "score_explanation", "select_records", "write_rows"]
+__all__ = [
+    "add_saliency_columns",
+    "aggregate",
+    "evaluate",
+    "saliency_localization",
+    "score_explanation",
+    "score_saliencies",
+    "select_records",
+    "write_rows",
+]

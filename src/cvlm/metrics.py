@@ -8,12 +8,18 @@ shape mismatch or empty input) and carries a doctest. Images follow the pixel co
   visibility to structural similarity", IEEE TIP 2004).
 * Finding classification (reports scored as CheXpert label sets): :func:`f1_table`.
 * Localisation against ground-truth masks: :func:`pointing_game`, :func:`iou`,
-  :func:`energy_in_mask`, :func:`mask_from_boxes`.
+  :func:`energy_in_mask`, :func:`mask_from_boxes`, and at a matched area (every method keeps as many
+  pixels as the mask has): :func:`top_area_mask`, :func:`matched_area_iou`.
+* Counterfactual edits: :func:`preservation_rate` (the other findings survive), :func:`minimality`
+  (change outside the true mask), :func:`specificity` (change in a finding's own pixels when it is removed
+  over the change there when another finding is removed).
 * Distribution distance of image features: :func:`frechet_distance` (the Fréchet distance of two
   Gaussians fitted to feature sets, as in FID: Heusel et al., "GANs trained by a two time-scale update
   rule converge to a local Nash equilibrium", NeurIPS 2017, eq. 6).
 * Rates with uncertainty: :func:`cyclic_rate`, :func:`wilson_interval` (Wilson score interval,
-  E. B. Wilson, JASA 1927).
+  E. B. Wilson, JASA 1927); the difference between two methods on the same cases:
+  :func:`paired_bootstrap` (percentile bootstrap, Efron & Tibshirani, "An Introduction to the
+  Bootstrap", 1993, ch. 13).
 
 Boxes are ``(x0, y0, x1, y1)`` in pixel indices with ``x1``/``y1`` exclusive, i.e. the box covers
 ``mask[y0:y1, x0:x1]``, the same as numpy slicing.
@@ -22,7 +28,7 @@ Boxes are ``(x0, y0, x1, y1)`` in pixel indices with ``x1``/``y1`` exclusive, i.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 from scipy import linalg, ndimage
@@ -34,9 +40,15 @@ __all__ = [
     "frechet_distance",
     "iou",
     "mask_from_boxes",
+    "matched_area_iou",
+    "minimality",
+    "paired_bootstrap",
     "pointing_game",
+    "preservation_rate",
     "psnr",
+    "specificity",
     "ssim",
+    "top_area_mask",
     "wilson_interval",
 ]
 
@@ -58,6 +70,21 @@ def _pair(a: np.ndarray, b: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarr
     if a.size == 0:
         raise ValueError(f"{what}: empty input of shape {a.shape}.")
     return a, b
+
+
+def _cases(a: Sequence[float], b: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two aligned, non-empty, finite 1-D per-case sequences as float64."""
+    a_arr = np.asarray(a, dtype=np.float64)
+    b_arr = np.asarray(b, dtype=np.float64)
+    if a_arr.ndim != 1 or a_arr.shape != b_arr.shape:
+        raise ValueError(
+            f"{what}: need two aligned 1-D sequences, got shapes {a_arr.shape} and {b_arr.shape}."
+        )
+    if a_arr.size == 0:
+        raise ValueError(f"{what}: no cases to score.")
+    if not (np.isfinite(a_arr).all() and np.isfinite(b_arr).all()):
+        raise ValueError(f"{what}: values hold NaN or infinite values.")
+    return a_arr, b_arr
 
 
 def _masks(saliency: np.ndarray, mask: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -423,3 +450,191 @@ def cyclic_rate(successes: Sequence[bool]) -> tuple[float, tuple[float, float]]:
         raise ValueError(f"cyclic_rate: successes must be bools, got dtype {flags.dtype}.")
     k, n = int(flags.sum()), int(flags.size)
     return k / n, wilson_interval(k, n)
+
+
+def preservation_rate(
+    before: Sequence[Collection[str]], after: Sequence[Collection[str]], edited: Sequence[str]
+) -> tuple[float, tuple[float, float]]:
+    """Share of edits after which every finding but the edited one is read as before, with its Wilson 95% CI.
+
+    An edit preserves when the findings other than ``edited[i]`` are the same set in ``before[i]`` and
+    ``after[i]``: none lost, none gained (the collateral check of :mod:`cvlm.cyclic`, for removals and
+    additions alike).
+
+    Args:
+        before: Per edit, the findings the generator wrote on the input.
+        after: Per edit, the findings it wrote on the counterfactual.
+        edited: Per edit, the finding removed or added.
+
+    Returns:
+        ``(rate, (low, high))``.
+
+    Example:
+        >>> before = [{"Edema", "Cardiomegaly"}, {"Edema", "Cardiomegaly"}, {"Edema"}]
+        >>> after = [{"Cardiomegaly"}, set(), {"Edema", "Fracture"}]
+        >>> rate, _ = preservation_rate(before, after, ["Edema", "Edema", "Fracture"])
+        >>> round(rate, 4)  # the second edit lost Cardiomegaly too
+        0.6667
+    """
+    if not len(before) == len(after) == len(edited):
+        raise ValueError(
+            f"preservation_rate: need one entry per edit, got {len(before)} before, {len(after)} after "
+            f"and {len(edited)} edited findings."
+        )
+    if not edited:
+        raise ValueError("preservation_rate: no edits to score.")
+    kept = [set(b) - {f} == set(a) - {f} for b, a, f in zip(before, after, edited, strict=True)]
+    return cyclic_rate(kept)
+
+
+def minimality(difference: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute change outside the true mask: 0 for an edit that touches nothing but the finding.
+
+    Args:
+        difference: (H, W) change ``x - x'`` (or its absolute value), pixel units of :mod:`cvlm.xray`.
+        mask: (H, W) the edited finding's true region, non-zero inside; must neither be empty nor cover
+            the whole image.
+
+    Returns:
+        ``mean(|difference|)`` over the pixels outside the mask, in pixel units (``[0, 1]`` for images
+        in ``[0, 1]``). :func:`energy_in_mask` of ``|difference|`` gives the complementary share.
+
+    Example:
+        >>> d = np.array([[0.5, 0.1], [-0.3, 0.0]])
+        >>> m = np.array([[True, False], [False, False]])
+        >>> round(minimality(d, m), 6)  # (0.1 + 0.3 + 0.0) / 3
+        0.133333
+    """
+    difference, mask = _masks(difference, mask, "minimality")
+    if mask.all():
+        raise ValueError("minimality: the mask covers the whole image, so nothing lies outside it.")
+    return float(np.abs(difference[~mask]).mean())
+
+
+def specificity(own_change: Sequence[float], other_change: Sequence[float]) -> float:
+    """How specific edits are: change in a finding's own pixels when it is removed over when another is.
+
+    Per case (one finding f of an image with other findings), ``own_change`` is the mean ``|x - x'_f|``
+    over f's own pixels (its true mask less the other findings' masks) and ``other_change`` the mean
+    ``|x - x'_g|`` over the same pixels for the removals of the image's other findings g (averaged over
+    g). The result is the ratio of the two means over cases: 1 means removing f changes its pixels no
+    more than removing anything else does; well above 1 means the edit is specific (DESIGN.md 6).
+
+    Args:
+        own_change: Per case, the change in f's own pixels when f is removed; >= 0.
+        other_change: Per case (aligned), the change there when other findings are removed; >= 0.
+
+    Returns:
+        ``mean(own_change) / mean(other_change)``; ``inf`` when the other edits changed nothing there
+        but f's did, ``nan`` when neither changed anything.
+
+    Example:
+        >>> specificity([0.30, 0.10], [0.02, 0.03])
+        8.0
+    """
+    own, other = _cases(own_change, other_change, "specificity")
+    if own.min() < 0 or other.min() < 0:
+        raise ValueError("specificity: changes must be >= 0 (mean absolute differences).")
+    num, den = float(own.mean()), float(other.mean())
+    if den == 0.0:
+        return math.nan if num == 0.0 else math.inf
+    return num / den
+
+
+def top_area_mask(saliency: np.ndarray, area: int) -> np.ndarray:
+    """The ``area`` most salient pixels as a mask: how a saliency map is cut to a matched area.
+
+    Ties are broken in row-major order (a stable sort of ``-saliency``), as in :func:`pointing_game`, so a
+    flat map keeps the first ``area`` pixels and is not rewarded for free.
+
+    Args:
+        saliency: (H, W) saliency scores, finite.
+        area: Pixels to keep, ``0 <= area <= H * W``.
+
+    Returns:
+        (H, W) bool mask with exactly ``area`` pixels set.
+
+    Example:
+        >>> top_area_mask(np.array([[0.1, 0.9], [0.5, 0.5]]), 2).astype(int)
+        array([[0, 1],
+               [1, 0]])
+    """
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.ndim != 2 or not np.isfinite(saliency).all():
+        raise ValueError(f"top_area_mask: need a finite (H, W) saliency, got shape {saliency.shape}.")
+    if not 0 <= area <= saliency.size:
+        raise ValueError(f"top_area_mask: area must be in [0, {saliency.size}], got {area}.")
+    keep = np.zeros(saliency.size, dtype=bool)
+    keep[np.argsort(-saliency, axis=None, kind="stable")[:area]] = True
+    return keep.reshape(saliency.shape)
+
+
+def matched_area_iou(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """IoU of the saliency's top-|mask| pixels with the mask: localisation at a matched area.
+
+    Every method keeps exactly as many pixels as the true region has, so a diffuse map gains nothing from
+    its spread and a sharp one nothing from a lucky threshold; the methods are compared on where their
+    mass lies, not on how much of it they keep. Chance level for a map independent of the mask is about
+    ``p / (2 - p)`` with ``p`` the mask's share of the image.
+
+    Args:
+        saliency: (H, W) saliency scores, finite.
+        mask: (H, W) ground truth, non-zero inside; must not be empty.
+
+    Returns:
+        IoU in ``[0, 1]``; 1 when the top pixels are exactly the mask.
+
+    Example:
+        >>> s = np.array([[0.9, 0.8, 0.0], [0.7, 0.0, 0.0]])
+        >>> m = np.array([[True, False, False], [True, False, False]])
+        >>> round(matched_area_iou(s, m), 6)  # keeps (0, 0) and (0, 1): 1 shared of 3 pixels
+        0.333333
+    """
+    saliency, mask = _masks(saliency, mask, "matched_area_iou")
+    return iou(top_area_mask(saliency, int(mask.sum())), mask)
+
+
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """Mean difference ``a - b`` of two methods scored on the same cases, with a percentile bootstrap CI.
+
+    Cases are resampled with replacement, keeping each case's pair together, so what the two methods share
+    (an easy image, a large mask) cancels and the interval is that of the difference itself. An interval
+    that excludes 0 says the methods differ on cases like these.
+
+    Args:
+        a: Per case, method A's score (bools count as 0 / 1, e.g. pointing-game hits).
+        b: Per case (aligned), method B's score.
+        n_resamples: Bootstrap resamples.
+        confidence: Coverage of the interval, in ``(0, 1)``.
+        seed: Seed of the resampling (the same seed gives the same interval).
+
+    Returns:
+        ``(mean(a - b), (low, high))``.
+
+    Example:
+        >>> est, (low, high) = paired_bootstrap([0.9, 0.8, 0.7, 0.9], [0.5, 0.6, 0.4, 0.5], n_resamples=2000)
+        >>> round(est, 4), bool(0 < low <= est <= high)
+        (0.325, True)
+    """
+    a_arr, b_arr = _cases(a, b, "paired_bootstrap")
+    if n_resamples < 1 or not 0 < confidence < 1:
+        raise ValueError(
+            "paired_bootstrap: need n_resamples >= 1 and 0 < confidence < 1, "
+            f"got {n_resamples} and {confidence}."
+        )
+    diff = a_arr - b_arr
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // diff.size)  # bound the index array to a few million entries
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(diff.mean()), (float(low), float(high))

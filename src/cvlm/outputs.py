@@ -56,7 +56,7 @@ class Saliency:
     """Where a method says the evidence for one finding lies.
 
     Attributes:
-        method: ``cvlm``, ``gradcam``, ``attention``, ``diffusion-attention``, ``random``, ``centre``, ...
+        method: ``cvlm``, ``gradcam``, ``attention``, ``diffusion_attention``, ``random``, ``centre``, ...
         finding: Canonical finding name.
         map: ``(H, W)`` float32, >= 0, larger = more evidence, at the working resolution.
         mask: Optional ``(H, W)`` bool region the method itself proposes (CVLM: its frames).

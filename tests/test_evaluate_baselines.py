@@ -1,0 +1,96 @@
+"""The baselines' hook into ``cvlm evaluate``: one scoring protocol for every map, paired intervals."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cvlm.cli import main
+from cvlm.evaluate import saliency_localization, score_saliencies
+from cvlm.metrics import paired_bootstrap
+from cvlm.outputs import Saliency
+
+
+def test_score_saliencies_hand_computed():
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True  # 4 pixels
+    inside = np.zeros((4, 4), np.float32)
+    inside[0, 0], inside[0, 1], inside[3, 3] = 3.0, 2.0, 1.0
+    flat = np.ones((4, 4), np.float32)
+    rows = score_saliencies(
+        [Saliency("cvlm", "Edema", inside), Saliency("centre", "Edema", flat)], {"Edema": mask}
+    )
+    print(rows)
+    # inside: peak (0, 0) in the mask; top 4 = (0, 0), (0, 1), (3, 3) and the first zero (0, 2): 2 of 6.
+    assert rows[0] == {
+        "method": "cvlm",
+        "finding": "Edema",
+        "pointing_game": True,
+        "iou": pytest.approx(2 / 6),
+        "energy_in_mask": pytest.approx(5 / 6),
+    }
+    # flat: ties in row-major order, so the peak is (0, 0) and the top 4 are the first row: 2 of 6.
+    assert rows[1]["iou"] == pytest.approx(2 / 6) and rows[1]["energy_in_mask"] == pytest.approx(4 / 16)
+    with pytest.raises(ValueError, match="No true mask for Fracture"):
+        score_saliencies([Saliency("cvlm", "Fracture", flat)], {"Edema": mask})
+
+
+def test_saliency_localization_means_and_paired_intervals():
+    rows = [
+        {"loc_cvlm_pointing_game": True, "loc_cvlm_iou": 0.5, "loc_cvlm_energy_in_mask": 0.6},
+        {"loc_cvlm_pointing_game": True, "loc_cvlm_iou": 0.7, "loc_cvlm_energy_in_mask": 0.8},
+        {"loc_cvlm_pointing_game": False, "loc_cvlm_iou": 0.3, "loc_cvlm_energy_in_mask": 0.4},
+        {"pointing_game": True},  # a row that was not located: ignored
+    ]
+    for row, gc in zip(rows, (0.1, 0.2, 0.3), strict=False):
+        row.update(loc_gradcam_pointing_game=False, loc_gradcam_iou=gc, loc_gradcam_energy_in_mask=gc)
+        row.update(loc_random_pointing_game=False, loc_random_iou=0.0, loc_random_energy_in_mask=0.1)
+    got = saliency_localization(rows, ["gradcam", "random"], seed=0)
+    print(json.dumps(got, indent=1))
+    assert got["saliency"]["cvlm"] == {
+        "n": 3,
+        "pointing_game": pytest.approx(2 / 3),
+        "iou": pytest.approx(0.5),
+        "energy_in_mask": pytest.approx(0.6),
+    }
+    assert got["gradcam"] == got["saliency"]["gradcam"] and got["gradcam"]["iou"] == pytest.approx(0.2)
+    assert "random" not in got and "cvlm" not in got  # the frames' own entries keep those names
+    est, ci = paired_bootstrap([0.5, 0.7, 0.3], [0.1, 0.2, 0.3], seed=0)
+    assert got["cvlm_minus"]["gradcam"]["iou"] == {
+        "estimate": pytest.approx(est),
+        "ci": pytest.approx(list(ci)),
+    }
+    assert saliency_localization([], ["gradcam"])["cvlm_minus"] == {}
+
+
+def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
+    world, out = tmp_path / "world", tmp_path / "eval"
+    assert main(["phantoms", "--out", str(world), "--n", "3", "--seed", "5"]) == 0
+    args = ["evaluate", "--generator", "phantom-captioner", "--model", "phantom-captioner"]
+    args += ["--data", str(world), "--out", str(out), "--n", "3", "--steps", "4", "--no-adaptive"]
+    assert main([*args, "--baselines", "gradcam,attention,random,centre"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "per_case.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    loc = metrics["localization"]
+    print(json.dumps(loc["saliency"], indent=1), metrics["baseline_seconds_per_image"])
+    located = [r for r in rows if r["loc_cvlm_iou"]]
+    assert located and len(located) == loc["n"] == loc["saliency"]["cvlm"]["n"]
+    for method in ("gradcam", "attention", "centre"):
+        assert set(loc[method]) == {"n", "pointing_game", "iou", "energy_in_mask"}
+        assert 0 <= loc[method]["iou"] <= 1 and set(loc["cvlm_minus"][method]) == {
+            "pointing_game",
+            "iou",
+            "energy_in_mask",
+        }
+        # Every figure is recomputable from per_case.csv.
+        assert loc[method]["iou"] == pytest.approx(np.mean([float(r[f"loc_{method}_iou"]) for r in located]))
+    assert "iou" in loc["random"] and "random" in loc["saliency"]  # the box control kept beside the floor
+    assert "diffusion_attention" not in loc["saliency"]
+    assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["localization"]["saliency"]) == {"cvlm"}
+    capsys.readouterr()
+    assert main([*args, "--baselines", "lime"]) != 0
+    assert "Unknown baseline(s) lime" in capsys.readouterr().err
