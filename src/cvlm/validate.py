@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cvlm.bundled import resolve_model
 from cvlm.data import load_dataset, read_mask
@@ -43,7 +44,7 @@ from cvlm.diffusion.reconstruction import reconstruct, sample
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
 from cvlm.prompts import build_prompt, remove_finding
-from cvlm.xray import from_tensor, resize
+from cvlm.xray import XrayReadError, from_tensor, read_xray, resize
 
 KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
 
@@ -112,6 +113,7 @@ def validate(
     guidance: float = 1.0,
     fid_features: str | Path | None = "phantom-templater",
     fixed_point: int = 0,
+    progress: bool = True,
 ) -> dict:
     """Measure a diffusion model on ``n`` images of ``data``; see the module docstring for the keys.
 
@@ -128,15 +130,20 @@ def validate(
             FID-like score; ``None`` skips the score.
         fixed_point: Fixed-point iterations per DDIM inversion step (0 = plain DDIM inversion;
             :func:`cvlm.diffusion.inversion.ddim_invert`).
+        progress: Show progress bars (reconstruction, then edits) on stderr.
 
     Returns:
         ``{"vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio": {finding: ratio},
         "seconds_per_image", "n_images", "n_edits": {finding: count}, "steps", "model", "data"}``, and
         with ``fid_features`` also ``"fid": {"features", "reconstruction", "edited", "seconds"}`` and
         ``"fid_reference"`` (see :func:`fid_scores`; ``seconds``: the time the score added).
+        ``"skipped"`` lists ``{"image", "reason"}`` of unreadable images; when none is readable only
+        ``n_images`` (0), ``skipped``, ``model`` and ``data`` are returned.
     """
     components = load_components(resolve_model(model, "diffusion"), device)
-    cases = load_cases(data, n)
+    cases, skipped = _readable(load_cases(data, n))
+    if not cases:
+        return {"n_images": 0, "skipped": skipped, "model": str(model), "data": str(data)}
     images = (load_images([c.image for c in cases], components.image_size).float() / 127.5) - 1.0
     prompts = [c.prompt for c in cases]
 
@@ -147,10 +154,12 @@ def validate(
     fid_seconds = time.perf_counter() - clock
 
     # 1. Reconstruction with the own prompt (the same code as training's validation).
-    result = reconstruct(components, images, prompts, steps, batch_size, fixed_point)
+    with tqdm(total=len(cases), desc="validate: reconstruct", unit="img", disable=not progress) as bar:
+        result = reconstruct(components, images, prompts, steps, batch_size, fixed_point, bar.update)
 
     # 2. Removal edits from the same z_T, one per (image, finding with a mask).
     edits = [(i, f) for i, c in enumerate(cases) for f in c.findings if f in c.masks]
+    bar = tqdm(total=len(edits), desc="validate: edit", unit="edit", disable=not progress or not edits)
     inside: dict[str, list[float]] = {}
     outside: dict[str, list[float]] = {}
     edited_images: list[np.ndarray] = []
@@ -167,6 +176,8 @@ def validate(
             if mask.any() and (~mask).any():
                 inside.setdefault(finding, []).append(float(change[mask].mean()))
                 outside.setdefault(finding, []).append(float(change[~mask].mean()))
+        bar.update(len(chunk))
+    bar.close()
     ratio = {f: float(np.mean(inside[f]) / max(np.mean(outside[f]), 1e-12)) for f in inside}
     metrics = {
         "vae_psnr": result.vae_psnr,
@@ -181,6 +192,7 @@ def validate(
         "fixed_point": fixed_point,
         "model": str(model),
         "data": str(data),
+        "skipped": skipped,
     }
 
     # 3. FID-like scores in the feature space of a generator's CNN encoder.
@@ -197,6 +209,19 @@ def validate(
         }
         metrics["fid_reference"] = scores["reference"]
     return metrics
+
+
+def _readable(cases: list[ValidationCase]) -> tuple[list[ValidationCase], list[dict[str, str]]]:
+    # One corrupt image costs that image, not the run (the policy of every cvlm verb); the readable
+    # ones are read again by load_images, a small price at validation sizes for one code path.
+    kept, skipped = [], []
+    for case in cases:
+        try:
+            read_xray(case.image)
+            kept.append(case)
+        except XrayReadError as err:
+            skipped.append({"image": case.image, "reason": err.reason})
+    return kept, skipped
 
 
 def fid_scores(real: np.ndarray, reconstructions: np.ndarray, edited: np.ndarray) -> dict[str, float | None]:
