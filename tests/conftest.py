@@ -6,6 +6,18 @@ wait policy before it imports torch; pytest imports this file before any test mo
 the same setting (a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` are kept).
 """
 
+import pytest
+
 from cvlm.threads import configure_threads
 
 configure_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that runs ``cvlm --threads 1`` or trains with ``threads=1`` leaves the next one as it was."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -677,8 +677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        # Errors raised at the boundary carry a message that says what to do; no traceback needed.
+    except (ValueError, OSError) as err:
+        # Errors raised at the boundary carry a message that says what to do, and a file system error
+        # (a folder where a file should be, no permission) names its path; no traceback needed.
         print(f"cvlm {args.command}: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -44,7 +44,7 @@ from cvlm.diffusion.reconstruction import reconstruct, sample
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
 from cvlm.prompts import build_prompt, remove_finding
-from cvlm.xray import XrayReadError, from_tensor, read_xray, resize
+from cvlm.xray import from_tensor, readable, resize
 
 KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
 
@@ -141,7 +141,11 @@ def validate(
         ``n_images`` (0), ``skipped``, ``model`` and ``data`` are returned.
     """
     components = load_components(resolve_model(model, "diffusion"), device)
-    cases, skipped = _readable(load_cases(data, n))
+    # One corrupt image costs that image, not the run (every cvlm verb does this).
+    cases = load_cases(data, n)
+    good, errors = readable([c.image for c in cases])
+    cases = [cases[i] for i in good]
+    skipped = [{"image": str(err.path), "reason": err.reason} for err in errors]
     if not cases:
         return {"n_images": 0, "skipped": skipped, "model": str(model), "data": str(data)}
     images = (load_images([c.image for c in cases], components.image_size).float() / 127.5) - 1.0
@@ -209,19 +213,6 @@ def validate(
         }
         metrics["fid_reference"] = scores["reference"]
     return metrics
-
-
-def _readable(cases: list[ValidationCase]) -> tuple[list[ValidationCase], list[dict[str, str]]]:
-    # One corrupt image costs that image, not the run (the policy of every cvlm verb); the readable
-    # ones are read again by load_images, a small price at validation sizes for one code path.
-    kept, skipped = [], []
-    for case in cases:
-        try:
-            read_xray(case.image)
-            kept.append(case)
-        except XrayReadError as err:
-            skipped.append({"image": case.image, "reason": err.reason})
-    return kept, skipped
 
 
 def fid_scores(real: np.ndarray, reconstructions: np.ndarray, edited: np.ndarray) -> dict[str, float | None]:
