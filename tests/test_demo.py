@@ -28,4 +28,3 @@ def test_demo_writes_a_page_whose_pictures_exist(tmp_path):
         assert "phantom-shortcut is biased on purpose" in page
     assert "<th></th>" not in page, "an empty table header"
     assert "white-space: pre-line" in page and "\n\nIMPRESSION:" in page, "report line breaks lost"
-

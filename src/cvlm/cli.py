@@ -601,7 +601,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     if ratios:
         print(f"removal edits ({sum(metrics['n_edits'].values())}), change inside / outside the mask:")
         for finding, ratio in sorted(ratios.items(), key=lambda item: -item[1]):
-            print(f"  {finding:<28} {ratio:6.2f}  ({metrics['n_edits'][finding]} edits)")
+            count = metrics["n_edits"][finding]
+            print(f"  {finding:<28} {ratio:6.2f}  ({count} edit{'' if count == 1 else 's'})")
     else:
         print("removal edits: none (no image has a finding with a true mask)")
     if "fid" in metrics:
