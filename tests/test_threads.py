@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvlm.threads import WAIT_POLICY, available_cores, configure_threads, default_threads
+from cvlm.threads import WAIT_POLICY, available_cores, cgroup_cores, configure_threads, default_threads
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SETTINGS = (
@@ -32,9 +32,29 @@ def clean_env():
     os.environ.update(saved)
 
 
-def test_available_cores_follow_the_affinity():
+def test_available_cores_follow_the_affinity_and_the_quota():
     expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert available_cores() == expected >= 1
+    quota = cgroup_cores()
+    assert available_cores() == (expected if quota is None else min(expected, quota)) >= 1
+
+
+@pytest.mark.parametrize(
+    ("files", "cores"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2, docker --cpus 2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: two threads
+        ({"cpu.max": "max 100000\n"}, None),  # no quota
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_quota(tmp_path, files, cores):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cores(tmp_path) == cores
 
 
 def test_defaults_use_every_usable_core_and_a_passive_wait(clean_env):

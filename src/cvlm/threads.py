@@ -12,8 +12,13 @@ it first thing. This module imports neither torch nor numpy at import time for t
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+"""Where Linux mounts the cgroup file system (read for a container's CPU quota)."""
 
 WAIT_POLICY = "PASSIVE"
 """The OpenMP wait policy cvlm sets unless the user chose one (see the module docstring)."""
@@ -22,19 +27,46 @@ WAIT_POLICY = "PASSIVE"
 _USER_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def available_cores() -> int:
-    """The number of cores this process may run on (its CPU affinity; all CPUs where that is unknown).
+def cgroup_cores(root: Path = CGROUP_ROOT) -> int | None:
+    """Whole cores a cgroup CPU quota allows (``docker --cpus 2``), or ``None`` where there is no quota.
 
-    A container or ``taskset`` limits the affinity; ``os.cpu_count()`` would still count every core
-    of the host, and more threads than usable cores only queue behind each other.
+    Reads cgroup v2 ``cpu.max`` or cgroup v1 ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``; a
+    fractional quota rounds up (1.5 CPUs: 2 threads, each still gets its share of the time).
+
+    Args:
+        root: The cgroup file system.
+    """
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        elif (root / "cpu" / "cpu.cfs_quota_us").is_file():
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        else:
+            return None
+        if quota in ("max", "-1"):
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # unreadable or unexpected content: no limit known
+        return None
+
+
+def available_cores() -> int:
+    """The number of cores this process may use: its CPU affinity, capped by a cgroup CPU quota.
+
+    A ``taskset`` or cpuset limits the affinity and a container's ``--cpus`` sets a quota; either way
+    ``os.cpu_count()`` would still count every core of the host, and more threads than usable cores only
+    queue behind each other.
 
     >>> available_cores() >= 1
     True
     """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cgroup_cores()
+    return min(cores, quota) if quota is not None else cores
 
 
 def default_threads() -> int:
@@ -78,4 +110,4 @@ def configure_threads(threads: int | None = None) -> int:
     return count
 
 
-__all__ = ["WAIT_POLICY", "available_cores", "configure_threads", "default_threads"]
+__all__ = ["WAIT_POLICY", "available_cores", "cgroup_cores", "configure_threads", "default_threads"]
