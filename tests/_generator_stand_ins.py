@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,18 @@ def fake_world(
     return TrainingData(
         images, reports, labels, sides, np.full_like(sides, IGNORE), [str(i) for i in range(n)], "fake"
     )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, then restore the thread count.
+
+    Training a tiny model sums gradients in an order that depends on the number of threads; trained in
+    one thread, its weights (and so what it writes) are the same on a 2-core laptop and a 16-core server.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "data": 0,
     "bundled": 0,
     "environment": 0,
+    "threads": 0,
     "phantoms": 1,
     "labeler": 1,
     "prompts": 1,

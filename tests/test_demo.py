@@ -22,3 +22,9 @@ def test_demo_writes_a_page_whose_pictures_exist(tmp_path):
         assert 0.0 <= score["macro_f1"] <= 1.0
         assert f"Macro-F1 {score['macro_f1']:.3f}" in page
     assert set(summary["diffusion"]) == set(bundled_names("diffusion"))
+    # What a reader needs to read the page: captions, the deliberate bias named, reports as written.
+    assert "<figcaption>original</figcaption>" in page and "<figcaption>reconstruction (T=5)" in page
+    if "phantom-shortcut" in summary["generators"]:
+        assert "phantom-shortcut is biased on purpose" in page
+    assert "<th></th>" not in page, "an empty table header"
+    assert "white-space: pre-line" in page and "\n\nIMPRESSION:" in page, "report line breaks lost"

@@ -62,6 +62,8 @@ def _options(world, out, **kw):
         vae=world["vae"],
         val_steps=5,
         val_n=4,
+        # The exact-resume and score checks need CPU arithmetic, also on a machine with a GPU.
+        device="cpu",
     )
     return TrainOptions(**{**base, **kw})
 
@@ -290,7 +292,7 @@ def test_bf16_autocast_and_gradient_checkpointing_train_on_cpu(world, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "train.json").read_text())
     assert summary["finished"] and summary["options"]["mixed_precision"] == "bf16"
-    assert all(np.isfinite(row["psnr"]) for row in summary["history"])
+    assert all(np.isfinite(row["psnr"]) for row in summary["history"]), summary["history"]
     rows = (out / "log.csv").read_text().splitlines()[1:]
     assert rows and all(np.isfinite(float(line.split(",")[1])) for line in rows)
     assert load_components(out).unet.dtype == torch.float32
@@ -350,7 +352,7 @@ def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
     assert set(KEYS) <= set(metrics)
     assert metrics["n_images"] == 6 and sum(metrics["n_edits"].values()) == 4  # 4 of the 6 have a finding
     assert set(metrics["edit_ratio"]) == {"Lung Lesion", "Fracture"}
-    assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values())
+    assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values()), metrics["edit_ratio"]
     assert 5 < metrics["vae_psnr"] < 60 and metrics["seconds_per_image"] > 0
     fid = metrics["fid"]
     assert set(fid) == {"features", "reconstruction", "edited", "seconds"}
@@ -433,7 +435,8 @@ def test_accelerate_launch_two_cpu_processes(world, tmp_path):
         "1",
     ]
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    # The timeout only catches a hung process group; a loaded machine may take minutes (2 processes).
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "train.json").read_text())
     assert summary["step"] == 4 and summary["finished"]

@@ -35,7 +35,7 @@ def test_oracle_scores_the_labeler_ceiling(world):
     assert score["n_images"] == 40 and score["generator"] == "oracle"
     assert score["macro_f1"] == score["labeler_ceiling_macro_f1"] > 0.8
     assert set(score["per_class"]) == set(score["classes"])
-    assert all(score["per_class"][c]["support"] > 0 for c in score["classes"])
+    assert all(score["per_class"][c]["support"] > 0 for c in score["classes"]), score["per_class"]
     assert "**macro F1**" in format_f1_table(score)
 
 

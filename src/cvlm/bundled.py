@@ -24,6 +24,10 @@ def bundled_names(kind: str) -> list[str]:
     )
 
 
+# What one model of each kind is called in messages.
+_NOUNS = {"generators": "report generator", "diffusion": "diffusion model"}
+
+
 def resolve_model(name_or_path: str | Path, kind: str) -> Path:
     """Resolve a bundled name (e.g. ``"phantom-captioner"``) or a local folder to a folder path.
 
@@ -37,6 +41,6 @@ def resolve_model(name_or_path: str | Path, kind: str) -> Path:
     if candidate.is_dir():
         return candidate
     raise FileNotFoundError(
-        f"{name_or_path!s} is neither a local folder nor a bundled {kind[:-1]} "
+        f"{name_or_path!s} is neither a local folder nor a bundled {_NOUNS.get(kind, kind)} "
         f"(bundled: {', '.join(bundled_names(kind)) or 'none'})."
     )

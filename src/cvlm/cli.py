@@ -1,7 +1,13 @@
-"""The ``cvlm`` command: parse arguments, call one library function, report where outputs went.
+"""The ``cvlm`` command: parse arguments, call one library function, report what was done.
 
 No logic lives here. Library modules are imported inside each handler so that light commands
-(``cvlm env``, ``cvlm label``) start without loading torch or diffusers.
+(``cvlm env``, ``cvlm label``) start without loading torch or diffusers, and so that
+:func:`cvlm.threads.configure_threads` runs before torch starts its OpenMP thread pool.
+
+Every verb follows one policy for bad input (README, "When inputs are bad"): an unreadable input is
+skipped and reported once on stderr (``skipped PATH: reason``); the closing line counts what was done
+and what was skipped; the exit status is 2 when nothing could be done (bad arguments, or every input
+unreadable) and 0 otherwise.
 """
 
 from __future__ import annotations
@@ -9,14 +15,141 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+DESCRIPTION = "Explain what a chest X-ray report generator looks at, with cyclic counterfactuals."
+DETAILS = (
+    "For each finding the generator writes, a diffusion model tailored to that generator removes (or adds) "
+    "it in the X-ray; when the same generator no longer (or now) writes it, the cycle has closed, and the "
+    "pixels that changed are the evidence. Everything runs offline: the bundled models know only a "
+    "synthetic phantom world; real models are read from local folders."
+)
+EPILOG = """\
+first steps:
+  cvlm demo                                   bundled models on a fresh phantom world -> runs/demo/index.html
+  cvlm phantoms --out world --n 200 --seed 1  a synthetic world in the MIMIC-CXR-JPG layout
+  cvlm generate --generator phantom-captioner world/files --out reports.jsonl
+  cvlm COMMAND --help                         what a command does, an example, every option and its default
+
+exit status: 0 done (unreadable inputs are skipped and listed on stderr), 2 nothing done (bad arguments,
+or no input could be read)."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends ``(default: X)`` to every option with a default.
+
+    argparse's ArgumentDefaultsHelpFormatter would also print ``(default: None)`` and ``(default:
+    False)``; options whose default is "none given" say in words what happens instead.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" not in text
+            and action.option_strings
+            and not any(default is unset for unset in (None, False, argparse.SUPPRESS))
+            and not action.required
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break names such as phantom-templater at their hyphen.
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+def _positive_int(text: str) -> int:
+    """An integer of at least 1 for argparse (checked before anything runs or draws a bar)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    example: str,
+    run: Callable[[argparse.Namespace], int],
+    details: str = "",
+) -> argparse.ArgumentParser:
+    """A sub-command with its one-line summary, an example, ``--threads`` and the shared formatter."""
+    p = sub.add_parser(
+        name,
+        help=summary,
+        description="\n\n".join(textwrap.fill(part, 88) for part in (summary, details) if part),
+        epilog="example:\n  " + example,
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else every core this process may "
+        "use); idle threads sleep instead of spinning, so a busy machine stays fast",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_device(p: argparse.ArgumentParser, what: str, choices: Sequence[str] | None = None) -> None:
+    """The one ``--device`` option: ``auto`` means CUDA when torch sees a GPU, else CPU."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=choices,
+        help=f"device for {what}: auto (CUDA when available, else CPU), "
+        + ("cpu, cuda, cuda:1, ..." if choices is None else "cpu or cuda"),
+    )
+
+
+def _device(args: argparse.Namespace) -> str | None:
+    """``--device`` for library calls that take ``None`` as "CUDA when available"."""
+    return None if args.device == "auto" else args.device
+
+
+def _torch_device(args: argparse.Namespace) -> str:
+    """``--device`` resolved to a torch device name (for library calls that need one)."""
+    if args.device != "auto":
+        return args.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _report_skipped(skipped: Sequence[tuple[object, str]]) -> None:
+    """Print each skipped input once: ``skipped PATH: reason`` on stderr."""
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def _nothing_done(args: argparse.Namespace, n_done: int, n_skipped: int) -> bool:
+    """True (and says so) when every input was unreadable: the verb then exits 2."""
+    if n_done == 0 and n_skipped > 0:
+        print(
+            f"cvlm {args.command}: error: none of the {n_skipped} inputs could be read (listed above).",
+            file=sys.stderr,
+        )
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------- env
 def _add_env(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("env", help="print versions, device and model locations for bug reports")
-    p.set_defaults(func=_run_env)
+    _add_command(
+        sub,
+        "env",
+        "Print versions, device, threads and model locations (paste them into a bug report).",
+        "cvlm env",
+        _run_env,
+    )
 
 
 def _run_env(args: argparse.Namespace) -> int:
@@ -29,21 +162,29 @@ def _run_env(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- phantoms
 def _add_phantoms(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantoms", help="write a synthetic chest radiograph world (MIMIC-CXR-JPG layout)")
+    p = _add_command(
+        sub,
+        "phantoms",
+        "Write a synthetic chest radiograph world (images, reports, masks; MIMIC-CXR-JPG layout).",
+        "cvlm phantoms --out world --n 200 --seed 1",
+        _run_phantoms,
+        "Same seed, same bytes. The world holds true findings and masks, so every figure cvlm measures "
+        "on it can be checked against the truth.",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--n", type=_positive_int, required=True, help="number of images")
     p.add_argument("--seed", type=int, required=True, help="world seed (same seed, same bytes)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128, at most 512)")
+    p.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (at most 512)")
     p.add_argument(
         "--shortcut", action="store_true", help="plant a spurious mark with one finding (train split)"
     )
+    p.add_argument("--shortcut-finding", default="Pneumothorax", help="finding the mark co-occurs with")
     p.add_argument(
-        "--shortcut-finding",
-        default="Pneumothorax",
-        help="finding the mark co-occurs with (default Pneumothorax)",
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="rendering processes (default: the --threads value)",
     )
-    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
-    p.set_defaults(func=_run_phantoms)
 
 
 def _run_phantoms(args: argparse.Namespace) -> int:
@@ -59,37 +200,52 @@ def _run_phantoms(args: argparse.Namespace) -> int:
             size=args.size,
             shortcut=args.shortcut,
             shortcut_finding=args.shortcut_finding,
-            workers=args.workers,
+            workers=args.workers or args.threads,
             progress=bar.update,
         )
-    print(f"Phantom world: {root}")
+    print(f"Phantom world: {root} ({args.n} images, seed {args.seed})")
     return 0
 
 
 # ------------------------------------------------------------------------------------------- label
 def _add_label(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("label", help="label free-text reports with CheXpert findings")
+    p = _add_command(
+        sub,
+        "label",
+        "Label free-text radiology reports with the 14 CheXpert findings (1 / 0 / -1).",
+        "cvlm label world/files --out labels.csv",
+        _run_label,
+        "INPUT is a .jsonl file ({id, text|report} per line), a .csv (id, report) or a folder of .txt "
+        "reports; OUTPUT is .jsonl ({id, labels}) or .csv (CheXpert columns).",
+    )
     p.add_argument("input", type=Path, help=".jsonl {id,text|report}, .csv (id, report) or a folder of .txt")
-    p.add_argument("--out", type=Path, required=True, help=".jsonl or .csv")
+    p.add_argument("--out", type=Path, required=True, help="labels file, .jsonl or .csv")
+    p.add_argument("--labeler", choices=("rules", "chexbert"), default="rules", help="rules needs no weights")
+    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert; default: none)")
     p.add_argument(
-        "--labeler", choices=("rules", "chexbert"), default="rules", help="default: rules (no weights)"
-    )
-    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert)")
-    p.add_argument(
-        "--tokenizer", type=Path, help="bert-base-uncased tokenizer folder (with --labeler chexbert)"
+        "--tokenizer",
+        type=Path,
+        help="bert-base-uncased tokenizer folder (with --labeler chexbert; default: none)",
     )
     p.add_argument(
-        "--extra-findings", type=Path, help='JSON list of {"name", "synonyms"} extra findings (rules only)'
+        "--extra-findings",
+        type=Path,
+        help='JSON list of {"name", "synonyms"} extra findings (rules only; default: none)',
     )
-    p.add_argument("--device", help="torch device for CheXbert (default: cuda if available)")
-    p.set_defaults(func=_run_label)
+    _add_device(p, "CheXbert")
 
 
 def _run_label(args: argparse.Namespace) -> int:
     from cvlm.labeler import label_file
 
     run = label_file(
-        args.input, args.out, args.labeler, args.checkpoint, args.tokenizer, args.extra_findings, args.device
+        args.input,
+        args.out,
+        args.labeler,
+        args.checkpoint,
+        args.tokenizer,
+        args.extra_findings,
+        _device(args),
     )
     for message in run.skipped:
         print(f"skipped {message}", file=sys.stderr)
@@ -100,63 +256,86 @@ def _run_label(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- generate
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="write reports for images with a report generator")
-    p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    p.add_argument(
-        "--generator",
-        required=True,
-        help="bundled name, model folder, spec .json, hf:DIR, r2gen:CODE,CKPT,ANN[,k=v], command:..., "
-        "callable:module:function (docs/generators.md)",
+    p = _add_command(
+        sub,
+        "generate",
+        "Write a report for every image with a report generator (one JSON line per image).",
+        "cvlm generate --generator phantom-captioner world/files --out reports.jsonl",
+        _run_generate,
+        "G is a bundled name (phantom-captioner, phantom-templater, phantom-shortcut) or an adapter spec "
+        "for your own generator: a model folder, a spec .json, hf:FOLDER, r2gen:CODE,CKPT,ANN[,k=v], "
+        "command:... or callable:module:function (docs/generators.md).",
     )
-    p.add_argument("--out", type=Path, required=True, help="reports.jsonl")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per generator call")
-    p.set_defaults(func=_run_generate)
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    p.add_argument("--generator", required=True, help="bundled name or adapter spec (see above)")
+    p.add_argument("--out", type=Path, required=True, help="reports.jsonl to write")
+    _add_device(p, "the generator")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="images per generator call (default: the generator's own)",
+    )
 
 
 def _run_generate(args: argparse.Namespace) -> int:
     from cvlm.generators import load_generator
     from cvlm.generators.files import generate_files
 
-    generator = load_generator(args.generator, device=args.device)
+    generator = load_generator(args.generator, device=_device(args))
     summary = generate_files(generator, args.images, args.out, batch_size=args.batch_size)
-    for path, reason in summary.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+    _report_skipped(summary.skipped)
+    if _nothing_done(args, summary.n_reports, len(summary.skipped)):
+        return 2
     print(f"Reports: {summary.out} ({summary.n_reports} written, {len(summary.skipped)} skipped)")
     return 0
 
 
 # ------------------------------------------------------------------------------- train-generator
 def _add_train_generator(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-generator", help="train a phantom-world report generator")
-    p.add_argument("--arch", choices=("captioner", "templater"), required=True)
+    p = _add_command(
+        sub,
+        "train-generator",
+        "Train a phantom-world report generator and write its model card with test scores.",
+        "cvlm train-generator --arch captioner --data world --out models/my-captioner --epochs 4",
+        _run_train_generator,
+        "captioner: a CNN encoder and a word decoder with cross-attention; templater: per-finding heads "
+        "that fill sentence templates.",
+    )
+    p.add_argument("--arch", choices=("captioner", "templater"), required=True, help="architecture")
     p.add_argument("--data", type=Path, required=True, help="phantom world folder")
     p.add_argument("--out", type=Path, required=True, help="output model folder")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use at most N training images")
-    p.add_argument("--name", default=None, help="model name (default phantom-<arch>)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--epochs", type=_positive_int, default=12, help="passes over the training images")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     p.add_argument(
-        "--widths", default=None, help="CNN encoder widths, comma-separated (default 8,16,32,64,128)"
+        "--limit", type=_positive_int, default=None, help="use at most N training images (default: all)"
     )
-    p.add_argument("--init", type=Path, default=None, help="continue training this model folder")
+    p.add_argument("--name", default=None, help="model name (default: phantom-<arch>)")
+    _add_device(p, "training")
     p.add_argument(
-        "--init-encoder", type=Path, default=None, help="captioner: start from this generator's CNN encoder"
+        "--widths", default=None, help="CNN encoder widths, comma-separated (default: 8,16,32,64,128)"
     )
     p.add_argument(
-        "--test-data", type=Path, default=None, help="world whose test split scores the model for its card"
+        "--init", type=Path, default=None, help="continue training this model folder (default: fresh)"
     )
     p.add_argument(
-        "--test-split", default="test", help="split of --test-data to score, or 'all' (default test)"
+        "--init-encoder",
+        type=Path,
+        default=None,
+        help="captioner: start from this generator's CNN encoder (default: fresh)",
     )
+    p.add_argument(
+        "--test-data",
+        type=Path,
+        default=None,
+        help="world whose test split scores the model for its card (default: no scores)",
+    )
+    p.add_argument("--test-split", default="test", help="split of --test-data to score, or 'all'")
     p.add_argument(
         "--shortcut-finding",
         default=None,
-        help="also measure dependence on the shortcut mark of this finding",
+        help="also measure dependence on the shortcut mark of this finding (default: not measured)",
     )
-    p.set_defaults(func=_run_train_generator)
 
 
 def _run_train_generator(args: argparse.Namespace) -> int:
@@ -170,7 +349,7 @@ def _run_train_generator(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         name=args.name,
-        device=args.device,
+        device=_device(args),
         threads=args.threads,
         widths=[int(w) for w in args.widths.split(",")] if args.widths else None,
         init=args.init,
@@ -186,30 +365,45 @@ def _run_train_generator(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- prepare
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="build the tailored data set from a generator's own reports")
+    p = _add_command(
+        sub,
+        "prepare",
+        "Build the tailored data set: the generator reads its training images, its reports become prompts.",
+        "cvlm prepare --generator phantom-captioner --data world --out prepared/captioner",
+        _run_prepare,
+        "Writes manifest.jsonl (image, report, labels, findings, prompt per image) and prepare.json; an "
+        "interrupted run resumes. Images that cannot be read or generated go to failures.jsonl.",
+    )
     p.add_argument(
         "--generator", required=True, help="bundled name or adapter spec (ignored for --prompts gt)"
     )
     p.add_argument("--data", type=Path, required=True, help="phantom world or MIMIC-CXR-JPG folder")
     p.add_argument("--out", type=Path, required=True, help="prepared folder (an interrupted run resumes)")
-    p.add_argument("--prompts", choices=("generated", "gt", "raw"), default="generated")
     p.add_argument(
-        "--uncertain", choices=("positive", "negative", "drop"), default=None, help="uncertainty policy"
+        "--prompts",
+        choices=("generated", "gt", "raw"),
+        default="generated",
+        help="generated: the generator's own reports (CVLM); gt: the data set's reports; raw: report text",
     )
     p.add_argument(
-        "--splits", default="train,validate", help="comma-separated splits (default train,validate)"
+        "--uncertain",
+        choices=("positive", "negative", "drop"),
+        default=None,
+        help="how uncertain findings enter prompts (default: cvlm.prompts.DEFAULT_POLICY)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="generator device (default: cuda when available)")
-    p.add_argument("--labeler", choices=("rules", "chexbert"), default="rules", help="default: rules")
-    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert)")
-    p.add_argument("--tokenizer", type=Path, help="bert-base-uncased folder (with --labeler chexbert)")
-    p.set_defaults(func=_run_prepare)
+    p.add_argument("--splits", default="train,validate", help="comma-separated splits to prepare")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per generator call")
+    p.add_argument("--labeler", choices=("rules", "chexbert"), default="rules", help="report labeler")
+    p.add_argument("--checkpoint", type=Path, help="chexbert.pth (with --labeler chexbert; default: none)")
+    p.add_argument(
+        "--tokenizer", type=Path, help="bert-base-uncased folder (with --labeler chexbert; default: none)"
+    )
+    _add_device(p, "the generator")
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from cvlm.labeler import load_labeler
-    from cvlm.prepare import prepare
+    from cvlm.prepare import FAILURES, prepare
 
     result = prepare(
         args.generator,
@@ -220,47 +414,78 @@ def _run_prepare(args: argparse.Namespace) -> int:
         policy=args.uncertain,
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         batch_size=args.batch_size,
-        device=args.device,
+        device=_device(args),
     )
-    print(
-        f"Prepared {result.out}: {result.n_written} new, {result.n_skipped} already done, "
-        f"{result.n_failed} failed (see failures.jsonl)"
-    )
+    _report_skipped(result.failures)
+    if _nothing_done(args, result.n_written + result.n_skipped, result.n_failed):
+        return 2
+    failed = f", {result.n_failed} failed (listed in {result.out / FAILURES})" if result.n_failed else ""
+    print(f"Prepared {result.out}: {result.n_written} new, {result.n_skipped} already done{failed}")
     return 0
 
 
 # ------------------------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the tailored diffusion model (or, with --config vae, its VAE)")
+    p = _add_command(
+        sub,
+        "train",
+        "Train the tailored diffusion model on a prepared folder (or, with --config vae, its VAE).",
+        "cvlm train --config tiny --vae models/vae --data prepared/captioner --out models/diffusion",
+        _run_train,
+        "Checkpoints every --checkpoint-every steps; the checkpoint with the best validation "
+        "reconstruction PSNR becomes the model. --resume continues an interrupted run.",
+    )
     p.add_argument("--config", required=True, help="tiny | sd-v1 | vae (the tiny VAE) | a JSON file")
     p.add_argument("--data", type=Path, required=True, help="prepared folder")
     p.add_argument("--out", type=Path, required=True, help="model folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--vae", type=Path, help="trained VAE folder (tiny; from `cvlm train --config vae`)")
-    p.add_argument("--sd-unet", type=Path, help="sd-v1: SD v1.x pipeline folder or UNet-only folder")
     p.add_argument(
-        "--sd-base", type=Path, help="sd-v1: MIMIC-trained SD pipeline folder (VAE, text, tokenizer)"
+        "--vae", type=Path, help="trained VAE folder (tiny; from `cvlm train --config vae`; default: none)"
     )
-    p.add_argument("--steps-max", type=int, default=3000, help="total optimizer steps (default 3000)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step over all processes")
-    p.add_argument("--lr", type=float, help="learning rate (default 5e-4 tiny, 5e-5 sd-v1, 1e-3 vae)")
+    p.add_argument(
+        "--sd-unet", type=Path, help="sd-v1: SD v1.x pipeline folder or UNet-only folder (default: none)"
+    )
+    p.add_argument(
+        "--sd-base",
+        type=Path,
+        help="sd-v1: MIMIC-trained SD pipeline folder (VAE, text, tokenizer; default: none)",
+    )
+    p.add_argument("--steps-max", type=_positive_int, default=3000, help="total optimizer steps")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per step over all processes")
+    p.add_argument("--lr", type=float, help="learning rate (default: 5e-4 tiny, 5e-5 sd-v1, 1e-3 vae)")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--prompt-dropout", type=float, default=0.1, help="empty-prompt probability (CFG)")
     p.add_argument("--ema", action="store_true", help="keep, validate and save an EMA of the weights")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--val-n", type=int, default=16, help="fixed validation subset size")
-    p.add_argument("--val-steps", type=int, default=50, help="DDIM steps T of the validation round trip")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--val-every", type=_positive_int, default=500, help="steps between validations")
+    p.add_argument("--val-n", type=_positive_int, default=16, help="fixed validation subset size")
+    p.add_argument(
+        "--val-steps", type=_positive_int, default=50, help="DDIM steps T of the validation round trip"
+    )
+    _add_device(p, "training (through Accelerate)", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16", "fp16"),
+        default="auto",
+        help="auto: bf16 on a GPU that supports it, else no",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="trade compute for memory (default: on for sd-v1, off for tiny)",
+    )
     p.add_argument("--half", action="store_true", help="save weights as float16 (loaded back as float32)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-after", type=int, help="stop after N steps of this run (resumable)")
-    p.add_argument("--vae-crop", type=int, default=64, help="VAE training crop side")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise")
+    p.add_argument(
+        "--stop-after", type=_positive_int, help="stop after N steps of this run (resumable; default: never)"
+    )
+    p.add_argument("--vae-crop", type=_positive_int, default=64, help="VAE training crop side")
     p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
     p.add_argument(
-        "--init", type=Path, help="tiny: start from this trained model folder (fresh optimizer and schedule)"
+        "--init",
+        type=Path,
+        help="tiny: start from this trained model folder (fresh optimizer and schedule; default: none)",
     )
     p.add_argument(
         "--psnr-tolerance",
@@ -274,17 +499,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="tiny/sd-v1: repeat-factor sampling threshold over the prompts' findings (0: uniform; e.g. 0.3)",
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import torch
-
     from cvlm.diffusion.train import TrainOptions, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     result = train(
         TrainOptions(
             config=args.config,
@@ -326,14 +545,23 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- validate
 def _add_validate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="reconstruction and edit quality of a diffusion model")
-    p.add_argument("--model", required=True, help="model folder or bundled name")
+    p = _add_command(
+        sub,
+        "validate",
+        "Measure a diffusion model: reconstruction PSNR / SSIM and how locally removal edits change pixels.",
+        "cvlm validate --model phantom-captioner --data world --n 16 --out validation.json",
+        _run_validate,
+        "Each image is inverted with its own prompt and resampled (reconstruction); then each finding "
+        "with a true mask is removed from the prompt, and the edit ratio is the mean change inside the "
+        "finding's mask over the mean change outside it (well above 1: the edit is local).",
+    )
+    p.add_argument("--model", required=True, help="diffusion model folder or bundled name")
     p.add_argument("--data", type=Path, required=True, help="phantom world or prepared folder")
-    p.add_argument("--n", type=int, default=32)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=_positive_int, default=32, help="images (test split first)")
+    p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps T of inversion and sampling")
+    p.add_argument("--out", type=Path, required=True, help="metrics .json to write")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per UNet batch")
+    _add_device(p, "the model")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edited samples")
     p.add_argument(
         "--fixed-point",
@@ -348,7 +576,6 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         metavar="NAME|none",
         help="generator whose CNN encoder gives the FID-like score's features; 'none' skips the score",
     )
-    p.set_defaults(func=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -361,30 +588,44 @@ def _run_validate(args: argparse.Namespace) -> int:
         args.n,
         args.steps,
         args.batch_size,
-        args.device,
+        _torch_device(args),
         args.guidance,
         features,
         fixed_point=args.fixed_point,
     )
+    skipped = [(s["image"], s["reason"]) for s in metrics.get("skipped", [])]
+    _report_skipped(skipped)
+    if _nothing_done(args, metrics["n_images"], len(skipped)):
+        return 2
     path = write_validation(metrics, args.out)
     print(
+        f"{metrics['n_images']} images ({len(skipped)} skipped), T={metrics['steps']}: "
         f"reconstruction PSNR {metrics['reconstruction_psnr']:.2f} dB, "
-        f"SSIM {metrics['reconstruction_ssim']:.3f}, "
-        f"VAE PSNR {metrics['vae_psnr']:.2f} dB; written to {path}"
+        f"SSIM {metrics['reconstruction_ssim']:.3f}, VAE PSNR {metrics['vae_psnr']:.2f} dB, "
+        f"{metrics['seconds_per_image']:.2f} s/image"
     )
+    ratios = metrics["edit_ratio"]
+    if ratios:
+        print(f"removal edits ({sum(metrics['n_edits'].values())}), change inside / outside the mask:")
+        for finding, ratio in sorted(ratios.items(), key=lambda item: -item[1]):
+            count = metrics["n_edits"][finding]
+            print(f"  {finding:<28} {ratio:6.2f}  ({count} edit{'' if count == 1 else 's'})")
+    else:
+        print("removal edits: none (no image has a finding with a true mask)")
+    if "fid" in metrics:
+        fid, ref = metrics["fid"], metrics["fid_reference"]
+        print(
+            f"FID-like ({fid['features']} features): reconstruction {_fmt(fid['reconstruction'])}, "
+            f"edited {_fmt(fid['edited'])}, real-vs-real floor {_fmt(ref)}"
+        )
+    print(f"Written to {path}")
     return 0
 
 
 # ----------------------------------------------------------------------------------------- explain
-EXPLAIN_EXAMPLE = """example:
-  cvlm phantoms --out runs/world --n 20 --seed 11
-  cvlm explain --generator phantom-captioner --model phantom-captioner runs/world/files --out runs/explain
-  cvlm explain --generator phantom-templater --model phantom-templater xray.dcm --remove Pneumothorax \\
-      --add "Pleural Effusion" --out runs/one
-
-Each image gets a folder (explanation.json, input, reconstruction, per edit: counterfactual, difference
-heat map, frames overlay) and one line in OUT/index.jsonl; a rerun skips what is done. Shard a large
-folder over processes with: accelerate launch -m cvlm.cli explain ..."""
+EXPLAIN_EXAMPLE = (
+    "cvlm explain --generator phantom-captioner --model phantom-captioner runs/world/files --out runs/explain"
+)
 
 
 def _names(text: str) -> list[str]:
@@ -392,14 +633,18 @@ def _names(text: str) -> list[str]:
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_command(
+        sub,
         "explain",
-        help="explain which pixels made a generator write each finding (counterfactuals, cycle, frames)",
-        description="For every finding the generator writes, remove it (or add one) in a counterfactual "
-        "X-ray made by the generator's tailored diffusion model, check that the same generator no longer "
-        "writes it (the cycle), and frame the pixels that changed.",
-        epilog=EXPLAIN_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Explain which pixels made a report generator write each finding (counterfactual, cycle, frames).",
+        EXPLAIN_EXAMPLE,
+        _run_explain,
+        "For every finding the generator writes, remove it (or add one) in a counterfactual X-ray made by "
+        "the generator's tailored diffusion model, check that the same generator no longer writes it (the "
+        "cycle), and frame the pixels that changed. Each image gets a folder (explanation.json, input, "
+        "reconstruction, per edit: counterfactual, difference heat map, frames overlay) and one line in "
+        "OUT/index.jsonl; a rerun skips what is done. Shard a large folder over processes with "
+        "`accelerate launch -m cvlm.cli explain ...`.",
     )
     p.add_argument(
         "images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, DICOM) or folders (recursive)"
@@ -451,8 +696,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
     p.add_argument("--no-batch-edits", action="store_true", help="sample edits one at a time (less memory)")
-    p.add_argument("--device", default=None, help="torch device (default: cpu for the model)")
-    p.set_defaults(func=_run_explain)
+    _add_device(p, "the models")
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -473,7 +717,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         batched=not args.no_batch_edits,
         seed=args.seed,
     )
-    explainer = Explainer.load(args.generator, args.model, options=options, device=args.device)
+    explainer = Explainer.load(args.generator, args.model, options=options, device=_torch_device(args))
     summary = explain_files(args.images, explainer, args.out)
     for source, reason in summary.failed:
         print(
@@ -488,14 +732,15 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_command(
+        sub,
         "evaluate",
-        help="explain a phantom world's images and score the explanations against the truth",
-        description="Cyclic rate (with and without adaptive strength), preservation, localisation of the "
-        "frames against the true masks beside a random control, and edit specificity.",
-        epilog="example:\n  cvlm evaluate --generator phantom-captioner --model phantom-captioner "
-        "--data runs/world --out runs/eval --n 100",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Explain a phantom world's images and score the explanations against the truth.",
+        "cvlm evaluate --generator phantom-captioner --model phantom-captioner --data runs/world "
+        "--out runs/eval --n 100",
+        _run_evaluate,
+        "Cyclic rate (with and without adaptive strength), preservation, localisation of the frames and "
+        "of the baselines against the true masks beside random controls, and edit specificity. Resumable.",
     )
     p.add_argument(
         "--generator", required=True, help="report generator: bundled name, folder or adapter spec"
@@ -518,14 +763,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--add", default="", help="comma list of findings to add where not written (default: none)"
     )
-    p.add_argument("--device", default=None, help="torch device (default: cpu for the model)")
+    _add_device(p, "the models")
     p.add_argument(
         "--baselines",
         default="all",
         help="comma list of gradcam, attention, diffusion_attention, random, centre; 'all' (default: every "
         "one the generator allows) or 'none'",
     )
-    p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -542,7 +786,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         locality=args.locality,
         rank=args.rank,
     )
-    explainer = Explainer.load(args.generator, args.model, options=options, device=args.device)
+    explainer = Explainer.load(args.generator, args.model, options=options, device=_torch_device(args))
     baselines = {"all": None, "none": []}.get(args.baselines, _names(args.baselines))
     m = evaluate(explainer, args.data, args.out, args.n, baselines=baselines)
     loc = m["localization"]
@@ -560,17 +804,29 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a (too few images)" if value is None else f"{value:.3f}"
+
+
 # -------------------------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the main job on the phantom world and write an HTML report")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.set_defaults(func=_run_demo)
+    p = _add_command(
+        sub,
+        "demo",
+        "Run the bundled models on a fresh phantom world and write an HTML page of what they do.",
+        "cvlm demo --out runs/demo   # then open runs/demo/index.html",
+        _run_demo,
+        "A world no bundled model was trained on; every bundled report generator scored against its "
+        "truth; every bundled diffusion model reconstructing examples from its generator's own prompt.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    _add_device(p, "the models")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from cvlm.demo import run_demo
 
-    index = run_demo(args.out)
+    index = run_demo(args.out, device=_torch_device(args))
     print(f"Report: {index}")
     return 0
 
@@ -578,9 +834,15 @@ def _run_demo(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The full ``cvlm`` argument parser."""
-    parser = argparse.ArgumentParser(prog="cvlm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cvlm",
+        description=DESCRIPTION + "\n\n" + textwrap.fill(DETAILS, 88),
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
+        _add_demo,
         _add_phantoms,
         _add_label,
         _add_generate,
@@ -590,7 +852,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_validate,
         _add_explain,
         _add_evaluate,
-        _add_demo,
         _add_env,
     ):
         add(sub)
@@ -599,7 +860,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvlm`` console script."""
+    from cvlm.threads import configure_threads
+
     args = build_parser().parse_args(argv)
+    # Before any handler imports torch: its OpenMP pool reads the wait policy once, at start.
+    args.threads = configure_threads(args.threads)
     # cvlm's own notes (a resumed run, validation scores, sampling shares) go to stderr at INFO;
     # libraries keep their levels. Removed again so that in-process calls (tests) do not stack handlers.
     handler = logging.StreamHandler(sys.stderr)
@@ -609,8 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # Errors raised at the boundary carry a message that says what to do; no traceback needed.
+    except (ValueError, OSError) as err:
+        # Errors raised at the boundary carry a message that says what to do, and a file system error
+        # (a folder where a file should be, no permission) names its path; no traceback needed.
         print(f"cvlm {args.command}: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cvlm.bundled import bundled_names, resolve_model
 from cvlm.data import load_dataset, read_report
@@ -33,6 +34,29 @@ DEMO_SEED = 20261129
 """A world seed that no bundled model was trained or validated on."""
 
 
+def _shortcut_note(name: str) -> str:
+    """What a deliberately biased bundled generator is, read from its ``scores.json``; '' for others."""
+    scores = resolve_model(name, "generators") / "scores.json"
+    if not scores.is_file():
+        return ""
+    dependence = json.loads(scores.read_text(encoding="utf-8")).get("shortcut_dependence")
+    if not dependence:
+        return ""
+    finding = dependence["finding"]
+    groups, pasted = dependence["groups"], dependence["pasted_mark"]
+    return (
+        f"<p class='note'><b>{html.escape(name)} is biased on purpose.</b> It was trained on a world where a "
+        f"spurious corner mark came with {html.escape(finding)}, and it learned to write "
+        f"{html.escape(finding)} when it sees the mark: on images with the mark but without the finding it "
+        f"writes it {groups['mark only']['written']:.0%} of the time, on images with the finding but no mark "
+        f"{groups['finding only']['written']:.0%}, and pasting the mark into clean images raises the rate "
+        f"from {pasted['written_before']:.0%} to {pasted['written_after']:.0%} (its model card). This world "
+        f"has no mark, so its F1 below measures what it reads from the anatomy alone: a low "
+        f"{html.escape(finding)} F1 is the shortcut showing, not a defect of the demo. It exists so that "
+        f"cvlm's explanations can be checked to catch a generator that looks at the wrong place.</p>"
+    )
+
+
 def _findings_section(report: str) -> str:
     # The phantom reports carry MIMIC headers; the demo shows only what a generator would write.
     upper = report.upper()
@@ -46,8 +70,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _generator_section(name: str, world: Path, examples: list, labeler, out: Path) -> tuple[str, dict]:
-    generator = load_generator(name)
+def _figure(src: str, caption: str, width: int) -> str:
+    return (
+        f"<figure><img src='{html.escape(src)}' width='{width}' alt='{html.escape(caption)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _generator_section(
+    name: str, world: Path, examples: list, labeler, out: Path, device: str | None = None
+) -> tuple[str, dict]:
+    generator = load_generator(name, device=device)
     score = score_generator(generator, world, split=None, labeler=labeler)
     rows = [
         [c, f"{v['f1']:.3f}", f"{v['precision']:.3f}", f"{v['recall']:.3f}", str(v["support"])]
@@ -59,15 +92,16 @@ def _generator_section(name: str, world: Path, examples: list, labeler, out: Pat
         truth = ", ".join(record.true_findings) or "none"
         written = ", ".join(positives(labeler.label([report])[0])) or "none"
         cards.append(
-            f"<div class='case'><img src='{html.escape(record.dicom_id)}.png' width='192'>"
-            f"<p><b>True findings:</b> {html.escape(truth)}<br><b>{html.escape(name)} wrote:</b> "
-            f"{html.escape(report)}<br><b>Labelled:</b> {html.escape(written)}</p></div>"
+            f"<div class='case'>{_figure(f'{record.dicom_id}.png', 'input image', 192)}"
+            f"<p><b>True findings:</b> {html.escape(truth)}</p><p><b>{html.escape(name)} wrote:</b></p>"
+            f"<p class='report'>{html.escape(report)}</p><p><b>Labelled:</b> {html.escape(written)}</p></div>"
         )
     section = (
         f"<h3>{html.escape(name)}</h3><p>Macro-F1 {score['macro_f1']:.3f} over {score['n_images']} images "
         f"(findings of its reports, read by the rule-based labeler, against the truth; the labeler on the "
         f"true reports reaches {score['labeler_ceiling_macro_f1']:.3f}); "
         f"{score['reports_per_second']:.1f} reports/s.</p>"
+        + _shortcut_note(name)
         + _table(rows, ["finding", "F1", "precision", "recall", "support"])
         + "<div class='cases'>"
         + "".join(cards)
@@ -76,9 +110,11 @@ def _generator_section(name: str, world: Path, examples: list, labeler, out: Pat
     return section, score
 
 
-def _diffusion_section(name: str, examples: list, labeler, out: Path, steps: int) -> tuple[str, dict]:
-    components = load_components(resolve_model(name, "diffusion"))
-    generator = load_generator(name)
+def _diffusion_section(
+    name: str, examples: list, labeler, out: Path, steps: int, device: str = "cpu"
+) -> tuple[str, dict]:
+    components = load_components(resolve_model(name, "diffusion"), device)
+    generator = load_generator(name, device=device)
     images = [read_xray(r.image_path) for r in examples]
     labels = labeler.label(generator.generate(images))
     prompts = [build_prompt(findings_from_labels(lab)) for lab in labels]
@@ -90,9 +126,9 @@ def _diffusion_section(name: str, examples: list, labeler, out: Path, steps: int
         file = f"{name}-{record.dicom_id}-recon.png"
         write_png(np.clip(recon, 0.0, 1.0), out / file)
         cells.append(
-            f"<div class='case'><img src='{html.escape(record.dicom_id)}.png' width='160'>"
-            f"<img src='{html.escape(file)}' width='160'>"
-            f"<p>{html.escape(prompt)}<br>PSNR {psnr:.1f} dB</p></div>"
+            f"<div class='case'><div class='pair'>{_figure(f'{record.dicom_id}.png', 'original', 160)}"
+            f"{_figure(file, f'reconstruction (T={steps})', 160)}</div>"
+            f"<p><b>Prompt:</b> {html.escape(prompt)}<br>PSNR {psnr:.1f} dB</p></div>"
         )
     summary = {
         "reconstruction_psnr": result.reconstruction_psnr,
@@ -110,7 +146,13 @@ def _diffusion_section(name: str, examples: list, labeler, out: Path, steps: int
 
 
 def run_demo(
-    out: str | Path, n: int = 60, seed: int = DEMO_SEED, steps: int = 50, n_examples: int = 4
+    out: str | Path,
+    n: int = 60,
+    seed: int = DEMO_SEED,
+    steps: int = 50,
+    n_examples: int = 4,
+    device: str = "cpu",
+    progress: bool = True,
 ) -> Path:
     """Run the demo into ``out`` and return the path of its ``index.html``.
 
@@ -120,12 +162,24 @@ def run_demo(
         seed: World seed; the default was never used to train a bundled model.
         steps: DDIM steps for the reconstructions.
         n_examples: Images shown with their reports and reconstructions.
+        device: Torch device of the bundled models.
+        progress: Show a progress bar of the steps on stderr, and one line per finished step.
     """
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    generators, diffusion_models = bundled_names("generators"), bundled_names("diffusion")
+    bar = tqdm(
+        total=2 + len(generators) + len(diffusion_models), desc="demo", unit="step", disable=not progress
+    )
+
+    def done(message: str) -> None:
+        bar.update(1)
+        if progress:
+            bar.write(message)
 
     # 1. A fresh phantom world and its contact sheet.
+    bar.set_postfix_str("phantom world")
     world = write_world(out / "world", n=n, seed=seed)
     world_contact_sheet(world, out / "contact_sheet.png", n=6)
     records = load_dataset(world)
@@ -133,23 +187,32 @@ def run_demo(
     for record in examples:
         write_png(read_xray(record.image_path), out / f"{record.dicom_id}.png")
     labeler = load_labeler("rules")
+    done(f"world: {n} phantom images (seed {seed}) in {out / 'world'}")
 
     # 2. Every bundled generator, scored against the truth.
     summary: dict = {"world": {"n": n, "seed": seed}, "generators": {}, "diffusion": {}}
     generator_html = []
-    for name in bundled_names("generators"):
-        section, score = _generator_section(name, world, examples, labeler, out)
+    for name in generators:
+        bar.set_postfix_str(f"generator {name}")
+        section, score = _generator_section(name, world, examples, labeler, out, device)
         generator_html.append(section)
         summary["generators"][name] = score
+        done(f"generator {name}: macro-F1 {score['macro_f1']:.3f} over {score['n_images']} images")
 
     # 3. Every bundled tailored diffusion model: reconstruction with the generator's own prompt.
     diffusion_html = []
-    for name in bundled_names("diffusion"):
-        section, result = _diffusion_section(name, examples, labeler, out, steps)
+    for name in diffusion_models:
+        bar.set_postfix_str(f"diffusion {name}")
+        section, result = _diffusion_section(name, examples, labeler, out, steps, device)
         diffusion_html.append(section)
         summary["diffusion"][name] = result
+        done(
+            f"diffusion {name}: reconstruction PSNR {result['reconstruction_psnr']:.1f} dB "
+            f"on {len(examples)} images (T={steps})"
+        )
 
     # 4. The page.
+    bar.set_postfix_str("page")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     truth_rows = [
@@ -162,7 +225,11 @@ def run_demo(
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; vertical-align: top; }}
+.report, td {{ white-space: pre-line; }}
+figure {{ margin: 0; display: inline-block; text-align: center; }}
+figcaption {{ font-size: 0.85em; color: #555; }}
+.pair {{ display: flex; gap: 6px; }}
 .cases {{ display: flex; flex-wrap: wrap; gap: 12px; }} .case {{ width: 340px; font-size: 0.9em; }}
 .note {{ background: #fff6dd; padding: 0.6em 1em; border-left: 4px solid #e0a800; }}
 </style></head><body>
@@ -180,10 +247,12 @@ with true findings, masks and free-text reports.</p>
 <h2>4. Tailored diffusion models: reconstruction</h2>
 {"".join(diffusion_html) or "<p>No bundled diffusion model is installed.</p>"}
 <h2>Environment</h2>
-{_table(env_rows, ["", ""])}
+{_table(env_rows, ["setting", "value"])}
 <p>Made in {summary["seconds"]} s. Numbers: <code>summary.json</code>.</p>
 </body></html>
 """
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
+    done(f"page: {index} (made in {summary['seconds']} s)")
+    bar.close()
     return index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 
@@ -33,6 +34,7 @@ def describe_environment() -> dict[str, str]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "device": device,
+        "OpenMP wait policy": os.environ.get("OMP_WAIT_POLICY", "not set (libgomp spins before it sleeps)"),
     }
     for package in ("diffusers", "transformers", "accelerate", "safetensors", "pydicom", "numpy"):
         info[package] = _version(package)

@@ -48,6 +48,7 @@ class PrepareResult:
         n_skipped: Images already in the manifest from an earlier (interrupted) run.
         n_failed: Images that could not be read or generated (listed in ``failures.jsonl``).
         settings: The settings recorded in ``prepare.json``.
+        failures: ``(image path, reason)`` of each image of this call that failed.
     """
 
     out: Path
@@ -55,6 +56,7 @@ class PrepareResult:
     n_skipped: int
     n_failed: int
     settings: dict = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _done_ids(path: Path) -> set[str]:
@@ -88,7 +90,14 @@ def _read_batch(batch: list[Record]) -> tuple[list[Record], list, list[dict]]:
             images.append(read_xray(record.image_path))
             kept.append(record)
         except XrayReadError as err:
-            failures.append({"id": record.dicom_id, "image": str(record.image_path), "error": str(err)})
+            failures.append(
+                {
+                    "id": record.dicom_id,
+                    "image": str(record.image_path),
+                    "error": str(err),
+                    "reason": err.reason,
+                }
+            )
     return kept, images, failures
 
 
@@ -169,6 +178,7 @@ def prepare(
     done = _done_ids(out / MANIFEST)
     todo = [r for r in records if r.dicom_id not in done]
     n_written = n_failed = 0
+    failed_images: list[tuple[str, str]] = []
     started = time.perf_counter()
 
     # 4. Generate, label, prompt; append batch by batch.
@@ -200,6 +210,7 @@ def prepare(
                 manifest.write(json.dumps(line) + "\n")
             for failure in failures:
                 failed.write(json.dumps(failure) + "\n")
+                failed_images.append((failure["image"], failure["reason"]))
             manifest.flush()
             failed.flush()
             n_written += len(kept)
@@ -213,7 +224,7 @@ def prepare(
         seconds_this_run=round(time.perf_counter() - started, 2),
     )
     settings_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    return PrepareResult(out, n_written, len(done), n_failed, settings)
+    return PrepareResult(out, n_written, len(done), n_failed, settings, failed_images)
 
 
 def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cvlm.bundled import resolve_model
 from cvlm.counterfactual import sample_rows
@@ -48,7 +49,7 @@ from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
 from cvlm.prompts import build_prompt, remove_finding
-from cvlm.xray import from_tensor, resize
+from cvlm.xray import from_tensor, readable, resize
 
 KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
 
@@ -117,6 +118,7 @@ def validate(
     guidance: float = 1.0,
     fid_features: str | Path | None = "phantom-templater",
     fixed_point: int = 0,
+    progress: bool = True,
 ) -> dict:
     """Measure a diffusion model on ``n`` images of ``data``; see the module docstring for the keys.
 
@@ -133,15 +135,24 @@ def validate(
             FID-like score; ``None`` skips the score.
         fixed_point: Fixed-point iterations per DDIM inversion step (0 = plain DDIM inversion;
             :func:`cvlm.diffusion.inversion.ddim_invert`).
+        progress: Show progress bars (reconstruction, then edits) on stderr.
 
     Returns:
         ``{"vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio": {finding: ratio},
         "seconds_per_image", "n_images", "n_edits": {finding: count}, "steps", "model", "data"}``, and
         with ``fid_features`` also ``"fid": {"features", "reconstruction", "edited", "seconds"}`` and
         ``"fid_reference"`` (see :func:`fid_scores`; ``seconds``: the time the score added).
+        ``"skipped"`` lists ``{"image", "reason"}`` of unreadable images; when none is readable only
+        ``n_images`` (0), ``skipped``, ``model`` and ``data`` are returned.
     """
     components = load_components(resolve_model(model, "diffusion"), device)
+    # One corrupt image costs that image, not the run (every cvlm verb does this).
     cases = load_cases(data, n)
+    good, errors = readable([c.image for c in cases])
+    cases = [cases[i] for i in good]
+    skipped = [{"image": str(err.path), "reason": err.reason} for err in errors]
+    if not cases:
+        return {"n_images": 0, "skipped": skipped, "model": str(model), "data": str(data)}
     images = (load_images([c.image for c in cases], components.image_size).float() / 127.5) - 1.0
     prompts = [c.prompt for c in cases]
 
@@ -152,15 +163,20 @@ def validate(
     fid_seconds = time.perf_counter() - clock
 
     # 1. Reconstruction with the own prompt (the same code as training's validation).
-    result = reconstruct(components, images, prompts, steps, batch_size, fixed_point)
+    with tqdm(total=len(cases), desc="validate: reconstruct", unit="img", disable=not progress) as bar:
+        result = reconstruct(components, images, prompts, steps, batch_size, fixed_point, bar.update)
 
     # 2. Removal edits from the same z_T, one per (image, finding with a mask), batched across images.
     edits = [(i, f) for i, c in enumerate(cases) for f in c.findings if f in c.masks]
     edit_prompts = [build_prompt(remove_finding(cases[i].findings, f)) for i, f in edits]
-    noise = result.noise[[i for i, _ in edits]].to(device) if edits else result.noise[:0]
-    edited_images = list(
-        sample_rows(components, noise, edit_prompts, None, steps, guidance, batch_size=batch_size)
-    )
+    rows = [i for i, _ in edits]
+    edited_images: list[np.ndarray] = []
+    with tqdm(total=len(edits), desc="validate: edit", unit="edit", disable=not progress or not edits) as bar:
+        for start in range(0, len(edits), batch_size):
+            chunk = slice(start, start + batch_size)
+            noise = result.noise[rows[chunk]].to(device)
+            edited_images.extend(sample_rows(components, noise, edit_prompts[chunk], None, steps, guidance))
+            bar.update(len(rows[chunk]))
     masks = {(i, f): _mask(cases[i].masks[f], result.reconstructions.shape[-2:]) for i, f in edits}
     inside: dict[str, list[float]] = {}
     outside: dict[str, list[float]] = {}
@@ -189,6 +205,7 @@ def validate(
         "fixed_point": fixed_point,
         "model": str(model),
         "data": str(data),
+        "skipped": skipped,
     }
 
     # 3. FID-like scores in the feature space of a generator's CNN encoder.

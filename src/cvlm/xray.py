@@ -57,6 +57,7 @@ __all__ = [
     "iter_xrays",
     "read_xray",
     "read_xray_dir",
+    "readable",
     "resize",
     "to_imagenet_tensor",
     "to_tensor",
@@ -344,6 +345,29 @@ def iter_xrays(paths: Iterable[str | Path]) -> Iterator[tuple[Path, np.ndarray |
         except XrayReadError as e:
             logger.warning("skipping %s", e)
             yield p, e
+
+
+def readable(paths: Iterable[str | Path]) -> tuple[list[int], list[XrayReadError]]:
+    """Which files read as X-rays: their positions, and the errors of the others.
+
+    For code that reads images later, in batches, but must drop the unreadable ones up front (the
+    policy of every cvlm verb: skip the file, report it once, go on).
+
+    Args:
+        paths: Files to try, in order.
+
+    Returns:
+        ``(positions of the readable files, one XrayReadError per unreadable file)``.
+    """
+    good: list[int] = []
+    errors: list[XrayReadError] = []
+    for i, path in enumerate(paths):
+        try:
+            read_xray(path)
+            good.append(i)
+        except XrayReadError as err:
+            errors.append(err)
+    return good, errors
 
 
 def read_xray_dir(

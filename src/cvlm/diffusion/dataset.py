@@ -8,13 +8,16 @@ this module never builds one (the prompt wording belongs to ``cvlm.prompts``).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cvlm.xray import read_xray, resize
+from cvlm.xray import read_xray, readable, resize
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 SPLITS = ("train", "validate", "test")
@@ -103,6 +106,15 @@ def load_split(folder: str | Path, split: str, size: int, limit: int | None = No
     rows = [r for r in read_manifest(folder) if r["split"] == split][:limit]
     if not rows:
         raise ValueError(f"{Path(folder) / MANIFEST}: no {split!r} rows.")
+    # An unreadable image costs that image, not the run (every cvlm verb does this); logged once.
+    good, errors = readable([r["image"] for r in rows])
+    for err in errors:
+        logger.warning("skipped %s: %s", err.path, err.reason)
+    rows = [rows[i] for i in good]
+    if not rows:
+        raise ValueError(
+            f"{Path(folder) / MANIFEST}: none of the {split!r} images could be read (listed above)."
+        )
     pixels = load_images([r["image"] for r in rows], size)
     findings = [list(r["findings"]) for r in rows] if all("findings" in r for r in rows) else None
     return PromptedImages([str(r["id"]) for r in rows], pixels, [str(r["prompt"]) for r in rows], findings)

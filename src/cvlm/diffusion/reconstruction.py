@@ -11,7 +11,7 @@ a VAE with three input channels (Stable Diffusion's) gets the gray channel repea
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +185,7 @@ def reconstruct(
     steps: int = 50,
     batch_size: int = 16,
     fixed_point: int = 0,
+    progress: Callable[[int], object] | None = None,
 ) -> Reconstruction:
     """Invert each image with its own prompt, resample with the same prompt, and score the round trip.
 
@@ -195,6 +196,7 @@ def reconstruct(
         steps: DDIM steps T for inversion and sampling (the paper's T = 50).
         batch_size: Images per UNet batch.
         fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
+        progress: Called with the number of images of each finished batch (e.g. ``tqdm.update``).
 
     Returns:
         A :class:`Reconstruction`.
@@ -214,6 +216,8 @@ def reconstruct(
         vae_only.append(decode_latents(components, inversion.latents).cpu())
         recon.append(sample(components, inversion.noise, batch_prompts, steps).cpu())
         noise.append(inversion.noise.cpu())
+        if progress is not None:
+            progress(len(batch_prompts))
     seconds = (time.perf_counter() - start) / images.shape[0]
     original = from_tensor(images.cpu()).reshape(images.shape[0], *images.shape[-2:])
     rec = from_tensor(torch.cat(recon)).reshape(original.shape)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cvlm.generators.base import ReportGenerator
-from cvlm.xray import SUFFIXES, iter_xrays
-
-logger = logging.getLogger(__name__)
+from cvlm.xray import SUFFIXES, XrayReadError, read_xray
 
 
 @dataclass
@@ -24,7 +21,7 @@ class GenerationSummary:
     Attributes:
         out: The JSON-lines file written.
         n_reports: Reports written.
-        skipped: ``(path, reason)`` of every image that could not be read.
+        skipped: ``(path, reason)`` of every image that could not be read (the reason without the path).
     """
 
     out: Path
@@ -59,8 +56,9 @@ def generate_files(
 ) -> GenerationSummary:
     """Write ``{"id": <file stem>, "image": <path>, "report": <text>}`` per readable image to ``out``.
 
-    Unreadable images are logged, listed in the summary and skipped; the rest are generated. Lines are
-    written batch by batch, so an interrupted run keeps what it finished.
+    Unreadable images are listed in the summary and skipped (the caller reports them, once); the rest are
+    generated. Lines are written batch by batch, so an interrupted run keeps what it finished. When no
+    image could be read, no output file is left behind.
 
     Raises:
         FileNotFoundError: If an input does not exist.
@@ -88,14 +86,17 @@ def generate_files(
             bar.update(len(batch))
             batch.clear()
 
-        for path, image in iter_xrays(paths):
-            if isinstance(image, Exception):
-                summary.skipped.append((path, str(image)))
+        for path in paths:
+            try:
+                batch.append((path, read_xray(path)))
+            except XrayReadError as err:
+                summary.skipped.append((path, err.reason))
                 bar.update(1)
                 continue
-            batch.append((path, image))
             if len(batch) == batch_size:
                 flush()
         if batch:
             flush()
+    if summary.n_reports == 0:
+        out.unlink()
     return summary

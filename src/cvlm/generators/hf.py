@@ -61,6 +61,12 @@ class HFGenerator(ReportGenerator):
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.generate_kwargs = dict(generate_kwargs or {})
+        if not self.folder.is_dir():
+            # Checked here: transformers would read the path as a Hub repo id and say so instead.
+            raise GeneratorError(
+                f"{self.folder}: no such folder. hf: takes a local Hugging Face model folder "
+                "(config.json, weights, image processor, tokenizer); nothing is downloaded."
+            )
         try:
             config = AutoConfig.from_pretrained(self.folder, local_files_only=True)
         except (OSError, ValueError) as err:

@@ -64,25 +64,36 @@ class TrainingData:
 def load_world(root: str | Path, split: str, size: int = 128, limit: int | None = None) -> TrainingData:
     """Read one split of a world folder into :class:`TrainingData` (truth from the world's records).
 
+    An unreadable image is skipped and logged once (``skipped PATH: reason``), as every cvlm verb does.
+
     Raises:
-        ValueError: If the split is empty.
+        ValueError: If the split is empty or none of its images can be read.
     """
     from cvlm.data import load_dataset, read_report
-    from cvlm.xray import read_xray, resize
+    from cvlm.xray import XrayReadError, read_xray, resize
 
     records = load_dataset(root, split=split)
     if limit is not None:
         records = records[:limit]
     if not records:
         raise ValueError(f"{root}: no images in split {split!r}.")
+    pixels, readable = [], []
+    for rec in records:
+        try:
+            pixels.append(np.round(resize(read_xray(rec.image_path), (size, size)) * 255).astype(np.uint8))
+            readable.append(rec)
+        except XrayReadError as err:
+            logger.warning("skipped %s: %s", err.path, err.reason)
+    records = readable
+    if not records:
+        raise ValueError(f"{root}: none of the images of split {split!r} could be read (listed above).")
     n = len(records)
-    images = np.zeros((n, size, size), np.uint8)
+    images = np.stack(pixels)
     labels = np.zeros((n, len(ABNORMALITIES)), np.float32)
     sides = np.full((n, len(ABNORMALITIES)), IGNORE, np.int64)
     severities = np.full((n, len(ABNORMALITIES)), IGNORE, np.int64)
     reports = []
     for i, rec in enumerate(records):
-        images[i] = np.round(resize(read_xray(rec.image_path), (size, size)) * 255).astype(np.uint8)
         reports.append(read_report(rec.report_path))
         present = truth_findings(rec)
         for j, name in enumerate(ABNORMALITIES):

@@ -38,6 +38,7 @@ from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.render import MARK_NAME, bbox, render_case
 from cvlm.phantoms.reports import compose_report
 from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
+from cvlm.threads import available_cores
 
 METADATA_COLUMNS: tuple[str, ...] = (
     "dicom_id",
@@ -331,7 +332,7 @@ def iter_world(
     previous = out / f"{TRUTH_JSONL}.resume"
     if tables[TRUTH_JSONL].is_file():
         tables[TRUTH_JSONL].replace(previous)
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    workers = max(1, min(workers or available_cores(), n))
     with (
         open(tables[METADATA_CSV], "w", newline="", encoding="utf-8") as meta_f,
         open(tables[SPLIT_CSV], "w", newline="", encoding="utf-8") as split_f,
