@@ -689,9 +689,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="frames per edit (default: 5)")
     p.add_argument(
         "--locality",
-        default="none",
+        default="mask",
         choices=["none", "mask"],
-        help="'mask': edit only where the model answers the edited words, keep the rest (default: none)",
+        help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
+        "everywhere (the paper's)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
@@ -755,9 +756,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")
     p.add_argument(
         "--locality",
-        default="none",
+        default="mask",
         choices=["none", "mask"],
-        help="'mask': edit only where the model answers the edited words, keep the rest (default: none)",
+        help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
+        "everywhere (the paper's)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument(

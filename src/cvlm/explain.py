@@ -82,8 +82,8 @@ class ExplainOptions:
         threshold: Frame threshold L on 0..255, or ``"auto"`` (Otsu per edit).
         top_k: Frames kept per edit.
         rank: Frame order, ``"area"`` (the paper's) or ``"mass"`` (:func:`cvlm.frames.extract_frames`).
-        locality: ``"none"`` (edit everywhere, the paper's) or ``"mask"`` (edit only where the model's
-            prediction answers the edited words; :func:`cvlm.counterfactual.invert_with_masks`).
+        locality: ``"mask"`` (default: edit only where the model's prediction answers the edited words,
+            :func:`cvlm.counterfactual.invert_with_masks`) or ``"none"`` (edit everywhere, the paper's).
         batched: Sample all edits of an image in one UNet batch (False: one at a time, less memory).
         fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
         seed: Seeds torch before each image (the DDIM path itself is deterministic).
@@ -100,7 +100,7 @@ class ExplainOptions:
     threshold: float | str = PAPER_THRESHOLD
     top_k: int = TOP_K
     rank: str = "area"
-    locality: str = "none"
+    locality: str = "mask"
     batched: bool = True
     fixed_point: int = 0
     seed: int = 0
