@@ -48,6 +48,9 @@ from cvlm.counterfactual import (
     plan_edits,
     sample_rows,
 )
+from cvlm.counterfactual import (
+    model_input as counterfactuals_input,
+)
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
@@ -134,10 +137,68 @@ class ExplainOptions:
         return record
 
 
+TRUST_FILE = "trust.json"
+"""Beside a model's ``config.json``: how it inverts images it knows (:func:`calibrate_trust`)."""
+NOISE_Z_LIMIT = 6.0
+"""z_T whose standard deviation lies more than this many calibration SDs from their mean is atypical."""
+
+
 def _validated_psnr(components: DiffusionComponents) -> float | None:
     validation = components.info.get("validation") or {}
     value = validation.get("psnr")
     return float(value) if value is not None else None
+
+
+def read_trust(model_dir: str | Path) -> dict[str, Any] | None:
+    """A model's trust calibration, or None."""
+    path = Path(model_dir) / TRUST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@torch.no_grad()
+def calibrate_trust(model: str | Path, data: str | Path, n: int = 60, steps: int = 50) -> dict[str, Any]:
+    """Measure how a model inverts images it knows, and write ``trust.json`` into its folder.
+
+    Each of ``n`` images of ``data`` (a phantom world or an image folder of the model's domain) is
+    inverted with the prompt of its true findings (the world's truth; none for a plain folder) and
+    resampled. In-domain inversions end in z_T of a characteristic spread; an image the model never saw
+    the like of (a real radiograph shown a phantom model) lands elsewhere (docs/explain.md).
+
+    Returns:
+        ``{"steps", "n", "data", "noise_std": {"mean", "sd", "min", "max"}, "psnr": {...}}``.
+    """
+    from cvlm.counterfactual import invert_image
+    from cvlm.data import load_dataset
+
+    model_dir = resolve_model(model, "diffusion")
+    components = load_components(model_dir).eval()
+    records = load_dataset(data)[:n]
+    stds, psnrs = [], []
+    for record in tqdm(records, desc="calibrate trust", unit="img"):
+        image = read_xray(record.image_path)
+        findings = list(record.true_findings)
+        inversion = invert_image(components, image, findings, steps)
+        recon = sample_rows(components, inversion.noise, [build_prompt(findings)], None, steps)[0]
+        stds.append(float(inversion.noise.std()))
+        psnrs.append(psnr(counterfactuals_input(components, image), recon))
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {
+            "mean": float(np.mean(values)),
+            "sd": float(np.std(values)),
+            "min": min(values),
+            "max": max(values),
+        }
+
+    record = {
+        "steps": steps,
+        "n": len(stds),
+        "data": str(data),
+        "noise_std": spread(stds),
+        "psnr": spread(psnrs),
+    }
+    (model_dir / TRUST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 @dataclass
@@ -150,6 +211,7 @@ class Explainer:
         model_name: How the model was named (bundled name or folder), for the records.
         labeler: The labeler that reads reports (default: the rule-based one).
         options: :class:`ExplainOptions`.
+        trust: The model's trust calibration (:func:`calibrate_trust`), if it has one.
     """
 
     generator: ReportGenerator
@@ -157,6 +219,7 @@ class Explainer:
     model_name: str
     labeler: Labeler = field(default_factory=lambda: load_labeler("rules"))
     options: ExplainOptions = field(default_factory=ExplainOptions)
+    trust: dict[str, Any] | None = None
 
     @classmethod
     def load(
@@ -169,8 +232,10 @@ class Explainer:
     ) -> Explainer:
         """Load a generator (bundled name, folder or adapter spec) and a model (bundled name or folder)."""
         gen = load_generator(generator, device=device) if isinstance(generator, str) else generator
-        components = load_components(resolve_model(model, "diffusion"), device or "cpu").eval()
-        return cls(gen, components, str(model), labeler or load_labeler("rules"), options or ExplainOptions())
+        model_dir = resolve_model(model, "diffusion")
+        components = load_components(model_dir, device or "cpu").eval()
+        labeler = labeler or load_labeler("rules")
+        return cls(gen, components, str(model), labeler, options or ExplainOptions(), read_trust(model_dir))
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray | str | Path, name: str | None = None) -> Explanation:
@@ -286,7 +351,8 @@ class Explainer:
 
         # 8. Package, with the trust signal.
         recon_psnr = psnr(cf.image, cf.reconstruction)
-        trusted, notes = self._trust(recon_psnr, findings, recon_findings)
+        noise_std = float(cf.inversion.noise.std())
+        trusted, notes = self._trust(recon_psnr, noise_std, findings, recon_findings)
         settings = {
             **opts.to_dict(),
             "labeler": getattr(self.labeler, "name", type(self.labeler).__name__),
@@ -312,24 +378,43 @@ class Explainer:
         )
 
     def _trust(
-        self, recon_psnr: float, findings: list[str], recon_findings: list[str]
+        self, recon_psnr: float, noise_std: float, findings: list[str], recon_findings: list[str]
     ) -> tuple[bool, list[str]]:
         notes = []
-        reference = _validated_psnr(self.components)
         trusted = True
-        if reference is not None and recon_psnr < reference - self.options.trust_margin_db:
+        margin = self.options.trust_margin_db
+        calibration = self.trust if self.trust and self.trust.get("steps") == self.options.steps else None
+        if calibration is not None:
+            spread = calibration["noise_std"]
+            z = (noise_std - spread["mean"]) / max(spread["sd"], 1e-6)
+            if abs(z) > NOISE_Z_LIMIT:
+                trusted = False
+                notes.append(
+                    f"Untrusted: the inverted noise has a spread of {noise_std:.3f}, {abs(z):.0f} SDs from "
+                    "what "
+                    f"this model gives on images it knows ({spread['mean']:.3f} +/- {spread['sd']:.3f}, "
+                    f"n={calibration['n']}); the input lies outside what the models know."
+                )
+            reference = calibration["psnr"]["min"]
+        else:
+            reference = _validated_psnr(self.components) if self.options.steps >= 50 else None
+            notes.append(
+                "No trust calibration for this model at this T (trust.json); only the reconstruction PSNR "
+                "was checked."
+                if reference is not None
+                else "No trust calibration for this model at this T; trust could not be checked."
+            )
+        if reference is not None and recon_psnr < reference - margin:
             trusted = False
             notes.append(
-                f"Untrusted: the reconstruction PSNR {recon_psnr:.1f} dB is more than "
-                f"{self.options.trust_margin_db:g} dB below the model's validated {reference:.1f} dB; "
-                "the input lies outside what the model knows, and its counterfactuals mean little."
+                f"Untrusted: the reconstruction PSNR {recon_psnr:.1f} dB is more than {margin:g} dB below "
+                f"what the model reaches on images it knows ({reference:.1f} dB); its counterfactuals mean "
+                "little."
             )
-        elif reference is None:
-            notes.append("The model records no validated reconstruction PSNR; trust could not be checked.")
         if recon_findings != findings:
             notes.append(
                 f"The generator reads the reconstruction as {recon_findings or 'normal'} where it read the "
-                f"input as {findings or 'normal'}: the cycle's baseline differs from the input's."
+                f"input as {findings or 'normal'}: edits of findings it lost are flagged (baseline_holds)."
             )
         return trusted, notes
 
