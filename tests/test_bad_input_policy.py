@@ -176,3 +176,31 @@ def test_demo_with_a_file_as_output_folder_fails_cleanly(tmp_path, capsys):
 def test_env_always_answers(capsys):
     code, out, _ = _run(capsys, "env", "--threads", "1")
     assert code == 0 and ("- device: cpu (1 threads)" in out or "- device: cuda" in out), out
+
+
+@pytest.mark.parametrize("corrupt", ["one", "all"])
+def test_explain(world, tmp_path, capsys, corrupt):
+    data, victims = _copy(world, tmp_path, corrupt)
+    out = tmp_path / "explained"
+    others = [p for p in sorted((data / "files").rglob("*.jpg")) if p != victims[0]][:2]
+    images = [victims[0], *others] if corrupt == "one" else [data / "files"]
+    argv = ["explain", "--generator", "phantom-templater", "--model", "phantom-templater", "--steps", "2"]
+    code, stdout, err = _run(capsys, *argv, *map(str, images), "--out", str(out), "--threads", "1")
+    if corrupt == "one":
+        _reported_once(err, victims[0])
+        assert code == 0 and "Explained 2, 0 already done, 1 skipped" in stdout, (code, stdout, err)
+    else:
+        for victim in victims:
+            _reported_once(err, victim)
+        assert code == 2 and "none of the 12 inputs could be read" in err, (code, stdout, err)
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert len(rows) == len(images) if corrupt == "one" else len(victims), rows
+
+
+def test_explain_refuses_unknown_findings_before_any_work(world, tmp_path, capsys):
+    argv = ["explain", "--generator", "phantom-templater", "--model", "phantom-templater"]
+    code, _, err = _run(
+        capsys, *argv, str(world / "files"), "--out", str(tmp_path / "x"), "--remove", "Cardiomegally"
+    )
+    assert code == 2 and "Unknown finding 'Cardiomegally'" in err and "Pleural Effusion" in err, err
+    assert not (tmp_path / "x").exists()

@@ -720,16 +720,15 @@ def _run_explain(args: argparse.Namespace) -> int:
     )
     explainer = Explainer.load(args.generator, args.model, options=options, device=_torch_device(args))
     summary = explain_files(args.images, explainer, args.out)
-    for source, reason in summary.failed:
-        print(
-            f"not explained: {reason}" if source in reason else f"not explained {source}: {reason}",
-            file=sys.stderr,
-        )
+    # Reasons from the X-ray reader already start with the path: say it once.
+    _report_skipped([(s, r.removeprefix(f"{s}: ")) for s, r in summary.failed])
+    if _nothing_done(args, summary.explained + summary.skipped, len(summary.failed)):
+        return 2
     print(
-        f"Explained {summary.explained}, skipped {summary.skipped} already done, "
-        f"{len(summary.failed)} failed; index: {summary.out / 'index.jsonl'}"
+        f"Explained {summary.explained}, {summary.skipped} already done, {len(summary.failed)} skipped; "
+        f"index: {summary.out / 'index.jsonl'}"
     )
-    return 1 if summary.failed and not (summary.explained or summary.skipped) else 0
+    return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
