@@ -191,3 +191,41 @@ def test_folder_names_are_unique_per_path():
     root = Path("/data/files")
     names = {folder_name(root / p, root) for p in ("p1/s1/a.jpg", "p1/s2/a.jpg", "p1/s1/a.dcm")}
     assert len(names) == 3, names
+
+
+def test_a_killed_run_resumes_with_one_complete_result_per_image(world, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cvlm.cli", "explain", "--generator", "phantom-captioner"]
+    cmd += ["--model", "phantom-captioner", "--steps", str(STEPS), "--threads", "1", str(world / "files")]
+    cmd += ["--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    index = out / INDEX
+    while time.monotonic() < deadline and proc.poll() is None:
+        if index.is_file() and len(index.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(index.read_text().splitlines()) if index.is_file() else 0
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in index.read_text().splitlines()]
+    inputs = [r["input"] for r in rows]
+    n_images = len(list((world / "files").rglob("*.jpg")))
+    assert len(inputs) == len(set(inputs)) == n_images, (before, inputs)
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert Explanation.load(out / row["folder"], arrays=False).report == row["report"]
+    assert not any((out / ".partial").iterdir()), list((out / ".partial").iterdir())
+    folders = {p.name for p in out.iterdir() if p.is_dir() and p.name != ".partial"}
+    assert folders == {r["folder"] for r in rows}, folders
