@@ -1,12 +1,19 @@
 import json
 import re
 
+import pytest
+
 from cvlm.bundled import bundled_names
 from cvlm.demo import run_demo
 
 
-def test_demo_writes_a_page_whose_pictures_exist(tmp_path):
-    index = run_demo(tmp_path / "demo", n=12, steps=5, n_examples=2)
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo", n=12, steps=5, n_examples=2, progress=False)
+
+
+def test_demo_writes_a_page_whose_pictures_exist(demo_index):
+    index = demo_index
     page = index.read_text(encoding="utf-8")
     sources = re.findall(r"src=['\"]([^'\"]+)['\"]", page)
     assert "contact_sheet.png" in sources
@@ -28,3 +35,22 @@ def test_demo_writes_a_page_whose_pictures_exist(tmp_path):
         assert "phantom-shortcut is biased on purpose" in page
     assert "<th></th>" not in page, "an empty table header"
     assert "white-space: pre-line" in page and "\n\nIMPRESSION:" in page, "report line breaks lost"
+
+
+def test_demo_explains_the_honest_generators(demo_index):
+    from cvlm.outputs import Explanation
+
+    index = demo_index
+    page = index.read_text()
+    summary = json.loads((index.parent / "summary.json").read_text())
+    assert set(summary["explanations"]) == {"phantom-captioner", "phantom-templater"}, summary
+    assert "5. Explanations" in page
+    for name, result in summary["explanations"].items():
+        folders = sorted((index.parent / "explanations" / name).iterdir())
+        assert len(folders) == 2, folders
+        edits = [e for f in folders for e in Explanation.load(f, arrays=False).edits]
+        assert len(edits) == result["edits"] and sum(e.success for e in edits) == result["cycle_closed"]
+        assert f"the cycle closed for {result['cycle_closed']} of {result['edits']} edits" in page
+        for folder in folders:
+            for edit in Explanation.load(folder, arrays=False).edits:
+                assert f"{folder.relative_to(index.parent)}/edits/{edit.slug}/frames.png" in page

@@ -21,12 +21,13 @@ from cvlm.data import load_dataset, read_report
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.environment import describe_environment
-from cvlm.findings import positives
+from cvlm.explain import Explainer, ExplainOptions
 from cvlm.generators import load_generator
 from cvlm.labeler import load_labeler
 from cvlm.phantoms.sheet import world_contact_sheet
 from cvlm.phantoms.world import write_world
-from cvlm.prompts import build_prompt, findings_from_labels
+from cvlm.prompts import build_prompt
+from cvlm.readout import read_findings, read_reports
 from cvlm.scoring import score_generator
 from cvlm.xray import read_xray, to_tensor, write_png
 
@@ -90,7 +91,7 @@ def _generator_section(
     cards = []
     for record, report in zip(examples, reports, strict=True):
         truth = ", ".join(record.true_findings) or "none"
-        written = ", ".join(positives(labeler.label([report])[0])) or "none"
+        written = ", ".join(read_reports([report], labeler).findings[0]) or "none"
         cards.append(
             f"<div class='case'>{_figure(f'{record.dicom_id}.png', 'input image', 192)}"
             f"<p><b>True findings:</b> {html.escape(truth)}</p><p><b>{html.escape(name)} wrote:</b></p>"
@@ -116,8 +117,7 @@ def _diffusion_section(
     components = load_components(resolve_model(name, "diffusion"), device)
     generator = load_generator(name, device=device)
     images = [read_xray(r.image_path) for r in examples]
-    labels = labeler.label(generator.generate(images))
-    prompts = [build_prompt(findings_from_labels(lab)) for lab in labels]
+    prompts = [build_prompt(findings) for findings in read_findings(generator, images, labeler).findings]
     result = reconstruct(components, to_tensor(images, "minus_one_one"), prompts, steps=steps)
     cells = []
     for record, prompt, recon, psnr in zip(
@@ -145,6 +145,58 @@ def _diffusion_section(
     return section, summary
 
 
+EXPLAINED = ("phantom-captioner", "phantom-templater")
+"""The generators whose findings the demo explains (each with its own tailored model)."""
+
+
+def _explain_section(
+    name: str, examples: list, out: Path, steps: int, device: str = "cpu"
+) -> tuple[str, dict]:
+    """Explain every finding the generator writes on the examples; saves the folders under explanations/."""
+    explainer = Explainer.load(name, name, options=ExplainOptions(steps=steps), device=device)
+    cells, closed, total = [], 0, 0
+    for record in examples:
+        explanation = explainer(record.image_path, name=record.dicom_id)
+        folder = f"explanations/{name}/{record.dicom_id}"
+        explanation.save(out / folder)
+        trust = "" if explanation.trusted else " <b>(untrusted input)</b>"
+        edits = []
+        for edit in explanation.edits:
+            closed += edit.success
+            total += 1
+            verdict = "cycle closed" if edit.success else "cycle NOT closed"
+            if edit.success and not edit.preserved:
+                lost, gained = edit.collateral["lost"], edit.collateral["gained"]
+                verdict += (
+                    f", with collateral (lost {', '.join(lost) or '-'}; gained {', '.join(gained) or '-'})"
+                )
+            edir = f"{folder}/edits/{edit.slug}"
+            edits.append(
+                f"<div class='edit'><p><b>remove {html.escape(edit.finding.lower())}</b>: "
+                f"{html.escape(verdict)} (strength {edit.strength:g})</p><div class='pair'>"
+                f"{_figure(f'{edir}/counterfactual.png', 'counterfactual', 128)}"
+                f"{_figure(f'{edir}/difference.png', 'what changed', 128)}"
+                f"{_figure(f'{edir}/frames.png', 'frames', 128)}</div>"
+                f"<p class='report'><b>{html.escape(name)} now writes:</b> "
+                f"{html.escape(_findings_section(edit.regenerated_report))}</p></div>"
+            )
+        cells.append(
+            f"<div class='case wide'><p><b>{record.dicom_id[:8]}</b>: true findings "
+            f"{html.escape(', '.join(record.true_findings) or 'none')}; {html.escape(name)} wrote "
+            f"{html.escape(', '.join(explanation.findings) or 'nothing abnormal')}; reconstruction "
+            f"{explanation.reconstruction_psnr:.1f} dB{trust}</p>"
+            + ("".join(edits) or "<p>No finding to explain.</p>")
+            + "</div>"
+        )
+    section = (
+        f"<h3>{html.escape(name)}</h3><p>Every finding it wrote, removed in a counterfactual made by its own "
+        f"tailored model (T={steps}); the cycle closed for {closed} of {total} edits. Frames: the five "
+        "largest changed regions, the largest in red. Folders: <code>explanations/</code>.</p>"
+        "<div class='cases'>" + "".join(cells) + "</div>"
+    )
+    return section, {"edits": total, "cycle_closed": closed}
+
+
 def run_demo(
     out: str | Path,
     n: int = 60,
@@ -169,8 +221,12 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generators, diffusion_models = bundled_names("generators"), bundled_names("diffusion")
+    explained = [g for g in EXPLAINED if g in generators and g in diffusion_models]
     bar = tqdm(
-        total=2 + len(generators) + len(diffusion_models), desc="demo", unit="step", disable=not progress
+        total=2 + len(generators) + len(diffusion_models) + len(explained),
+        desc="demo",
+        unit="step",
+        disable=not progress,
     )
 
     def done(message: str) -> None:
@@ -211,7 +267,17 @@ def run_demo(
             f"on {len(examples)} images (T={steps})"
         )
 
-    # 4. The page.
+    # 4. Explanations: every finding an honest generator wrote, removed, cycled and framed.
+    explain_html = []
+    summary["explanations"] = {}
+    for name in explained:
+        bar.set_postfix_str(f"explain {name}")
+        section, result = _explain_section(name, examples, out, steps, device)
+        explain_html.append(section)
+        summary["explanations"][name] = result
+        done(f"explain {name}: the cycle closed for {result['cycle_closed']} of {result['edits']} edits")
+
+    # 5. The page.
     bar.set_postfix_str("page")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -231,6 +297,7 @@ figure {{ margin: 0; display: inline-block; text-align: center; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 .pair {{ display: flex; gap: 6px; }}
 .cases {{ display: flex; flex-wrap: wrap; gap: 12px; }} .case {{ width: 340px; font-size: 0.9em; }}
+.case.wide {{ width: 100%; }} .edit {{ display: inline-block; margin-right: 14px; }}
 .note {{ background: #fff6dd; padding: 0.6em 1em; border-left: 4px solid #e0a800; }}
 </style></head><body>
 <h1>cvlm demo: the phantom world</h1>
@@ -246,6 +313,11 @@ with true findings, masks and free-text reports.</p>
 {"".join(generator_html) or "<p>No bundled generator is installed.</p>"}
 <h2>4. Tailored diffusion models: reconstruction</h2>
 {"".join(diffusion_html) or "<p>No bundled diffusion model is installed.</p>"}
+<h2>5. Explanations: which pixels made the generator write each finding?</h2>
+<p>For every finding the generator wrote, its tailored diffusion model removes the finding from the X-ray
+(a counterfactual); the same generator reads the counterfactual; if it no longer writes the finding, the cycle
+closed and the pixels that changed are the evidence, boxed into frames (<code>cvlm explain</code>).</p>
+{"".join(explain_html) or "<p>No bundled generator with a tailored model is installed.</p>"}
 <h2>Environment</h2>
 {_table(env_rows, ["setting", "value"])}
 <p>Made in {summary["seconds"]} s. Numbers: <code>summary.json</code>.</p>
