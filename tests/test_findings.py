@@ -11,7 +11,6 @@ from cvlm.findings import (
     UnknownFindingError,
     check_label,
     normalize_finding,
-    positives,
 )
 
 
@@ -82,7 +81,10 @@ def test_check_label_rejects(raw):
         check_label(raw)
 
 
-def test_positives_in_canonical_order():
+def test_the_one_rule_reads_findings_in_canonical_order():
+    from cvlm.readout import findings_of
+
     labels = {"Pleural Effusion": 1, "Cardiomegaly": 1, "Edema": -1, NO_FINDING: 1, "Fracture": 0}
-    assert positives(labels) == ["Cardiomegaly", "Pleural Effusion"]
-    assert positives(labels, include_uncertain=True) == ["Cardiomegaly", "Edema", "Pleural Effusion"]
+    assert findings_of([labels], policy="negative") == [["Cardiomegaly", "Pleural Effusion"]]
+    assert findings_of([labels]) == [["Cardiomegaly", "Edema", "Pleural Effusion"]]
+    assert findings_of([labels], policy="drop") == [["Cardiomegaly", "Pleural Effusion"]]

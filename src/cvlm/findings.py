@@ -208,11 +208,3 @@ def check_label(value: object) -> int | None:
     if number not in (1.0, 0.0, -1.0):
         raise ValueError(f"Label value {value!r} is not one of 1, 0, -1 or blank.")
     return int(number)
-
-
-def positives(labels: Mapping[str, int | None], include_uncertain: bool = False) -> list[str]:
-    """Names labelled positive (and uncertain, if asked), excluding No Finding, in canonical order."""
-    wanted = {POSITIVE, UNCERTAIN} if include_uncertain else {POSITIVE}
-    names = [n for n, v in labels.items() if v in wanted and n != NO_FINDING]
-    order = {n: i for i, n in enumerate(CHEXPERT_FINDINGS)}
-    return sorted(names, key=lambda n: order.get(n, len(order)))
