@@ -166,7 +166,7 @@ def test_prepare_with_r2gen_and_chexbert(prepared, mimic):
     assert settings["labeler"] == "CheXbertLabeler" and settings["generator"].startswith("r2gen:"), settings
 
 
-def test_train_sd_v1_with_accelerate_resume_then_validate(prepared, sd, tmp_path):
+def test_train_sd_v1_with_accelerate_resume_then_validate(prepared, sd, mimic, r2gen, tmp_path):
     out = tmp_path / "cvlm-sd-v1"
     train = ["--config", "sd-v1", "--sd-unet", str(sd["v1.4"]), "--sd-base", str(sd["mimic"])]
     train += [
@@ -199,6 +199,18 @@ def test_train_sd_v1_with_accelerate_resume_then_validate(prepared, sd, tmp_path
     assert main([*args, "--fid-features", "none", "--out", str(report)]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["n_images"] == 2 and metrics["reconstruction_psnr"] > 0, metrics
+    # The guide's sections 5 and 6: explain MIMIC images and score the cycle on real data (no masks).
+    files = sorted((mimic / "files").rglob("*.jpg"))[:2]
+    explained = tmp_path / "explained"
+    argv = ["explain", "--generator", r2gen, "--model", str(out), *map(str, files), "--out", str(explained)]
+    assert main([*argv, "--steps", "2", "--threads", "1"]) == 0
+    rows = [json.loads(line) for line in (explained / "index.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    scored = tmp_path / "eval"
+    argv = ["evaluate", "--generator", r2gen, "--model", str(out), "--data", str(mimic), "--out", str(scored)]
+    assert main([*argv, "--n", "2", "--steps", "2", "--baselines", "none", "--threads", "1"]) == 0
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert metrics["n_images"] == 2 and metrics["localization"]["n"] == 0, metrics
 
 
 @pytest.mark.slow

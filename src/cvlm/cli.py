@@ -791,15 +791,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     baselines = {"all": None, "none": []}.get(args.baselines, _names(args.baselines))
     m = evaluate(explainer, args.data, args.out, args.n, baselines=baselines)
     loc = m["localization"]
+
+    def f(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     print(
-        f"{m['n_images']} images, {m['n_edits']} removals: cyclic rate {m['cyclic_rate']:.3f} "
-        f"(without adaptive strength {m['cyclic_rate_without_adaptation']['rate']:.3f}), preservation "
-        f"{m['preservation_rate']:.3f}; frames on {loc['n']} true findings: pointing game "
-        f"{loc['cvlm']['pointing_game']:.3f} (random {loc['random']['pointing_game']:.3f}), IoU "
-        f"{loc['cvlm']['iou']:.3f} (random {loc['random']['iou']:.3f}); "
-        f"written to {args.out / 'metrics.json'}"
+        f"{m['n_images']} images, {m['n_edits']} removals: cyclic rate {f(m['cyclic_rate'])} "
+        f"(without adaptive strength {f(m['cyclic_rate_without_adaptation']['rate'])}), preservation "
+        f"{f(m['preservation_rate'])}; frames on {loc['n']} true findings: pointing game "
+        f"{f(loc['cvlm']['pointing_game'])} (random {f(loc['random']['pointing_game'])}), IoU "
+        f"{f(loc['cvlm']['iou'])} (random {f(loc['random']['iou'])}); written to {args.out / 'metrics.json'}"
     )
-    scores = [f"{k} {v['pointing_game']:.3f} / {v['iou']:.3f}" for k, v in loc["saliency"].items() if v["n"]]
+    scores = [
+        f"{k} {f(v['pointing_game'])} / {f(v['iou'])}" for k, v in loc.get("saliency", {}).items() if v["n"]
+    ]
     if scores:
         print("saliency maps, pointing game / IoU at the mask's area: " + ", ".join(scores))
     return 0

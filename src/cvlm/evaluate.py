@@ -58,14 +58,16 @@ SPLIT_ORDER = {"test": 0, "validate": 1, "train": 2}
 
 
 def select_records(data: str | Path, n: int | None) -> list[Record]:
-    """The first ``n`` images of a phantom world, test split first.
+    """The first ``n`` images of a phantom world or a MIMIC-CXR-JPG folder, test split first.
+
+    Without true masks (real data) the cycle, preservation and strengths are scored, localisation is not.
 
     Raises:
-        ValueError: If ``data`` is not a phantom world (no truth to score against).
+        ValueError: If ``data`` holds no image.
     """
     records = load_dataset(data)
-    if not records or not all(r.has_truth for r in records):
-        raise ValueError(f"{data}: evaluation needs a phantom world (truth.jsonl with the true masks).")
+    if not records:
+        raise ValueError(f"{data}: no images to evaluate.")
     records = sorted(records, key=lambda r: SPLIT_ORDER.get(r.split, 3))
     return records[:n] if n is not None else records
 
