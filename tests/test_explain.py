@@ -229,3 +229,25 @@ def test_a_killed_run_resumes_with_one_complete_result_per_image(world, tmp_path
     assert not any((out / ".partial").iterdir()), list((out / ".partial").iterdir())
     folders = {p.name for p in out.iterdir() if p.is_dir() and p.name != ".partial"}
     assert folders == {r["folder"] for r in rows}, folders
+
+
+@pytest.mark.slow
+def test_accelerate_launch_shards_a_folder_into_one_index(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cvlm.cli"]
+    cmd += ["explain", "--generator", "phantom-templater", "--model", "phantom-templater", "--steps", "2"]
+    cmd += ["--threads", "1", str(world / "files"), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / INDEX).read_text().splitlines()]
+    n_images = len(list((world / "files").rglob("*.jpg")))
+    assert sorted(r["input"] for r in rows) == sorted({r["input"] for r in rows}), rows
+    assert len(rows) == n_images and all(r["status"] == "ok" for r in rows), rows
