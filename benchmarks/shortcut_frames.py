@@ -19,6 +19,7 @@ import numpy as np
 
 from cvlm.data import load_dataset, read_mask
 from cvlm.explain import Explainer, ExplainOptions
+from cvlm.readout import read_findings
 from cvlm.xray import read_xray
 
 
@@ -34,9 +35,14 @@ def main() -> None:
     summary = {}
     for name in args.generators.split(","):
         explainer = Explainer.load(name, name, options=ExplainOptions(remove=["Pneumothorax"]))
+        # Only the images where the generator writes the finding have an edit to explain.
+        images = [read_xray(r.image_path) for r in records]
+        written = read_findings(explainer.generator, images, explainer.labeler).findings
         rows = []
-        for record in records:
-            result = explainer(read_xray(record.image_path), name=record.dicom_id)
+        for record, image, findings in zip(records, images, written, strict=True):
+            if "Pneumothorax" not in findings:
+                continue
+            result = explainer(image, name=record.dicom_id)
             if not result.edits:
                 continue
             edit = result.edits[0]
