@@ -251,3 +251,17 @@ def test_accelerate_launch_shards_a_folder_into_one_index(world, tmp_path):
     n_images = len(list((world / "files").rglob("*.jpg")))
     assert sorted(r["input"] for r in rows) == sorted({r["input"] for r in rows}), rows
     assert len(rows) == n_images and all(r["status"] == "ok" for r in rows), rows
+
+
+def test_a_real_radiograph_is_flagged_untrusted_and_a_phantom_is_not(world):
+    # The bundled models know only the phantom world; at the calibrated T (trust.json, T=50) the real
+    # NEMA chest radiograph must be flagged, a fresh phantom must not.
+    from pydicom.data import get_testdata_file
+
+    explainer = Explainer.load("phantom-captioner", "phantom-captioner", options=ExplainOptions(remove=None))
+    assert explainer.trust is not None and explainer.trust["steps"] == 50, explainer.trust
+    real = explainer(get_testdata_file("RG1_UNCR.dcm"))
+    assert real.trusted is False, (real.reconstruction_psnr, real.notes)
+    assert any("outside what the models know" in note for note in real.notes), real.notes
+    phantom = explainer(next((world / "files").rglob("*.jpg")))
+    assert phantom.trusted is True, (phantom.reconstruction_psnr, phantom.notes)
