@@ -606,10 +606,17 @@ def _run_validate(args: argparse.Namespace) -> int:
     )
     ratios = metrics["edit_ratio"]
     if ratios:
-        print(f"removal edits ({sum(metrics['n_edits'].values())}), change inside / outside the mask:")
+        print(
+            f"removal edits ({sum(metrics['n_edits'].values())}): edit ratio (change inside / outside the "
+            "mask) and specificity (change in its own pixels when removed / when another finding is removed)"
+        )
+        spec, n_spec = metrics.get("specificity", {}), metrics.get("n_specificity", {})
         for finding, ratio in sorted(ratios.items(), key=lambda item: -item[1]):
             count = metrics["n_edits"][finding]
-            print(f"  {finding:<28} {ratio:6.2f}  ({count} edit{'' if count == 1 else 's'})")
+            control = (
+                f"{spec[finding]:6.2f} ({n_spec[finding]} images)" if finding in spec else "  n/a (alone)"
+            )
+            print(f"  {finding:<28} {ratio:6.2f}  ({count} edit{'' if count == 1 else 's'})  {control}")
     else:
         print("removal edits: none (no image has a finding with a true mask)")
     if "fid" in metrics:
