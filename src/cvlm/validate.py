@@ -241,9 +241,9 @@ def edit_specificity(
 
     Example:
         >>> m = {(0, "A"): np.eye(2, dtype=bool), (0, "B"): ~np.eye(2, dtype=bool)}
-        >>> c = {(0, "A"): np.eye(2) * 4.0, (0, "B"): np.ones((2, 2))}
+        >>> c = {(0, "A"): np.eye(2) * 4.0 + 1.0, (0, "B"): np.ones((2, 2))}
         >>> edit_specificity([(0, "A"), (0, "B")], c, m)
-        ({'A': 4.0, 'B': 1.0}, {'A': 1, 'B': 1})
+        ({'A': 5.0, 'B': 1.0}, {'A': 1, 'B': 1})
     """
     own_change: dict[str, list[float]] = {}
     other_change: dict[str, list[float]] = {}
