@@ -2,10 +2,12 @@
 
 One phantom image with k >= 3 written findings, T = 50, the paper's plain edit (strength 1):
 
-* ``batched``      invert once, then the reconstruction and all k edits in one UNet batch (cvlm's default);
-* ``one-by-one``   invert once, then each row sampled alone (``cvlm explain --no-batch-edits``);
+* ``batched``      invert once (with the edit masks), the reconstruction, then all k edits in one UNet
+                   batch (cvlm's default);
+* ``one-by-one``   the same with each edit sampled alone (``cvlm explain --no-batch-edits``);
 * ``plain loop``   per edit, invert and sample again (the method as the paper describes it);
-* ``floor``        the UNet forward passes ``batched`` needs, timed bare: T at batch 1 + T at batch k + 1.
+* ``floor``        the UNet forward passes ``batched`` needs, timed bare: T at batch 1 (inversion), T / 5 at
+                   batch k + 1 (the edit masks), T at batch 1 (reconstruction), T at batch k (the edits).
 
 Each mode runs in its own process (peak RSS is that process's high-water mark, model loading included),
 modes interleaved over ``--repeats`` rounds; the minimum time per mode is kept (noise only adds time).
@@ -57,19 +59,19 @@ def run_mode(mode: str, steps: int, threads: int, k: int) -> dict:
     counterfactuals(c, image, requests[:1], steps=2)  # warm-up: first-call allocations are not the method's
     start = time.perf_counter()
     if mode == "batched":
-        counterfactuals(c, image, requests, steps, batched=True)
+        counterfactuals(c, image, requests, steps, batched=True, locality="mask")
     elif mode == "one-by-one":
-        counterfactuals(c, image, requests, steps, batched=False)
+        counterfactuals(c, image, requests, steps, batched=False, locality="mask")
     elif mode == "plain loop":
         for request in requests:
             inversion = invert_image(c, image, request.source, steps)
             sample_rows(c, inversion.noise, [request.prompt], None, steps)
     else:
-        unet = c.unet
+        unet, k = c.unet, len(requests)
         with torch.no_grad():
-            for b in (1, len(requests) + 1):
+            for b, calls in ((1, steps), (k + 1, steps // 5), (1, steps), (k, steps)):
                 z, h = torch.randn(b, 4, 32, 32), torch.randn(b, 77, c.text_encoder.config.hidden_size)
-                for t in range(steps):
+                for t in range(calls):
                     unet(z, 999 - t, encoder_hidden_states=h)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
