@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvlm.webui import Session, Viewer, ViewerConfig, ViewerError, check_upload, overlay
+from cvlm.webui import Session, Viewer, ViewerConfig, ViewerError, check_upload, overlay, trust_text
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "figures" / "viewer.png"
@@ -115,6 +115,30 @@ def test_overlay_blends_heat_map_and_draws_frames(viewer):
     print(f"{(~untouched).sum()} pixels carry frame colour; {len(edit.frames)} frames")
     assert (~untouched).any() == bool(edit.frames)
     assert not np.array_equal(plain, heat)
+
+
+def test_a_real_radiograph_is_called_untrusted_in_plain_words(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    viewer = Viewer(ViewerConfig(workdir=tmp_path / "work", steps=50))
+    session = viewer.new_session()
+    opened = viewer.open_image(session, get_testdata_file("RG1_UNCR.dcm"), "phantom-captioner", upload=True)
+    print("the phantom captioner writes on a real film:", opened.findings)
+    assert opened.findings, opened.report
+    result = viewer.run_explanation(session, "phantom-captioner", opened.findings[:1], [])
+    text = trust_text(result.explanation)
+    print(text)
+    assert result.explanation.trusted is False
+    assert "UNTRUSTED: this input lies outside what the models know" in text, text
+
+
+def test_trust_is_not_claimed_without_a_calibration(viewer):
+    session = viewer.new_session()
+    _, findings = _example_with_findings(viewer, session)
+    result = viewer.run_explanation(session, "phantom-captioner", findings[:1], [])
+    text = trust_text(result.explanation)
+    print(text)
+    assert f"no calibration at T={STEPS}" in text and "Trusted:" not in text, text
 
 
 def test_a_generator_without_a_model_is_refused(tmp_path):

@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -226,7 +227,13 @@ def verdict(edit: Edit) -> str:
 def trust_text(explanation: Explanation) -> str:
     """Reconstruction PSNR as a trust signal, and plainly when the input is outside what the models know."""
     head = f"Reconstruction PSNR **{explanation.reconstruction_psnr:.1f} dB**. "
-    if explanation.trusted:
+    unchecked = any("could not be checked" in note for note in explanation.notes)
+    if explanation.trusted and unchecked:
+        head += (
+            f"**Trust not checked**: the model has no calibration at T={explanation.settings.get('steps')}; "
+            "read these counterfactuals with care."
+        )
+    elif explanation.trusted:
         head += "Trusted: the model reconstructs this image as well as the images it knows."
     else:
         head += (
@@ -553,10 +560,13 @@ def build_app(viewer: Viewer) -> gr.Blocks:
     ) -> tuple:
         state = session_of(state)
         try:
+            started = time.perf_counter()
             result = viewer.run_explanation(state, generator, remove, add, lambda f, m: progress(f, desc=m))
         except ViewerError as err:
             return (state, None, f"**Error:** {err}", *empty_result())
-        return (state, result, "Done.", *result_updates(result, None, opacity))
+        seconds = time.perf_counter() - started
+        done = f"Done (run {state.runs}): {len(result.explanation.edits)} edit(s) in {seconds:.1f} s."
+        return (state, result, done, *result_updates(result, None, opacity))
 
     def on_edit(result: Result | None, label: str, opacity: float) -> tuple:
         if result is None:
