@@ -117,6 +117,26 @@ def test_overlay_blends_heat_map_and_draws_frames(viewer):
     assert not np.array_equal(plain, heat)
 
 
+def test_compare_explains_the_same_image_with_two_generators(viewer):
+    session = viewer.new_session()
+    _example_with_findings(viewer, session)
+    pair = ["phantom-captioner", "phantom-templater"]
+    seen = []
+    results = viewer.compare(session, pair, add=["Fracture"], progress=lambda f, m: seen.append((f, m)))
+    for result in results:
+        e = result.explanation
+        print(e.generator, e.findings, [(x.kind, x.finding, x.success) for x in e.edits])
+    assert [r.explanation.generator for r in results] == pair
+    for result in results:
+        e = result.explanation
+        assert {x.finding for x in e.edits if x.kind == "remove"} == set(e.findings)
+        assert [x.finding for x in e.edits if x.kind == "add"] == ["Fracture"]
+        assert result.folder.is_relative_to(session.folder)
+    assert results[0].folder != results[1].folder
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, seen
+
+
 def test_a_real_radiograph_is_called_untrusted_in_plain_words(tmp_path):
     from pydicom.data import get_testdata_file
 
