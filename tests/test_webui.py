@@ -5,6 +5,7 @@ chromium through Playwright (no Playwright browser download). They fail, never s
 missing: CI installs it (.ci/run).
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -173,15 +174,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``cvlm serve`` in a subprocess; killed at teardown whatever happened."""
-    work = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def _serve(work: Path, steps: int):
+    """``cvlm serve`` in a subprocess until it answers; killed on exit whatever happened."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "TMPDIR": str(work / "tmp")}
     (work / "tmp").mkdir()
-    log = open(work / "server.log", "w")  # noqa: SIM115 (closed at teardown)
-    command = [sys.executable, "-m", "cvlm.cli", "serve", "--port", str(port), "--steps", str(STEPS)]
+    log = open(work / "server.log", "w")  # noqa: SIM115 (closed on exit)
+    command = [sys.executable, "-m", "cvlm.cli", "serve", "--port", str(port), "--steps", str(steps)]
     command += ["--threads", "1", "--workdir", str(work / "work")]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     url = f"http://127.0.0.1:{port}"
@@ -208,6 +208,12 @@ def server(tmp_path_factory):
             process.kill()
             process.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _serve(tmp_path_factory.mktemp("server"), STEPS) as running:
+        yield running
 
 
 def _log(work: Path) -> str:
@@ -285,3 +291,33 @@ def test_browser_corrupt_upload_shows_the_error(page, tmp_path):
     status = page.locator("#status")
     expect(status).to_contain_text("Cannot read broken.dcm", timeout=60_000)
     print(status.inner_text())
+
+
+def test_browser_cancel_keeps_the_page_usable(browser, tmp_path):
+    """A slow run (T=50) shows progress and can be cancelled; the page answers meanwhile."""
+    from playwright.sync_api import expect
+
+    with _serve(tmp_path, steps=50) as (url, _):
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator("#open-example").click()
+            expect(page.locator("#status")).to_contain_text("The generator writes:")
+            page.locator("#remove input[type=checkbox]").first.check()
+            page.locator("#explain").click()
+            bar = page.locator("#counterfactual [role=progressbar]")
+            expect(bar).to_be_visible(timeout=30_000)
+            print("progress:", bar.get_attribute("aria-valuetext"))
+            page.locator("#cancel").click()
+            expect(page.locator("#status")).to_contain_text("Cancelled.", timeout=15_000)
+            expect(bar).to_be_hidden(timeout=15_000)
+            # Reading a report does not wait for the computation left running in the background.
+            started = time.perf_counter()
+            page.locator("#open-example").click()
+            expect(page.locator("#status")).to_contain_text("Opened phantom 1", timeout=30_000)
+            print(f"report read {time.perf_counter() - started:.1f} s after the cancel")
+            assert page.locator("#counterfactual img").count() == 0
+        finally:
+            context.close()

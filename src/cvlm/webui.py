@@ -302,8 +302,10 @@ class Viewer:
                 f"No tailored model for generator {config.generator!r}: give --model (its diffusion folder)."
             )
         self._explainers: dict[str, Explainer] = {}
-        # One computation at a time: the models are shared, and two CPU-bound runs would only slow both.
-        self._lock = threading.Lock()
+        # One explanation at a time: two CPU-bound runs would only slow both. Reading a report is quick
+        # and runs beside it, so the page stays usable while an explanation (or a cancelled one) runs.
+        self._computing = threading.Lock()
+        self._loading = threading.Lock()
         self._examples: list[tuple[str, Path]] | None = None
 
     @property
@@ -360,13 +362,14 @@ class Viewer:
         """
         if generator not in self.models:
             raise ViewerError(f"Unknown generator {generator!r}; choose one of {', '.join(self.generators)}.")
-        if generator not in self._explainers:
-            self._explainers[generator] = Explainer.load(
-                generator,
-                self.models[generator],
-                options=ExplainOptions(steps=self.config.steps),
-                device=self.config.device,
-            )
+        with self._loading:
+            if generator not in self._explainers:
+                self._explainers[generator] = Explainer.load(
+                    generator,
+                    self.models[generator],
+                    options=ExplainOptions(steps=self.config.steps),
+                    device=self.config.device,
+                )
         return self._explainers[generator]
 
     # -- the actions ----------------------------------------------------------------------------------
@@ -400,11 +403,10 @@ class Viewer:
         """
         if session.image is None:
             raise ViewerError("Open an example or upload an X-ray first.")
-        with self._lock:
-            explainer = self.explainer(generator)
-            readout = read_findings(
-                explainer.generator, [session.image], explainer.labeler, explainer.options.policy
-            )
+        explainer = self.explainer(generator)
+        readout = read_findings(
+            explainer.generator, [session.image], explainer.labeler, explainer.options.policy
+        )
         findings = list(readout.findings[0])
         addable = [f for f in ABNORMALITIES if f not in findings]
         return Opened(session.image, readout.reports[0], findings, addable)
@@ -435,7 +437,7 @@ class Viewer:
         if not remove and not add:
             raise ViewerError("Tick at least one finding to remove (or choose one to add).")
         tell(0.05, f"loading {generator}")
-        with self._lock:
+        with self._computing:
             explainer = self.explainer(generator)
             options = dataclasses.replace(explainer.options, remove=list(remove), add=list(add))
             tell(
@@ -705,7 +707,15 @@ def build_app(viewer: Viewer) -> gr.Blocks:
             [state, generator, remove, add, opacity],
             [state, result_state, status, *result_outputs],
         )
-        cancel.click(None, cancels=[run])
+        cancel.click(
+            lambda: (
+                "Cancelled. A computation already under way finishes in the background (its result is "
+                "discarded) before the next one starts."
+            ),
+            None,
+            status,
+            cancels=[run],
+        )
         edit.input(on_edit, [result_state, edit, opacity], result_outputs)
         opacity.change(on_opacity, [result_state, edit, opacity], frames)
         compare.click(
