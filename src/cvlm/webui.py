@@ -632,7 +632,8 @@ def build_app(viewer: Viewer) -> gr.Blocks:
             str(result.figures[edit_label(shown)]),
         )
 
-    with gr.Blocks(title="cvlm viewer", analytics_enabled=False) as app:
+    # Gradio's copies of served files are dropped after an hour (checked hourly).
+    with gr.Blocks(title="cvlm viewer", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         state = gr.State(None, delete_callback=viewer.close_session)
         result_state = gr.State(None)
         gr.Markdown(HEADER)
