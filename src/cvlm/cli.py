@@ -845,6 +845,64 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------- serve
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = _add_command(
+        sub,
+        "serve",
+        "Open the interactive viewer: pick or upload an X-ray, toggle findings, see what each rests on.",
+        "cvlm serve --port 7860   (then open http://127.0.0.1:7860)",
+        _run_serve,
+        "A local web page (Gradio): the report with each finding as a toggle; removing or adding findings "
+        "shows the counterfactual, the difference heat map, the frames and the regenerated report with the "
+        "cyclic verdict; reconstruction PSNR as a trust signal; two generators side by side; the "
+        "explanation folder as a zip. Binds 127.0.0.1 unless told otherwise and writes only under --workdir, "
+        "each browser session in its own folder.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the page to your network"
+    )
+    p.add_argument("--port", type=_positive_int, default=7860, help="TCP port")
+    p.add_argument(
+        "--generator",
+        default="phantom-captioner",
+        help="generator selected at start: bundled name, folder or adapter spec (the bundled ones are "
+        "offered too)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="tailored diffusion model of --generator (default: the bundled model of the same name)",
+    )
+    p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps T for inversion and sampling")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs/serve"),
+        help="the one folder the viewer writes into (examples, per-session results, uploads)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="uploads larger than this are refused")
+    _add_device(p, "the models")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from cvlm.webui import ViewerConfig, serve
+
+    config = ViewerConfig(
+        workdir=args.workdir,
+        generator=args.generator,
+        model=args.model,
+        steps=args.steps,
+        max_upload_mb=args.max_upload_mb,
+        device=_torch_device(args),
+    )
+    print(
+        f"cvlm serve: http://{args.host}:{args.port} (workdir {config.workdir}); Ctrl-C stops it", flush=True
+    )
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``cvlm`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -865,6 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_validate,
         _add_explain,
         _add_evaluate,
+        _add_serve,
         _add_env,
     ):
         add(sub)

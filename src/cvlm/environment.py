@@ -36,7 +36,7 @@ def describe_environment() -> dict[str, str]:
         "device": device,
         "OpenMP wait policy": os.environ.get("OMP_WAIT_POLICY", "not set (libgomp spins before it sleeps)"),
     }
-    for package in ("diffusers", "transformers", "accelerate", "safetensors", "pydicom", "numpy"):
+    for package in ("diffusers", "transformers", "accelerate", "safetensors", "pydicom", "numpy", "gradio"):
         info[package] = _version(package)
     info["bundled models"] = str(BUNDLED_ROOT)
     info["bundled generators"] = ", ".join(bundled_names("generators")) or "none"
