@@ -255,7 +255,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vae-crop", type=int, default=64, help="VAE training crop side")
     p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
     p.add_argument(
-        "--init", type=Path, help="tiny: start from this trained model folder (fresh optimizer and schedule)"
+        "--init",
+        type=Path,
+        help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
+        "a --config JSON file change its UNet's architecture, new modules starting as identities",
     )
     p.add_argument(
         "--psnr-tolerance",
@@ -268,6 +271,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="tiny/sd-v1: repeat-factor sampling threshold over the prompts' findings (0: uniform; e.g. 0.3)",
+    )
+    p.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=0.0,
+        help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_run_train)
@@ -310,6 +319,7 @@ def _run_train(args: argparse.Namespace) -> int:
             init=args.init,
             psnr_tolerance=args.psnr_tolerance,
             balance=args.balance,
+            snr_gamma=args.snr_gamma,
         )
     )
     print(

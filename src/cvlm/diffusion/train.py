@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, DDPMScheduler
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 
 from cvlm.diffusion.components import (
     DiffusionComponents,
     build_tiny,
     build_vae,
+    grow_unet,
     load_components,
     load_sd_v1,
     prompt_words,
@@ -106,6 +107,9 @@ class TrainOptions:
         balance: Repeat-factor sampling threshold t (Gupta et al., LVIS, CVPR 2019) over the prompts'
             findings: an image is drawn ``max(1, max over its findings of sqrt(t / frequency))`` times as
             often, so rare findings (pneumothorax, fracture) are seen more. 0 = uniform epochs.
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): each sample's noise MSE is
+            weighted by ``min(SNR(t), gamma) / SNR(t)``, which lowers the weight of the nearly clean
+            timesteps. 0 = the plain, unweighted objective.
     """
 
     config: str
@@ -139,6 +143,7 @@ class TrainOptions:
     kl_weight: float = 1e-6
     init: Path | None = None
     balance: float = 0.0
+    snr_gamma: float = 0.0
 
 
 @dataclass
@@ -237,15 +242,22 @@ class DiffusionLoss(torch.nn.Module):
         unet: Noise predictor.
         text_encoder: Token ids -> hidden states.
         noise_scheduler_config: The model's scheduler config (its betas define q(z_t | z_0)).
+        snr_gamma: Min-SNR-gamma weighting of each sample's loss (0: unweighted); see
+            :func:`min_snr_weights`.
     """
 
     def __init__(
-        self, unet: torch.nn.Module, text_encoder: torch.nn.Module, noise_scheduler_config: dict
+        self,
+        unet: torch.nn.Module,
+        text_encoder: torch.nn.Module,
+        noise_scheduler_config: dict,
+        snr_gamma: float = 0.0,
     ) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
         self.noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config)
+        self.snr_gamma = snr_gamma
 
     def forward(
         self, latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -254,7 +266,34 @@ class DiffusionLoss(torch.nn.Module):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(ids)[0]
         prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
-        return F.mse_loss(prediction.float(), noise.float())
+        if self.snr_gamma <= 0:
+            return F.mse_loss(prediction.float(), noise.float())
+        per_sample = (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+        return (per_sample * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)).mean()
+
+
+def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights of an epsilon-predicting model (Hang et al., ICCV 2023, eq. 12).
+
+    ``w(t) = min(SNR(t), gamma) / SNR(t)`` with ``SNR(t) = alpha_bar_t / (1 - alpha_bar_t)`` (diffusers'
+    ``compute_snr``): 1 at noisy timesteps (SNR <= gamma), ``gamma / SNR`` at nearly clean ones.
+
+    Args:
+        noise_scheduler: The training noise schedule.
+        timesteps: ``[B]`` integer timesteps.
+        gamma: The clamp (5 in the paper).
+
+    Returns:
+        ``[B]`` float weights in (0, 1].
+
+    Example:
+        >>> from diffusers import DDPMScheduler
+        >>> w = min_snr_weights(DDPMScheduler(), torch.tensor([1, 999]), 5.0)
+        >>> bool(w[0] < 0.01), float(w[1])
+        (True, 1.0)
+    """
+    snr = compute_snr(noise_scheduler, timesteps)
+    return snr.clamp(max=gamma) / snr
 
 
 class VaeLoss(torch.nn.Module):
@@ -467,7 +506,7 @@ class _DiffusionTask(_Task):
             c.unet.enable_gradient_checkpointing()
         self.ids = tokenize(c.tokenizer, self.train_set.prompts)
         self.empty_ids = tokenize(c.tokenizer, [""])[0]
-        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)
+        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, options.snr_gamma)
         self.latent_cache: torch.Tensor | None = None
 
     def cache_latents(self, device: torch.device) -> None:
@@ -523,9 +562,19 @@ def _init_components(options: TrainOptions) -> DiffusionComponents:
             f"--init {options.init}: its tokenizer lacks prompt words {unknown[:10]}; train a fresh model."
         )
     components = components.to("cpu")
+    # The grown UNet's own config.json records its architecture; train.json records the --config file.
+    components.unet = grow_unet(components.unet, _unet_overrides(options.config))
     components.unet.train()
     components.text_encoder.train()
     return components
+
+
+def _unet_overrides(config: str) -> dict[str, Any]:
+    """The ``unet`` keys of a ``--config`` JSON file (applied over an ``--init`` model's UNet); {} else."""
+    path = Path(config)
+    if path.suffix != ".json" or not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("unet", {}))
 
 
 def _vocabulary(data: Path) -> list[str]:
@@ -619,6 +668,8 @@ def train(options: TrainOptions) -> TrainResult:
         "data": str(options.data),
         "seed": options.seed,
         "balance": options.balance,
+        "snr_gamma": options.snr_gamma,
+        "prompt_dropout": options.prompt_dropout,
     }
     while state["step"] < options.steps:
         step = state["step"] + 1
