@@ -621,5 +621,22 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
     assert list(model.unet.config.only_cross_attention) == [True, False]
     summary = json.loads((tmp_path / "second" / "train.json").read_text())
     assert summary["options"]["snr_gamma"] == 5.0 and model.info["snr_gamma"] == 5.0
-    # The new attention learned something in three steps (its zeroed output projection moved).
-    assert model.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum() > 0
+    # The new attention learned something in three steps (its zeroed output projection moved), and
+    # faster at a larger learning rate of its own, while the trained weights move as before.
+    moved = model.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum()
+    assert moved > 0
+    train(
+        _options(
+            world,
+            tmp_path / "fast",
+            config=str(config),
+            steps=3,
+            vae=None,
+            init=tmp_path / "first" / "last",
+            snr_gamma=5.0,
+            grown_lr_scale=20.0,
+        )
+    )
+    fast = load_components(tmp_path / "fast" / "last")
+    assert fast.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum() > 5 * moved
+    assert torch.allclose(fast.unet.conv_in.weight, model.unet.conv_in.weight, atol=2e-4)

@@ -278,6 +278,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective",
     )
+    p.add_argument(
+        "--grown-lr-scale",
+        type=float,
+        default=1.0,
+        help="--init with a --config that adds UNet modules: their learning-rate multiplier (default 1)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_run_train)
 
@@ -320,6 +326,7 @@ def _run_train(args: argparse.Namespace) -> int:
             psnr_tolerance=args.psnr_tolerance,
             balance=args.balance,
             snr_gamma=args.snr_gamma,
+            grown_lr_scale=args.grown_lr_scale,
         )
     )
     print(

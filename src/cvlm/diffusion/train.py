@@ -110,6 +110,9 @@ class TrainOptions:
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): each sample's noise MSE is
             weighted by ``min(SNR(t), gamma) / SNR(t)``, which lowers the weight of the nearly clean
             timesteps. 0 = the plain, unweighted objective.
+        grown_lr_scale: Learning-rate multiplier of the modules that a ``--config`` file adds to an
+            ``--init`` model's UNet (:func:`cvlm.diffusion.components.grow_unet`). Their output
+            projections start at zero, so at the base rate they grow slowly.
     """
 
     config: str
@@ -144,6 +147,7 @@ class TrainOptions:
     init: Path | None = None
     balance: float = 0.0
     snr_gamma: float = 0.0
+    grown_lr_scale: float = 1.0
 
 
 @dataclass
@@ -394,6 +398,10 @@ class _Task:
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.loss_module.parameters() if p.requires_grad]
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (one, at ``lr``, unless a task says otherwise)."""
+        return [{"params": self.trainable(), "lr": lr}]
+
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
         raise NotImplementedError
 
@@ -469,6 +477,7 @@ class _VaeTask(_Task):
 class _DiffusionTask(_Task):
     def __init__(self, options: TrainOptions, scratch: Path) -> None:
         self.options = options
+        self.grown: set[str] = set()  # UNet parameters that --config added to an --init model
         if options.config == "sd-v1":
             if options.sd_unet is None or options.sd_base is None:
                 raise ValueError(
@@ -478,7 +487,7 @@ class _DiffusionTask(_Task):
             self.default_lr = 5e-5
             train_text = False
         elif options.init is not None:
-            self.components = _init_components(options)
+            self.components, self.grown = _init_components(options)
             self.default_lr = 5e-4
             train_text = True
         else:
@@ -508,6 +517,15 @@ class _DiffusionTask(_Task):
         self.empty_ids = tokenize(c.tokenizer, [""])[0]
         self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, options.snr_gamma)
         self.latent_cache: torch.Tensor | None = None
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The trained weights at ``lr``, and the modules a grown UNet added at ``lr * grown_lr_scale``."""
+        new = [p for n, p in self.components.unet.named_parameters() if n in self.grown and p.requires_grad]
+        if not new or self.options.grown_lr_scale == 1.0:
+            return super().param_groups(lr)
+        ids = {id(p) for p in new}
+        rest = [p for p in self.trainable() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": new, "lr": lr * self.options.grown_lr_scale}]
 
     def cache_latents(self, device: torch.device) -> None:
         """Encode the training set once with the frozen VAE (mean and std of q(z|x), scaled)."""
@@ -549,8 +567,12 @@ class _DiffusionTask(_Task):
         save_components(self.components, folder, half=self.options.half)
 
 
-def _init_components(options: TrainOptions) -> DiffusionComponents:
-    """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word."""
+def _init_components(options: TrainOptions) -> tuple[DiffusionComponents, set[str]]:
+    """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word.
+
+    Returns:
+        The components and the names of the UNet parameters that ``--config`` added (empty if none).
+    """
     if options.vae is not None:
         raise ValueError("--init brings its own VAE; leave out --vae.")
     components = load_components(options.init)
@@ -563,10 +585,11 @@ def _init_components(options: TrainOptions) -> DiffusionComponents:
         )
     components = components.to("cpu")
     # The grown UNet's own config.json records its architecture; train.json records the --config file.
+    trained = {name for name, _ in components.unet.named_parameters()}
     components.unet = grow_unet(components.unet, _unet_overrides(options.config))
     components.unet.train()
     components.text_encoder.train()
-    return components
+    return components, {name for name, _ in components.unet.named_parameters() if name not in trained}
 
 
 def _unet_overrides(config: str) -> dict[str, Any]:
@@ -631,7 +654,7 @@ def train(options: TrainOptions) -> TrainResult:
     # 1. Optimizer, schedule, wrapping.
     torch.manual_seed(options.seed)
     lr = options.lr or task.default_lr
-    optimizer = torch.optim.AdamW(task.trainable(), lr=lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(task.param_groups(lr), lr=lr, weight_decay=1e-2)
     lr_schedule = get_scheduler(
         "constant_with_warmup",
         optimizer,
@@ -670,6 +693,7 @@ def train(options: TrainOptions) -> TrainResult:
         "balance": options.balance,
         "snr_gamma": options.snr_gamma,
         "prompt_dropout": options.prompt_dropout,
+        "grown_lr_scale": options.grown_lr_scale,
     }
     while state["step"] < options.steps:
         step = state["step"] + 1
