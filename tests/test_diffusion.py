@@ -595,28 +595,17 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
         grow_unet(trained, {"block_out_channels": [16, 48]})
 
     # `cvlm train --init M --config FILE`: the FILE's unet keys grow M's UNet, recorded in the model.
+    base = json.loads(world["config"].read_text())
     config = tmp_path / "attn.json"
-    config.write_text(
-        json.dumps(
-            {
-                **json.loads(world["config"].read_text()),
-                "unet": {**json.loads(world["config"].read_text())["unet"], **overrides},
-            }
-        )
-    )
-    second = train(
-        _options(
-            world,
-            tmp_path / "second",
-            config=str(config),
-            steps=3,
-            vae=None,
-            init=tmp_path / "first" / "last",
-            snr_gamma=5.0,
-        )
-    )
-    assert second.finished
-    model = load_components(tmp_path / "second" / "last")
+    config.write_text(json.dumps({**base, "unet": {**base["unet"], **overrides}}))
+
+    def grown_run(name, **kw):
+        init = tmp_path / "first" / "last"
+        kw = dict(config=str(config), steps=3, vae=None, init=init, snr_gamma=5.0, **kw)
+        assert train(_options(world, tmp_path / name, **kw)).finished
+        return load_components(tmp_path / name / "last")
+
+    model = grown_run("second")
     assert list(model.unet.config.down_block_types) == overrides["down_block_types"]
     assert list(model.unet.config.only_cross_attention) == [True, False]
     summary = json.loads((tmp_path / "second" / "train.json").read_text())
@@ -625,18 +614,6 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
     # faster at a larger learning rate of its own, while the trained weights move as before.
     moved = model.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum()
     assert moved > 0
-    train(
-        _options(
-            world,
-            tmp_path / "fast",
-            config=str(config),
-            steps=3,
-            vae=None,
-            init=tmp_path / "first" / "last",
-            snr_gamma=5.0,
-            grown_lr_scale=20.0,
-        )
-    )
-    fast = load_components(tmp_path / "fast" / "last")
+    fast = grown_run("fast", grown_lr_scale=20.0)
     assert fast.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum() > 5 * moved
     assert torch.allclose(fast.unet.conv_in.weight, model.unet.conv_in.weight, atol=2e-4)
