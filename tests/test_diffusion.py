@@ -617,3 +617,6 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
     fast = grown_run("fast", grown_lr_scale=20.0)
     assert fast.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum() > 5 * moved
     assert torch.allclose(fast.unet.conv_in.weight, model.unet.conv_in.weight, atol=2e-4)
+    # The card names the levers (the command alone would not say what --config held).
+    card = write_card(tmp_path / "fast", None, None, "phantom-test", tmp_path / "fast-card").read_text()
+    assert f"training options: `--config {config} --snr-gamma 5.0 --grown-lr-scale 20.0`" in card
