@@ -19,6 +19,12 @@
 #   VAE_STEPS [1500]  STEPS [3000]  BATCH [32]  VAE_BATCH [16]  VAL_EVERY [250]
 #   DECODER_STEPS [0]                           then fine-tune the VAE decoder this many steps
 #   BALANCE [0]                                 repeat-factor sampling threshold (cvlm train --balance)
+#   SNR_GAMMA [0]                               min-SNR-gamma loss weighting (cvlm train --snr-gamma)
+#   PROMPT_DROPOUT [0.1]                        empty-prompt probability (cvlm train --prompt-dropout)
+#   CONFIG [tiny]                               UNet configuration: tiny or a JSON file over it; with INIT,
+#                                                its `unet` keys grow the init model's UNet (new modules
+#                                                start as identities), e.g. configs/tiny-attn32.json
+#   GROWN_LR_SCALE [1]                          learning-rate multiplier of those new modules
 #   DEVICE [auto]                               auto | cpu | cuda (bf16 autocast on a GPU)
 #   LAUNCH ["python -m cvlm.cli"]               e.g. "accelerate launch -m cvlm.cli" for several GPUs
 #   THREADS [2]                                 torch CPU threads
@@ -33,6 +39,10 @@ SEED=${SEED:-1000}
 VAE_STEPS=${VAE_STEPS:-1500}
 DECODER_STEPS=${DECODER_STEPS:-0}
 BALANCE=${BALANCE:-0}
+SNR_GAMMA=${SNR_GAMMA:-0}
+PROMPT_DROPOUT=${PROMPT_DROPOUT:-0.1}
+CONFIG=${CONFIG:-tiny}
+GROWN_LR_SCALE=${GROWN_LR_SCALE:-1}
 STEPS=${STEPS:-3000}
 BATCH=${BATCH:-32}
 VAE_BATCH=${VAE_BATCH:-16}
@@ -50,7 +60,7 @@ mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT CONFIG GROWN_LR_SCALE TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 
@@ -77,9 +87,10 @@ fi
 
 # 4. UNet + text encoder; the checkpoint with the best validation reconstruction PSNR is the model.
 [[ -f $WORK/model/train.json ]] && grep -q '"finished": true' "$WORK/model/train.json" ||
-  $LAUNCH train --config tiny --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
+  $LAUNCH train --config "$CONFIG" --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
-    --balance "$BALANCE" --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
+    --balance "$BALANCE" --snr-gamma "$SNR_GAMMA" --prompt-dropout "$PROMPT_DROPOUT" \
+    --grown-lr-scale "$GROWN_LR_SCALE" --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
 
 # 4b. Optional: fine-tune the VAE decoder (encoder frozen, so the UNet's latents stay valid) and swap
 #     it into the model; reconstruction PSNR is capped by the VAE's (docs/diffusion.md).

@@ -469,3 +469,84 @@ def test_decoder_only_vae_finetune_keeps_the_latents(world, tmp_path):
         for a, b in zip(before.encoder.parameters(), after.encoder.parameters(), strict=True)
     )
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+
+
+def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
+    from diffusers import DDPMScheduler
+
+    from cvlm.diffusion.train import DiffusionLoss, min_snr_weights
+
+    scheduler = DDPMScheduler.from_config(load_tiny_scheduler_config())
+    t = torch.tensor([0, 100, 400, 999])
+    snr = scheduler.alphas_cumprod[t] / (1 - scheduler.alphas_cumprod[t])
+    w = min_snr_weights(scheduler, t, 5.0)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert w[0] < 0.01 and w[-1] == 1.0 and torch.all(w[1:] >= w[:-1])
+    # The weighted loss is the per-sample MSE weighted, and gamma 0 is the plain objective.
+    c = build_tiny(
+        prompt_words(PROMPTS.values()), world["root"] / "tok-snr", write_test_config(world["root"] / "s.json")
+    )
+    latents, noise = torch.randn(4, 4, 16, 16), torch.randn(4, 4, 16, 16)
+    ids = tokenize(c.tokenizer, [PROMPTS["bar"]] * 4)
+    plain = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)(latents, ids, noise, t)
+    weighted = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, 5.0)(latents, ids, noise, t)
+    with torch.no_grad():
+        noisy = scheduler.add_noise(latents, noise, t)
+        per_sample = (c.unet(noisy, t, c.text_encoder(ids)[0]).sample - noise).pow(2).flatten(1).mean(1)
+    assert torch.allclose(plain, per_sample.mean(), atol=1e-6)
+    assert torch.allclose(weighted, (per_sample * w).mean(), atol=1e-6)
+
+
+def load_tiny_scheduler_config():
+    from cvlm.diffusion.components import SCHEDULER_CONFIG
+
+    return SCHEDULER_CONFIG
+
+
+def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_attention(world, tmp_path):
+    from cvlm.diffusion.components import grow_unet
+
+    first = train(_options(world, tmp_path / "first", steps=3, val_every=3))
+    assert first.finished
+    trained = load_components(tmp_path / "first" / "last").unet.eval()
+    overrides = {
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "only_cross_attention": [True, False],
+    }
+    grown = grow_unet(trained, overrides).eval()
+    assert grow_unet(trained, {"down_block_types": list(trained.config.down_block_types)}) is trained
+    assert len(grown.down_blocks[0].attentions) == 1 and not hasattr(trained.down_blocks[0], "attentions")
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    text = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(trained(z, 50, text).sample, grown(z, 50, text).sample, atol=1e-6)
+    with pytest.raises(ValueError, match="drops or reshapes"):
+        grow_unet(trained, {"block_out_channels": [16, 48]})
+
+    # `cvlm train --init M --config FILE`: the FILE's unet keys grow M's UNet, recorded in the model.
+    base = json.loads(world["config"].read_text())
+    config = tmp_path / "attn.json"
+    config.write_text(json.dumps({**base, "unet": {**base["unet"], **overrides}}))
+
+    def grown_run(name, **kw):
+        init = tmp_path / "first" / "last"
+        kw = dict(config=str(config), steps=3, vae=None, init=init, snr_gamma=5.0, **kw)
+        assert train(_options(world, tmp_path / name, **kw)).finished
+        return load_components(tmp_path / name / "last")
+
+    model = grown_run("second")
+    assert list(model.unet.config.down_block_types) == overrides["down_block_types"]
+    assert list(model.unet.config.only_cross_attention) == [True, False]
+    summary = json.loads((tmp_path / "second" / "train.json").read_text())
+    assert summary["options"]["snr_gamma"] == 5.0 and model.info["snr_gamma"] == 5.0
+    # The new attention learned something in three steps (its zeroed output projection moved), and
+    # faster at a larger learning rate of its own, while the trained weights move as before.
+    moved = model.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum()
+    assert moved > 0
+    fast = grown_run("fast", grown_lr_scale=20.0)
+    assert fast.unet.down_blocks[0].attentions[0].proj_out.weight.abs().sum() > 5 * moved
+    assert torch.allclose(fast.unet.conv_in.weight, model.unet.conv_in.weight, atol=2e-4)
+    # The card names the levers (the command alone would not say what --config held).
+    card = write_card(tmp_path / "fast", None, None, "phantom-test", tmp_path / "fast-card").read_text()
+    assert f"training options: `--config {config} --snr-gamma 5.0 --grown-lr-scale 20.0`" in card

@@ -485,7 +485,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init",
         type=Path,
-        help="tiny: start from this trained model folder (fresh optimizer and schedule; default: none)",
+        help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
+        "a --config JSON file change its UNet's architecture, new modules starting as identities "
+        "(default: none)",
     )
     p.add_argument(
         "--psnr-tolerance",
@@ -498,6 +500,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="tiny/sd-v1: repeat-factor sampling threshold over the prompts' findings (0: uniform; e.g. 0.3)",
+    )
+    p.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=0.0,
+        help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective (default: 0)",
+    )
+    p.add_argument(
+        "--grown-lr-scale",
+        type=float,
+        default=1.0,
+        help="--init with a --config that adds UNet modules: their learning-rate multiplier (default: 1)",
     )
 
 
@@ -534,6 +548,8 @@ def _run_train(args: argparse.Namespace) -> int:
             init=args.init,
             psnr_tolerance=args.psnr_tolerance,
             balance=args.balance,
+            snr_gamma=args.snr_gamma,
+            grown_lr_scale=args.grown_lr_scale,
         )
     )
     print(

@@ -83,6 +83,17 @@ def write_card(
         f"- training wall time: {summary['seconds'] / 60:.1f} min "
         f"({summary['images_per_second']:.1f} images/s)",
     ]
+    levers = {
+        "--balance": options.get("balance", 0.0),
+        "--snr-gamma": options.get("snr_gamma", 0.0),
+        "--grown-lr-scale": options.get("grown_lr_scale", 1.0),
+    }
+    defaults = {"--balance": 0.0, "--snr-gamma": 0.0, "--grown-lr-scale": 1.0}
+    chosen = [f"{k} {v}" for k, v in levers.items() if v != defaults[k]]
+    if options["config"] not in ("tiny", "sd-v1"):
+        chosen.insert(0, f"--config {options['config']}")
+    if chosen:
+        lines.append(f"- training options: `{' '.join(chosen)}`")
     if options.get("init"):
         lines.append(
             f"- initialised from `{options['init']}` (its VAE, UNet, text encoder and tokenizer), "

@@ -317,6 +317,52 @@ def build_tiny(
     return DiffusionComponents(vae, unet, text_encoder, tokenizer, scheduler, info)
 
 
+def grow_unet(unet: UNet2DConditionModel, overrides: dict[str, Any]) -> UNet2DConditionModel:
+    """A UNet with some config keys changed that starts as the same function as ``unet``.
+
+    Every weight of ``unet`` is copied by name into the new architecture; a module the change adds
+    (e.g. a ``Transformer2DModel`` where a ``DownBlock2D`` becomes a ``CrossAttnDownBlock2D``) is freshly
+    initialised with its output projection zeroed, so its residual branch adds nothing at first (as
+    ControlNet's zero convolutions): fine-tuning starts from the trained model, not from a perturbed one.
+
+    Args:
+        unet: The trained UNet (left unchanged).
+        overrides: Config keys of :class:`UNet2DConditionModel` to change, e.g.
+            ``{"down_block_types": [...], "up_block_types": [...], "only_cross_attention": [...]}``.
+
+    Returns:
+        The new UNet (float32, train mode), or ``unet`` itself when ``overrides`` change nothing.
+
+    Raises:
+        ValueError: If a trained weight has no place (or another shape) in the new architecture: the
+            change removes or reshapes trained modules rather than adding new ones.
+    """
+    config = dict(unet.config)
+    changed = {k: v for k, v in overrides.items() if _as_list(config.get(k)) != _as_list(v)}
+    if not changed:
+        return unet
+    grown = UNet2DConditionModel.from_config({**config, **changed})
+    old = unet.state_dict()
+    new = grown.state_dict()
+    lost = sorted(k for k in old if k not in new or new[k].shape != old[k].shape)
+    if lost:
+        raise ValueError(
+            f"UNet config change {sorted(changed)} drops or reshapes {len(lost)} trained weights "
+            f"(e.g. {lost[:3]}); only changes that add modules can start from a trained UNet."
+        )
+    added = [k for k in new if k not in old]
+    grown.load_state_dict(old, strict=False)
+    with torch.no_grad():
+        for name in added:
+            if ".proj_out." in name:
+                grown.get_parameter(name).zero_()
+    return grown.float().train()
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 # ------------------------------------------------------------------------------------------ save/load
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",

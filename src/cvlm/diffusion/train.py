@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, DDPMScheduler
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 
 from cvlm.diffusion.components import (
     DiffusionComponents,
     build_tiny,
     build_vae,
+    grow_unet,
     load_components,
     load_sd_v1,
     prompt_words,
@@ -106,6 +107,12 @@ class TrainOptions:
         balance: Repeat-factor sampling threshold t (Gupta et al., LVIS, CVPR 2019) over the prompts'
             findings: an image is drawn ``max(1, max over its findings of sqrt(t / frequency))`` times as
             often, so rare findings (pneumothorax, fracture) are seen more. 0 = uniform epochs.
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): each sample's noise MSE is
+            weighted by ``min(SNR(t), gamma) / SNR(t)``, which lowers the weight of the nearly clean
+            timesteps. 0 = the plain, unweighted objective.
+        grown_lr_scale: Learning-rate multiplier of the modules that a ``--config`` file adds to an
+            ``--init`` model's UNet (:func:`cvlm.diffusion.components.grow_unet`). Their output
+            projections start at zero, so at the base rate they grow slowly.
     """
 
     config: str
@@ -139,6 +146,8 @@ class TrainOptions:
     kl_weight: float = 1e-6
     init: Path | None = None
     balance: float = 0.0
+    snr_gamma: float = 0.0
+    grown_lr_scale: float = 1.0
 
 
 @dataclass
@@ -237,15 +246,22 @@ class DiffusionLoss(torch.nn.Module):
         unet: Noise predictor.
         text_encoder: Token ids -> hidden states.
         noise_scheduler_config: The model's scheduler config (its betas define q(z_t | z_0)).
+        snr_gamma: Min-SNR-gamma weighting of each sample's loss (0: unweighted); see
+            :func:`min_snr_weights`.
     """
 
     def __init__(
-        self, unet: torch.nn.Module, text_encoder: torch.nn.Module, noise_scheduler_config: dict
+        self,
+        unet: torch.nn.Module,
+        text_encoder: torch.nn.Module,
+        noise_scheduler_config: dict,
+        snr_gamma: float = 0.0,
     ) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
         self.noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config)
+        self.snr_gamma = snr_gamma
 
     def forward(
         self, latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
@@ -254,7 +270,34 @@ class DiffusionLoss(torch.nn.Module):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(ids)[0]
         prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
-        return F.mse_loss(prediction.float(), noise.float())
+        if self.snr_gamma <= 0:
+            return F.mse_loss(prediction.float(), noise.float())
+        per_sample = (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+        return (per_sample * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)).mean()
+
+
+def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights of an epsilon-predicting model (Hang et al., ICCV 2023, eq. 12).
+
+    ``w(t) = min(SNR(t), gamma) / SNR(t)`` with ``SNR(t) = alpha_bar_t / (1 - alpha_bar_t)`` (diffusers'
+    ``compute_snr``): 1 at noisy timesteps (SNR <= gamma), ``gamma / SNR`` at nearly clean ones.
+
+    Args:
+        noise_scheduler: The training noise schedule.
+        timesteps: ``[B]`` integer timesteps.
+        gamma: The clamp (5 in the paper).
+
+    Returns:
+        ``[B]`` float weights in (0, 1].
+
+    Example:
+        >>> from diffusers import DDPMScheduler
+        >>> w = min_snr_weights(DDPMScheduler(), torch.tensor([1, 999]), 5.0)
+        >>> bool(w[0] < 0.01), float(w[1])
+        (True, 1.0)
+    """
+    snr = compute_snr(noise_scheduler, timesteps)
+    return snr.clamp(max=gamma) / snr
 
 
 class VaeLoss(torch.nn.Module):
@@ -355,6 +398,10 @@ class _Task:
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.loss_module.parameters() if p.requires_grad]
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (one, at ``lr``, unless a task says otherwise)."""
+        return [{"params": self.trainable(), "lr": lr}]
+
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
         raise NotImplementedError
 
@@ -430,6 +477,7 @@ class _VaeTask(_Task):
 class _DiffusionTask(_Task):
     def __init__(self, options: TrainOptions, scratch: Path) -> None:
         self.options = options
+        self.grown: set[str] = set()  # UNet parameters that --config added to an --init model
         if options.config == "sd-v1":
             if options.sd_unet is None or options.sd_base is None:
                 raise ValueError(
@@ -439,7 +487,7 @@ class _DiffusionTask(_Task):
             self.default_lr = 5e-5
             train_text = False
         elif options.init is not None:
-            self.components = _init_components(options)
+            self.components, self.grown = _init_components(options)
             self.default_lr = 5e-4
             train_text = True
         else:
@@ -467,8 +515,17 @@ class _DiffusionTask(_Task):
             c.unet.enable_gradient_checkpointing()
         self.ids = tokenize(c.tokenizer, self.train_set.prompts)
         self.empty_ids = tokenize(c.tokenizer, [""])[0]
-        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)
+        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, options.snr_gamma)
         self.latent_cache: torch.Tensor | None = None
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The trained weights at ``lr``, and the modules a grown UNet added at ``lr * grown_lr_scale``."""
+        new = [p for n, p in self.components.unet.named_parameters() if n in self.grown and p.requires_grad]
+        if not new or self.options.grown_lr_scale == 1.0:
+            return super().param_groups(lr)
+        ids = {id(p) for p in new}
+        rest = [p for p in self.trainable() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": new, "lr": lr * self.options.grown_lr_scale}]
 
     def cache_latents(self, device: torch.device) -> None:
         """Encode the training set once with the frozen VAE (mean and std of q(z|x), scaled)."""
@@ -510,8 +567,12 @@ class _DiffusionTask(_Task):
         save_components(self.components, folder, half=self.options.half)
 
 
-def _init_components(options: TrainOptions) -> DiffusionComponents:
-    """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word."""
+def _init_components(options: TrainOptions) -> tuple[DiffusionComponents, set[str]]:
+    """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word.
+
+    Returns:
+        The components and the names of the UNet parameters that ``--config`` added (empty if none).
+    """
     if options.vae is not None:
         raise ValueError("--init brings its own VAE; leave out --vae.")
     components = load_components(options.init)
@@ -523,9 +584,20 @@ def _init_components(options: TrainOptions) -> DiffusionComponents:
             f"--init {options.init}: its tokenizer lacks prompt words {unknown[:10]}; train a fresh model."
         )
     components = components.to("cpu")
+    # The grown UNet's own config.json records its architecture; train.json records the --config file.
+    trained = {name for name, _ in components.unet.named_parameters()}
+    components.unet = grow_unet(components.unet, _unet_overrides(options.config))
     components.unet.train()
     components.text_encoder.train()
-    return components
+    return components, {name for name, _ in components.unet.named_parameters() if name not in trained}
+
+
+def _unet_overrides(config: str) -> dict[str, Any]:
+    """The ``unet`` keys of a ``--config`` JSON file (applied over an ``--init`` model's UNet); {} else."""
+    path = Path(config)
+    if path.suffix != ".json" or not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("unet", {}))
 
 
 def _vocabulary(data: Path) -> list[str]:
@@ -582,7 +654,7 @@ def train(options: TrainOptions) -> TrainResult:
     # 1. Optimizer, schedule, wrapping.
     torch.manual_seed(options.seed)
     lr = options.lr or task.default_lr
-    optimizer = torch.optim.AdamW(task.trainable(), lr=lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(task.param_groups(lr), lr=lr, weight_decay=1e-2)
     lr_schedule = get_scheduler(
         "constant_with_warmup",
         optimizer,
@@ -619,6 +691,9 @@ def train(options: TrainOptions) -> TrainResult:
         "data": str(options.data),
         "seed": options.seed,
         "balance": options.balance,
+        "snr_gamma": options.snr_gamma,
+        "prompt_dropout": options.prompt_dropout,
+        "grown_lr_scale": options.grown_lr_scale,
     }
     while state["step"] < options.steps:
         step = state["step"] + 1
