@@ -655,6 +655,21 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _explain_options(args: argparse.Namespace, **overrides: object):
+    """The :class:`cvlm.explain.ExplainOptions` of the options ``explain`` and ``evaluate`` share."""
+    from cvlm.explain import ExplainOptions
+
+    shared = {
+        "steps": args.steps,
+        "add": _names(args.add),
+        "lever": args.lever,
+        "threshold": "auto" if args.threshold == "auto" else float(args.threshold),
+        "locality": args.locality,
+        "rank": args.rank,
+    }
+    return ExplainOptions(**{**shared, **overrides})
+
+
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = _add_command(
         sub,
@@ -724,20 +739,15 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from cvlm.explain import Explainer, ExplainOptions, explain_files
+    from cvlm.explain import Explainer, explain_files
 
     remove = "all" if args.remove == "all" else None if args.remove in ("", "none") else _names(args.remove)
-    options = ExplainOptions(
-        steps=args.steps,
+    options = _explain_options(
+        args,
         remove=remove,
-        add=_names(args.add),
-        lever=args.lever,
         schedule=(args.guidance,) if args.guidance is not None else None,
         adaptive=not args.no_adaptive and args.guidance is None,
-        threshold="auto" if args.threshold == "auto" else float(args.threshold),
         top_k=args.top_k,
-        locality=args.locality,
-        rank=args.rank,
         batched=not args.no_batch_edits,
         seed=args.seed,
     )
@@ -798,18 +808,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from cvlm.evaluate import evaluate
-    from cvlm.explain import Explainer, ExplainOptions
+    from cvlm.explain import Explainer
 
-    threshold = "auto" if args.threshold == "auto" else float(args.threshold)
-    options = ExplainOptions(
-        steps=args.steps,
-        add=_names(args.add),
-        lever=args.lever,
-        adaptive=not args.no_adaptive,
-        threshold=threshold,
-        locality=args.locality,
-        rank=args.rank,
-    )
+    options = _explain_options(args, adaptive=not args.no_adaptive)
     explainer = Explainer.load(args.generator, args.model, options=options, device=_torch_device(args))
     baselines = {"all": None, "none": []}.get(args.baselines, _names(args.baselines))
     m = evaluate(explainer, args.data, args.out, args.n, baselines=baselines)

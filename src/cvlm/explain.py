@@ -45,11 +45,9 @@ from cvlm.counterfactual import (
     Blend,
     check_finding_names,
     counterfactuals,
+    model_input,
     plan_edits,
     sample_rows,
-)
-from cvlm.counterfactual import (
-    model_input as counterfactuals_input,
 )
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
@@ -180,7 +178,7 @@ def calibrate_trust(model: str | Path, data: str | Path, n: int = 60, steps: int
         inversion = invert_image(components, image, findings, steps)
         recon = sample_rows(components, inversion.noise, [build_prompt(findings)], None, steps)[0]
         stds.append(float(inversion.noise.std()))
-        psnrs.append(psnr(counterfactuals_input(components, image), recon))
+        psnrs.append(psnr(model_input(components, image), recon))
 
     def spread(values: list[float]) -> dict[str, float]:
         return {
