@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,41 @@ def test_batched_and_one_at_a_time_edits_agree(world, explainer):
     assert batched.edited.shape == (2, 128, 128)
     np.testing.assert_allclose(batched.edited, single.edited, atol=2e-3)
     np.testing.assert_allclose(batched.reconstruction, single.reconstruction, atol=2e-3)
+
+
+@pytest.mark.parametrize("background", ["reconstruction", "inversion"])
+def test_masked_edits_agree_batched_or_not_and_keep_their_background(world, explainer, background):
+    record = next(r for r in load_dataset(world) if len(r.true_findings) >= 2)
+    image = read_xray(record.image_path)
+    requests = plan_edits(list(record.true_findings)[:2])
+    c = explainer.components
+    kwargs = {"locality": "mask", "background": background}
+    batched = counterfactuals(c, image, requests, STEPS, batched=True, **kwargs)
+    single = counterfactuals(c, image, requests, STEPS, batched=False, **kwargs)
+    np.testing.assert_allclose(batched.edited, single.edited, atol=2e-3)
+    np.testing.assert_allclose(batched.reconstruction, single.reconstruction, atol=2e-3)
+    assert len(batched.trajectory) == STEPS and batched.background == background
+    # Outside every edit mask (shrunk by the decoder's reach) an edit equals its reference.
+    reach = np.ones((9, 9), np.uint8)
+    for k in range(len(requests)):
+        outside = cv2.dilate(batched.pixel_masks[k].astype(np.uint8), reach) == 0
+        assert outside.mean() > 0.2, f"edit mask {k} covers {1 - outside.mean():.0%} of the image"
+        change = np.abs(batched.edited[k] - batched.reference)
+        # The latents outside the mask are the background's exactly; the VAE decoder's reach spreads an
+        # edit a little further when the reference is decoded apart from it (the inversion's z_0).
+        ratio = 0.25 if background == "reconstruction" else 0.75
+        assert change[outside].mean() < ratio * change[~outside].mean() + 1e-4, (
+            background,
+            float(change[outside].mean()),
+            float(change[~outside].mean()),
+        )
+    if background == "reconstruction":
+        np.testing.assert_array_equal(batched.reference, batched.reconstruction)
+    else:  # the input's VAE round trip: closer to the input than the reconstruction
+        assert (
+            np.abs(batched.reference - batched.image).mean()
+            < np.abs(batched.reconstruction - batched.image).mean()
+        )
 
 
 def test_strength_one_is_the_plain_edit_for_both_levers(world, explainer):

@@ -665,6 +665,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "lever": args.lever,
         "threshold": "auto" if args.threshold == "auto" else float(args.threshold),
         "locality": args.locality,
+        "background": args.background,
         "rank": args.rank,
     }
     return ExplainOptions(**{**shared, **overrides})
@@ -732,6 +733,13 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
         "everywhere (the paper's)",
     )
+    p.add_argument(
+        "--background",
+        default="reconstruction",
+        choices=["inversion", "reconstruction"],
+        help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
+        "(the input, DiffEdit's) or the reconstruction's",
+    )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
     p.add_argument("--no-batch-edits", action="store_true", help="sample edits one at a time (less memory)")
@@ -792,6 +800,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         choices=["none", "mask"],
         help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
         "everywhere (the paper's)",
+    )
+    p.add_argument(
+        "--background",
+        default="reconstruction",
+        choices=["inversion", "reconstruction"],
+        help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
+        "(the input, DiffEdit's) or the reconstruction's",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument(

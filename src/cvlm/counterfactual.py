@@ -36,7 +36,7 @@ import torch
 
 from cvlm.diffusion.components import DiffusionComponents
 from cvlm.diffusion.inversion import unet_predictor
-from cvlm.diffusion.reconstruction import Inversion, embed, invert, sample
+from cvlm.diffusion.reconstruction import Inversion, decode_latents, embed, invert, sample
 from cvlm.findings import DEFAULT_VOCABULARY, NO_FINDING, FindingVocabulary
 from cvlm.frames import extract_frames
 from cvlm.prompts import add_finding, build_prompt, remove_finding
@@ -44,6 +44,8 @@ from cvlm.xray import from_tensor, resize, to_tensor
 
 LEVERS = ("guidance", "embedding")
 LOCALITIES = ("none", "mask")
+BACKGROUNDS = ("inversion", "reconstruction")
+DEFAULT_BACKGROUND = "reconstruction"
 DEFAULT_LEVER = "guidance"
 DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
     "guidance": (1.0, 2.0, 3.5, 5.0),
@@ -144,7 +146,7 @@ def sample_rows(
     strength: float = 1.0,
     lever: str = DEFAULT_LEVER,
     batch_size: int = 16,
-    blend: Blend | None = None,
+    blend: Blend | BlendWithFirstRow | None = None,
     record: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Sample one image per row of z_T with its own prompt, ``batch_size`` rows per UNet batch.
@@ -212,13 +214,15 @@ def _recorder(trajectory: list[torch.Tensor]):
 class Blend:
     """Edit only inside a mask (latent blending).
 
-    After every DDIM step, outside the mask the edited latents are replaced by the reconstruction's
-    latents of the same step (as in DiffEdit, Couairon et al., ICLR 2023, and Blended Latent Diffusion,
-    Avrahami et al., 2023).
+    After every DDIM step, outside the mask the edited latents are replaced by a background trajectory's
+    latents of the same noise level: the inversion's own latents (DiffEdit, Couairon et al., ICLR 2023:
+    outside the mask the last step returns the input's latents z_0 exactly) or the reconstruction's
+    (Blended Latent Diffusion, Avrahami et al., 2023).
 
     Attributes:
         masks: ``[N, 1, h, w]`` in [0, 1] at the latent resolution, one per row (1 = may change).
-        trajectory: The reconstruction's latents ``[1, c, h, w]`` after each of the T steps.
+        trajectory: The background's latents ``[1, c, h, w]`` after each of the T sampling steps
+            (``trajectory[i]`` is at the noise level sampling step ``i`` ends at).
     """
 
     masks: torch.Tensor
@@ -243,6 +247,7 @@ def invert_with_masks(
     fixed_point: int = 0,
     every: int = 5,
     dilate: int = 2,
+    record: list[torch.Tensor] | None = None,
 ) -> tuple[Inversion, torch.Tensor, np.ndarray]:
     """Invert one image and estimate, per edit, where the model's prediction answers the edited words.
 
@@ -251,6 +256,11 @@ def invert_with_masks(
     those steps is the edit's response map (DiffEdit's mask estimate, from the inversion's own latents,
     so it costs T / ``every`` extra batched calls and no trajectory drift enters it). Its Otsu region
     (:func:`cvlm.frames.extract_frames` with ``"auto"``), dilated by ``dilate`` pixels, is the mask.
+
+    Args:
+        record: A list that receives the inversion's latents at the start of every step: z_0 (the
+            input's own latents), z_1, ..., z_{T-1} (the background of :class:`Blend` with
+            ``background="inversion"``).
 
     Returns:
         ``(inversion, latent masks [k, 1, h, w] in {0, 1}, pixel masks (k, H, W) bool)``.
@@ -262,6 +272,8 @@ def invert_with_masks(
     response: list[torch.Tensor] = []
 
     def look(i: int, t: torch.Tensor, z: torch.Tensor) -> None:
+        if record is not None:
+            record.append(z.detach().clone())
         if requests and i % every == every // 2:
             eps = predict(z.expand(len(prompts), -1, -1, -1), t, text)
             response.append((eps[1:] - eps[:1]).abs().mean(dim=1))
@@ -300,6 +312,9 @@ class Counterfactuals:
         trajectory: The reconstruction's latents after each step (for blended resampling).
         latent_masks: ``[k, 1, h, w]`` edit masks at the latent resolution (``"mask"`` only).
         pixel_masks: ``(k, H, W)`` bool edit masks at the model's resolution (``"mask"`` only).
+        reference: ``(H, W)``, what the edits are compared with (difference maps, the cycle's baseline):
+            the decoded z_0 of the input with the inversion background, else the reconstruction.
+        background: ``"inversion"`` or ``"reconstruction"`` (what a masked edit keeps outside its mask).
     """
 
     image: np.ndarray
@@ -313,6 +328,8 @@ class Counterfactuals:
     trajectory: list[torch.Tensor] = field(default_factory=list)
     latent_masks: torch.Tensor | None = None
     pixel_masks: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    background: str = "reconstruction"
 
 
 def model_input(components: DiffusionComponents, image: np.ndarray) -> np.ndarray:
@@ -335,6 +352,36 @@ def invert_image(
     return invert(components, pixels.to(device), [build_prompt(findings)], steps, fixed_point)
 
 
+@dataclass
+class BlendWithFirstRow:
+    """Latent blending inside one batch whose row 0 is the reconstruction.
+
+    The reconstruction's trajectory does not depend on the edits, so instead of sampling it first
+    (T calls at batch 1) it rides in the edits' batch: after every step, rows 1.. keep row 0's fresh
+    latents outside their masks (the same arithmetic as :class:`Blend` with the recorded trajectory),
+    and row 0's latents are recorded for later retries.
+
+    Attributes:
+        masks: ``[N - 1, 1, h, w]`` in [0, 1], one per edit row (rows 1..N-1).
+        trajectory: Receives row 0's latents ``[1, c, h, w]`` after every step.
+    """
+
+    masks: torch.Tensor
+    trajectory: list[torch.Tensor]
+
+    def callback(self, rows: slice):
+        """The step callback for a :func:`sample_rows` call whose first chunk holds every row."""
+        if rows.start not in (0, None):
+            raise ValueError("BlendWithFirstRow needs the reconstruction and every edit in one batch.")
+
+        def blend(i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            background = z[:1]
+            self.trajectory.append(background.detach().clone())
+            return torch.cat([background, self.masks * z[1:] + (1 - self.masks) * background])
+
+        return blend
+
+
 @torch.no_grad()
 def counterfactuals(
     components: DiffusionComponents,
@@ -347,6 +394,7 @@ def counterfactuals(
     inversion: Inversion | None = None,
     fixed_point: int = 0,
     locality: str = "none",
+    background: str = DEFAULT_BACKGROUND,
 ) -> Counterfactuals:
     """Invert once, then sample the reconstruction and every edit of the image from the same z_T.
 
@@ -361,8 +409,12 @@ def counterfactuals(
         inversion: A finished inversion of this image to reuse (adaptive strength resamples from it).
         fixed_point: Fixed-point iterations per inversion step.
         locality: ``"none"`` (edit everywhere, the paper's) or ``"mask"`` (estimate each edit's region
-            while inverting and keep the reconstruction outside it, :func:`invert_with_masks`);
+            while inverting and keep a background outside it, :func:`invert_with_masks`);
             ``inversion`` is then recomputed.
+        background: With ``"mask"``, what an edit keeps outside its mask: ``"inversion"`` (the
+            inversion's own latents, so outside the mask the counterfactual is the input's VAE round
+            trip; the reconstruction then rides in the edits' batch) or ``"reconstruction"`` (the
+            reconstruction's trajectory, sampled first).
 
     Returns:
         :class:`Counterfactuals`.
@@ -375,30 +427,73 @@ def counterfactuals(
         raise ValueError("All edits of one call must start from the same findings (one image).")
     if locality not in LOCALITIES:
         raise ValueError(f"locality must be one of {LOCALITIES}, got {locality!r}.")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
     source = next(iter(sources)) if sources else ()
     masks = pixel_masks = None
+    inverted: list[torch.Tensor] = []
     if locality == "mask":
-        inversion, masks, pixel_masks = invert_with_masks(components, image, requests, steps, fixed_point)
+        inversion, masks, pixel_masks = invert_with_masks(
+            components, image, requests, steps, fixed_point, record=inverted
+        )
     elif inversion is None:
         inversion = invert_image(components, image, source, steps, fixed_point)
     source_prompt = build_prompt(source)
-    trajectory: list[torch.Tensor] = []
-    reconstruction = sample_rows(
-        components, inversion.noise, [source_prompt], None, steps, record=trajectory
-    )[0]
-    edited = np.zeros((0, *reconstruction.shape), np.float32)
-    if requests:
-        edited = sample_rows(
+    edit_prompts = [r.prompt for r in requests]
+    if masks is not None and background == "inversion" and requests:
+        # Sampling step i ends at the noise level inversion step T-1-i started from; the last step ends
+        # at z_0, so outside its mask an edit returns the input's own latents.
+        trajectory = inverted[::-1]
+        # The reconstruction needs no background: it rides in the edits' batch as row 0, unmasked.
+        rows = sample_rows(
             components,
-            inversion.noise.expand(len(requests), -1, -1, -1),
-            [r.prompt for r in requests],
-            [source_prompt] * len(requests),
+            inversion.noise.expand(len(requests) + 1, -1, -1, -1),
+            [source_prompt, *edit_prompts],
+            [source_prompt] * (len(requests) + 1),
             steps,
             strength,
             lever,
-            batch_size=len(requests) if batched else 1,
-            blend=Blend(masks, trajectory) if masks is not None else None,
+            batch_size=len(requests) + 1 if batched else 1,
+            blend=Blend(torch.cat([torch.ones_like(masks[:1]), masks]), trajectory),
         )
+        reconstruction, edited = rows[0], rows[1:]
+        reference = from_tensor(decode_latents(components, inverted[0]).cpu())[0]
+    elif masks is not None and batched and requests:
+        # The reconstruction background, in one batch: row 0 is the reconstruction (see BlendWithFirstRow).
+        background, trajectory = "reconstruction", []
+        rows = sample_rows(
+            components,
+            inversion.noise.expand(len(requests) + 1, -1, -1, -1),
+            [source_prompt, *edit_prompts],
+            [source_prompt] * (len(requests) + 1),
+            steps,
+            strength,
+            lever,
+            batch_size=len(requests) + 1,
+            blend=BlendWithFirstRow(masks, trajectory),
+        )
+        reconstruction, edited = rows[0], rows[1:]
+        reference = reconstruction
+    else:
+        background = "reconstruction"
+        trajectory = []
+        reconstruction = sample_rows(
+            components, inversion.noise, [source_prompt], None, steps, record=trajectory
+        )[0]
+        edited = np.zeros((0, *reconstruction.shape), np.float32)
+        if requests:
+            edited = sample_rows(
+                components,
+                inversion.noise.expand(len(requests), -1, -1, -1),
+                edit_prompts,
+                [source_prompt] * len(requests),
+                steps,
+                strength,
+                lever,
+                batch_size=len(requests) if batched else 1,
+                blend=Blend(masks, trajectory) if masks is not None else None,
+            )
+        reference = reconstruction
     return Counterfactuals(
         image=model_input(components, image),
         inversion=inversion,
@@ -411,15 +506,20 @@ def counterfactuals(
         trajectory=trajectory,
         latent_masks=masks,
         pixel_masks=pixel_masks,
+        reference=np.asarray(reference, np.float32),
+        background=background,
     )
 
 
 __all__ = [
+    "BACKGROUNDS",
+    "DEFAULT_BACKGROUND",
     "DEFAULT_LEVER",
     "DEFAULT_SCHEDULE",
     "LEVERS",
     "LOCALITIES",
     "Blend",
+    "BlendWithFirstRow",
     "Counterfactuals",
     "EditRequest",
     "check_finding_names",

@@ -41,6 +41,7 @@ from cvlm.counterfactual import (
     DEFAULT_LEVER,
     DEFAULT_SCHEDULE,
     LEVERS,
+    BACKGROUNDS,
     LOCALITIES,
     Blend,
     check_finding_names,
@@ -102,6 +103,7 @@ class ExplainOptions:
     top_k: int = TOP_K
     rank: str = "area"
     locality: str = "mask"
+    background: str = "reconstruction"
     batched: bool = True
     fixed_point: int = 0
     seed: int = 0
@@ -116,6 +118,8 @@ class ExplainOptions:
             raise ValueError(f"Strengths must be >= 1, got {self.schedule}.")
         if self.locality not in LOCALITIES:
             raise ValueError(f"locality must be one of {', '.join(LOCALITIES)}, got {self.locality!r}.")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if self.remove not in ("all", None):
@@ -282,17 +286,23 @@ class Explainer:
             opts.batched,
             fixed_point=opts.fixed_point,
             locality=opts.locality,
+            background=opts.background,
         )
         blend = Blend(cf.latent_masks, cf.trajectory) if cf.latent_masks is not None else None
         edited = cf.edited.copy()
 
         # 6. Cycle, with adaptive strength for the edits that did not close it. The reconstruction goes
         # through the generator in the same batch: what G writes for it is the cycle's own baseline.
-        both = read_findings(self.generator, [cf.reconstruction, *edited], self.labeler, opts.policy)
-        recon_findings = both.findings[0]
+        # With the inversion background the edits are compared with the input's VAE round trip (what
+        # they equal outside their masks); it is read in the same batch.
+        separate = cf.background == "inversion"
+        firsts = [cf.reconstruction, cf.reference] if separate else [cf.reconstruction]
+        both = read_findings(self.generator, [*firsts, *edited], self.labeler, opts.policy)
+        recon_findings, baseline = both.findings[0], both.findings[len(firsts) - 1]
         results: list[CycleResult] = []
-        for request, report, after in zip(requests, both.reports[1:], both.findings[1:], strict=True):
-            success, collateral = judge(request, after, recon_findings)
+        reads = zip(requests, both.reports[len(firsts) :], both.findings[len(firsts) :], strict=True)
+        for request, report, after in reads:
+            success, collateral = judge(request, after, baseline)
             results.append(CycleResult(success, collateral, report, after))
         used = [strengths[0]] * len(requests)
         attempts: list[list[dict[str, Any]]] = [
@@ -313,8 +323,9 @@ class Explainer:
                 batch_size=len(todo) if opts.batched else 1,
                 blend=Blend(blend.masks[todo], blend.trajectory) if blend is not None else None,
             )
+            # Judged against the same baseline as the first attempt (a retry is the same edit, stronger).
             retried = close_cycle(
-                self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy
+                self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )
             for i, row, result in zip(todo, rows, retried, strict=True):
                 attempts[i].append({"strength": strength, "success": result.success})
@@ -324,7 +335,7 @@ class Explainer:
         # 7. Frames on |reconstruction - counterfactual|, mapped back to the original's pixels.
         edits = []
         for i, request in enumerate(requests):
-            difference = np.abs(cf.reconstruction - edited[i]).astype(np.float32)
+            difference = np.abs(cf.reference - edited[i]).astype(np.float32)
             found = extract_frames(difference, opts.threshold, opts.top_k, rank=opts.rank)
             result = results[i]
             edits.append(
@@ -341,7 +352,7 @@ class Explainer:
                     findings_after=result.findings_after,
                     frames=scale_frames(found.frames, difference.shape, image.shape),
                     threshold=found.threshold,
-                    baseline_holds=(request.finding in recon_findings) == (request.kind == "remove"),
+                    baseline_holds=(request.finding in baseline) == (request.kind == "remove"),
                     counterfactual=edited[i],
                     difference=difference,
                 )
@@ -363,6 +374,7 @@ class Explainer:
             report=report,
             findings=findings,
             reconstruction_findings=recon_findings,
+            baseline_findings=baseline,
             prompt=build_prompt(findings),
             reconstruction_psnr=round(recon_psnr, 3),
             trusted=trusted,
@@ -373,6 +385,7 @@ class Explainer:
             seconds=round(time.perf_counter() - started, 3),
             input=cf.image,
             reconstruction=cf.reconstruction,
+            reference=cf.reference if separate else None,
         )
 
     def _trust(

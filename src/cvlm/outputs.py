@@ -135,7 +135,9 @@ class Explanation:
         model: The tailored diffusion model (name or folder).
         report: The generator's report on the input.
         findings: The findings that report names (canonical order).
-        reconstruction_findings: The findings G names for the reconstruction (the cycle's baseline).
+        reconstruction_findings: The findings G names for the reconstruction.
+        baseline_findings: The findings G names for the image the edits are compared with (the cycle's
+            baseline): the input's VAE round trip with the inversion background, else the reconstruction.
         prompt: The structured prompt built from them.
         reconstruction_psnr: PSNR (dB) of the input against its reconstruction (invert + resample).
         trusted: False when the input lies outside what the models know (see ``notes``).
@@ -146,6 +148,8 @@ class Explanation:
         seconds: Wall time of the explanation.
         input: ``(h, w)`` float32 in [0, 1], the input at the model's resolution (None when not loaded).
         reconstruction: ``(h, w)`` float32 in [0, 1] (None when not loaded).
+        reference: ``(h, w)`` float32 in [0, 1], the image the edits' differences are taken against,
+            when it is not the reconstruction (None otherwise, or when not loaded).
     """
 
     image: str
@@ -161,9 +165,11 @@ class Explanation:
     edits: list[Edit]
     settings: dict[str, Any]
     reconstruction_findings: list[str] = field(default_factory=list)
+    baseline_findings: list[str] | None = None
     seconds: float = 0.0
     input: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
+    reference: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ json
     def to_json(self) -> dict[str, Any]:
@@ -173,7 +179,11 @@ class Explanation:
             row = {k: v for k, v in asdict(edit).items() if k not in ("counterfactual", "difference")}
             row.update(success_at_base=edit.success_at_base, preserved=edit.preserved, folder=_edit_dir(edit))
             edits.append(row)
-        record = {k: v for k, v in asdict(self).items() if k not in ("edits", "input", "reconstruction")}
+        record = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("edits", "input", "reconstruction", "reference")
+        }
         return {"schema": SCHEMA_VERSION, **record, "edits": edits}
 
     @classmethod
@@ -203,6 +213,8 @@ class Explanation:
         folder.mkdir(parents=True, exist_ok=True)
         write_png(self.input, folder / "input.png", bits=16)
         write_png(self.reconstruction, folder / "reconstruction.png", bits=16)
+        if self.reference is not None:
+            write_png(self.reference, folder / "reference.png", bits=16)
         scale = _scale(self.original_size, self.input.shape)
         for edit in self.edits:
             edit_dir = folder / _edit_dir(edit)
@@ -237,6 +249,8 @@ class Explanation:
         if arrays:
             explanation.input = read_xray(folder / "input.png")
             explanation.reconstruction = read_xray(folder / "reconstruction.png")
+            if (folder / "reference.png").is_file():
+                explanation.reference = read_xray(folder / "reference.png")
             for edit in explanation.edits:
                 edit_dir = folder / _edit_dir(edit)
                 if (edit_dir / "counterfactual.png").is_file():
