@@ -59,6 +59,7 @@ from cvlm.metrics import psnr
 from cvlm.outputs import EXPLANATION_FILE, Edit, Explanation
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
 from cvlm.readout import read_findings
+from cvlm.safeio import OutputWriteError, append_lines, explain_os_error
 from cvlm.xray import XrayReadError, read_xray
 
 logger = logging.getLogger(__name__)
@@ -486,12 +487,7 @@ def _read_index(path: Path) -> dict[str, dict]:
 
 def _append(path: Path, row: dict) -> None:
     # One write() on an O_APPEND descriptor: lines from several processes never interleave.
-    data = (json.dumps(row) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    append_lines(path, [json.dumps(row)])
 
 
 def index_row(explanation: Explanation, source: str, folder: str) -> dict[str, Any]:
@@ -580,7 +576,12 @@ def explain_files(
                 else:
                     tmp = scratch / f"{name}.{os.getpid()}"
                     shutil.rmtree(tmp, ignore_errors=True)
-                    explanation.save(tmp)
+                    try:
+                        explanation.save(tmp)
+                    except OSError as err:
+                        # A full disk: the half-written folder goes, the finished ones stay indexed.
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise OutputWriteError(err.errno, explain_os_error(err, final), str(final)) from err
                     os.replace(tmp, final)
                     _append(index, index_row(explanation, source, name))
                     summary.explained += 1

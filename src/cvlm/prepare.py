@@ -30,6 +30,7 @@ from cvlm.generators import ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
 from cvlm.readout import read_reports
+from cvlm.safeio import append_lines, atomic_write_text
 from cvlm.xray import XrayReadError, read_xray
 
 PROMPT_MODES = ("generated", "gt", "raw")
@@ -76,6 +77,23 @@ def _done_ids(path: Path) -> set[str]:
         with path.open("r+b") as handle:
             handle.truncate(good_bytes)
     return done
+
+
+def _forget_failures(path: Path, ids: set[str]) -> None:
+    """Drop the lines of ``ids`` (and a torn last line) from a failures file."""
+    if not path.exists():
+        return
+    kept = []
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(raw)["id"] not in ids:
+                kept.append(raw)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    if kept:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    else:
+        path.unlink()
 
 
 def _batches(records: Sequence[Record], size: int) -> Iterator[list[Record]]:
@@ -174,19 +192,18 @@ def prepare(
                 "use a new --out folder."
             )
 
-    # 3. Skip what an interrupted run already wrote.
+    # 3. Skip what an interrupted run already wrote; images that failed before are tried again (the
+    # file may have been fixed), so their old failure lines go: each image is listed at most once.
     done = _done_ids(out / MANIFEST)
     todo = [r for r in records if r.dicom_id not in done]
+    _forget_failures(out / FAILURES, {r.dicom_id for r in todo})
     n_written = n_failed = 0
     failed_images: list[tuple[str, str]] = []
     started = time.perf_counter()
 
-    # 4. Generate, label, prompt; append batch by batch.
-    with (
-        (out / MANIFEST).open("a", encoding="utf-8") as manifest,
-        (out / FAILURES).open("a", encoding="utf-8") as failed,
-        tqdm(total=len(todo), desc=f"prepare ({prompts})", disable=not progress, unit="img") as bar,
-    ):
+    # 4. Generate, label, prompt; append batch by batch, each batch in one write (a kill tears at most
+    # the last line, which the next run cuts off).
+    with tqdm(total=len(todo), desc=f"prepare ({prompts})", disable=not progress, unit="img") as bar:
         for batch in _batches(todo, batch_size):
             if prompts == "gt":
                 kept, failures = batch, []
@@ -195,6 +212,7 @@ def prepare(
                 kept, images, failures = _read_batch(batch)
                 reports = gen.generate(images) if images else []
             readout = read_reports(reports, labeler, policy)
+            lines = []
             for record, report, label, findings in zip(
                 kept, reports, readout.labels, readout.findings, strict=True
             ):
@@ -207,12 +225,10 @@ def prepare(
                     "findings": findings,
                     "prompt": report if prompts == "raw" else build_prompt(findings),
                 }
-                manifest.write(json.dumps(line) + "\n")
-            for failure in failures:
-                failed.write(json.dumps(failure) + "\n")
-                failed_images.append((failure["image"], failure["reason"]))
-            manifest.flush()
-            failed.flush()
+                lines.append(json.dumps(line))
+            append_lines(out / MANIFEST, lines)
+            append_lines(out / FAILURES, [json.dumps(failure) for failure in failures])
+            failed_images += [(failure["image"], failure["reason"]) for failure in failures]
             n_written += len(kept)
             n_failed += len(failures)
             bar.update(len(batch))
@@ -223,7 +239,7 @@ def prepare(
         n_failed_this_run=n_failed,
         seconds_this_run=round(time.perf_counter() - started, 2),
     )
-    settings_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(settings_path, json.dumps(settings, indent=2) + "\n")
     return PrepareResult(out, n_written, len(done), n_failed, settings, failed_images)
 
 

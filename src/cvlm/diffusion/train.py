@@ -20,9 +20,11 @@ weights are the model (the CVLM paper's rule), the last ones are kept in ``last/
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -55,6 +57,7 @@ from cvlm.diffusion.inversion import tokenize
 from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.findings import ABNORMALITIES
 from cvlm.metrics import psnr
+from cvlm.safeio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class TrainOptions:
         gradient_checkpointing: Trade compute for memory in the UNet (default on for sd-v1).
         half: Store the saved models' weights as float16 (loading casts back to float32).
         seed: Seed of initialisation, batches and noise.
-        resume: Continue from the newest checkpoint in ``out/checkpoints``.
+        resume: Continue from the newest complete checkpoint in ``out/checkpoints`` (from step 0 if none).
         stop_after: Stop this process after N steps (a scripted interruption; the run stays resumable).
         keep_checkpoints: How many newest checkpoints to keep.
         vae_crop: Side of the random crops the VAE trains on (it is fully convolutional).
@@ -328,24 +331,36 @@ def _accelerator(options: TrainOptions) -> Accelerator:
     return Accelerator(cpu=options.device == "cpu", mixed_precision=precision)
 
 
+def _checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints (``step-NNNNNNN`` with a state file), oldest first."""
+    folders = [
+        f
+        for f in (out / CHECKPOINTS).glob("step-*")
+        if f.name.removeprefix("step-").isdigit() and (f / STATE_FILE).is_file()
+    ]
+    return sorted(folders, key=lambda p: int(p.name.removeprefix("step-")))
+
+
 def _latest_checkpoint(out: Path) -> Path | None:
-    folders = sorted((out / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    folders = [f for f in folders if (f / STATE_FILE).is_file()]
+    folders = _checkpoints(out)
     return folders[-1] if folders else None
 
 
 def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows after ``step`` (they belong to steps the resumed run will redo)."""
+    """Drop rows after ``step`` (the resumed run redoes those steps) and a row torn by a kill."""
     if not path.is_file():
         return
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = [r for r in reader if None not in r.values() and None not in r and r["step"].isdigit()]
+    if not fields:
         return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["step"]) <= step)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(r for r in rows if int(r["step"]) <= step)
+    atomic_write_text(path, text.getvalue())
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -640,7 +655,8 @@ def train(options: TrainOptions) -> TrainResult:
         raise ValueError(f"--batch-size {options.batch_size} is not divisible by {world} processes.")
     checkpoint = _latest_checkpoint(out) if options.resume else None
     if options.resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out / CHECKPOINTS}.")
+        # A run killed before its first checkpoint: the same command with --resume starts it again.
+        logger.info("--resume: no complete checkpoint in %s yet; starting from step 0.", out / CHECKPOINTS)
     if not options.resume and _latest_checkpoint(out) is not None:
         raise ValueError(
             f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out."
@@ -679,6 +695,10 @@ def train(options: TrainOptions) -> TrainResult:
             _truncate_csv(out / LOG_FILE, state["step"])
             _truncate_csv(out / VALIDATION_FILE, state["step"])
         logger.info("Resumed from %s at step %d.", checkpoint, state["step"])
+    elif accelerator.is_main_process:
+        # Rows of a run killed before its first checkpoint belong to steps this run redoes.
+        _truncate_csv(out / LOG_FILE, 0)
+        _truncate_csv(out / VALIDATION_FILE, 0)
 
     # 3. The loop.
     n_train = len(task.train_set)
@@ -764,13 +784,13 @@ def train(options: TrainOptions) -> TrainResult:
             with _ema_weights(ema, task):
                 task.save(out / "last", {**meta, "step": state["step"], "kind": "last"})
         plot_log(out)
-        (out / "train.json").write_text(
+        atomic_write_text(
+            out / "train.json",
             json.dumps(
                 {**asdict(result), "out": str(out), "lr": lr, "options": asdict(options)},
                 indent=2,
                 default=str,
             ),
-            encoding="utf-8",
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -872,14 +892,26 @@ def _validate_and_keep(
 def _save_checkpoint(
     accelerator: Accelerator, out: Path, state: dict, ema: EMAModel | None, keep: int
 ) -> None:
-    folder = out / CHECKPOINTS / f"step-{state['step']:07d}"
+    """Save a checkpoint under a temporary name and rename it when complete.
+
+    A kill at any moment leaves the previous checkpoints intact and no half-written folder under a step
+    name; the state file is written last and atomically, so a folder with it is complete.
+    """
+    final = out / CHECKPOINTS / f"step-{state['step']:07d}"
+    folder = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(folder), safe_serialization=True)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
             _write_ema(ema, folder / EMA_FILE)
-        # The state file is written last: a checkpoint without it is incomplete and never resumed from.
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        for old in sorted((out / CHECKPOINTS).glob("step-*"))[:-keep]:
+        atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2))
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete folder of an older cvlm, if any
+        os.replace(folder, final)
+        # Older checkpoints beyond ``keep``, and folders a killed or disk-full save left half-written.
+        for old in [*_checkpoints(out)[:-keep], *(out / CHECKPOINTS).glob("*.partial")]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cvlm.generators.base import ReportGenerator
+from cvlm.safeio import append_lines
 from cvlm.xray import SUFFIXES, XrayReadError, read_xray
 
 
@@ -72,16 +73,19 @@ def generate_files(
     summary = GenerationSummary(out)
     batch_size = batch_size or generator.batch_size
     batch: list[tuple[Path, np.ndarray]] = []
-    with (
-        out.open("w", encoding="utf-8") as handle,
-        tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar,
-    ):
+    out.write_bytes(b"")
+    with tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar:
 
         def flush() -> None:
             reports = generator.generate([image for _, image in batch])
-            for (path, _), report in zip(batch, reports, strict=True):
-                handle.write(json.dumps({"id": path.stem, "image": str(path), "report": report}) + "\n")
-            handle.flush()
+            # One write per batch: a kill or a full disk tears at most the last line.
+            append_lines(
+                out,
+                [
+                    json.dumps({"id": path.stem, "image": str(path), "report": report})
+                    for (path, _), report in zip(batch, reports, strict=True)
+                ],
+            )
             summary.n_reports += len(batch)
             bar.update(len(batch))
             batch.clear()

@@ -12,12 +12,14 @@ Outputs: a ``.jsonl`` of ``{"id", "labels": {name: 1|0|-1}}`` (not-mentioned cla
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvlm.findings import Labels
+from cvlm.safeio import atomic_write_text
 
 
 class ReportInputError(ValueError):
@@ -142,19 +144,19 @@ def write_labels(
     if suffix not in (".jsonl", ".csv"):
         raise ReportInputError(f"{path}: the output must end in .jsonl or .csv.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO(newline="")
     if suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for report_id, row in zip(ids, labels, strict=True):
-                mentioned = {n: row[n] for n in names if row.get(n) is not None}
-                f.write(json.dumps({"id": report_id, "labels": mentioned}) + "\n")
+        for report_id, row in zip(ids, labels, strict=True):
+            mentioned = {n: row[n] for n in names if row.get(n) is not None}
+            text.write(json.dumps({"id": report_id, "labels": mentioned}) + "\n")
     else:
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", *names])
-            for report_id, row in zip(ids, labels, strict=True):
-                cells = ["" if row.get(n) is None else f"{float(row[n]):.1f}" for n in names]
-                writer.writerow([report_id, *cells])
-    return path
+        writer = csv.writer(text)
+        writer.writerow(["id", *names])
+        for report_id, row in zip(ids, labels, strict=True):
+            cells = ["" if row.get(n) is None else f"{float(row[n]):.1f}" for n in names]
+            writer.writerow([report_id, *cells])
+    # Whole or not at all: a kill or a full disk never leaves a labels file that looks complete.
+    return atomic_write_text(path, text.getvalue())
 
 
 def iter_label_file(path: str | Path) -> Iterator[tuple[str, Labels]]:
