@@ -25,8 +25,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cvlm import __version__
-from cvlm.data import Record, load_dataset, read_report
-from cvlm.generators import ReportGenerator, load_generator
+from cvlm.data import Record, load_dataset, path_inside, prepared_data_roots, read_report
+from cvlm.generators import GeneratorError, ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
 from cvlm.readout import read_reports
@@ -108,15 +108,14 @@ def _read_batch(batch: list[Record]) -> tuple[list[Record], list, list[dict]]:
             images.append(read_xray(record.image_path))
             kept.append(record)
         except XrayReadError as err:
-            failures.append(
-                {
-                    "id": record.dicom_id,
-                    "image": str(record.image_path),
-                    "error": str(err),
-                    "reason": err.reason,
-                }
-            )
+            failures.append(_failure(record, err.reason, str(err)))
     return kept, images, failures
+
+
+def _failure(record: Record, reason: str, error: str | None = None) -> dict:
+    """A line of ``failures.jsonl``."""
+    error = error or f"{record.image_path}: {reason}"
+    return {"id": record.dicom_id, "image": str(record.image_path), "error": error, "reason": reason}
 
 
 def prepare(
@@ -210,7 +209,12 @@ def prepare(
                 reports = [read_report(r.report_path) for r in kept]
             else:
                 kept, images, failures = _read_batch(batch)
-                reports = gen.generate(images) if images else []
+                try:
+                    reports = gen.generate(images) if images else []
+                except GeneratorError as err:
+                    # The batch is lost, not the run: its images are listed and tried again next time.
+                    failures += [_failure(r, f"the generator failed on its batch: {err}") for r in kept]
+                    kept, reports = [], []
             readout = read_reports(reports, labeler, policy)
             lines = []
             for record, report, label, findings in zip(
@@ -244,11 +248,18 @@ def prepare(
 
 
 def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:
-    """Read a prepared folder's manifest (image paths resolved), optionally one split."""
+    """Read a prepared folder's manifest (image paths resolved), optionally one split.
+
+    Raises:
+        FileNotFoundError: If the folder has no manifest.
+        ValueError: For a line that is not JSON, or an image path that leads outside the prepared folder
+            and the data folder it was prepared from (:func:`cvlm.data.path_inside`).
+    """
     prepared = Path(prepared)
     path = prepared / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `cvlm prepare` first.")
+    roots = prepared_data_roots(prepared)
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, raw in enumerate(handle, 1):
@@ -256,7 +267,7 @@ def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:
                 row = json.loads(raw)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
-            row["image"] = str((prepared / row["image"]).resolve())
+            row["image"] = str(path_inside(row.get("image"), prepared, f"{path}:{number}", roots))
             if split is None or row["split"] == split:
                 rows.append(row)
     return rows

@@ -1,8 +1,10 @@
 """The prepared (tailored) data set that training reads: ``manifest.jsonl`` written by ``cvlm prepare``.
 
-One JSON object per line: ``{"id", "image", "split", "prompt", ...}``; ``image`` is absolute or relative
-to the prepared folder, ``split`` is ``train``, ``validate`` or ``test``. Prompts are taken as written:
-this module never builds one (the prompt wording belongs to ``cvlm.prompts``).
+One JSON object per line: ``{"id", "image", "split", "prompt", ...}``; ``split`` is ``train``, ``validate``
+or ``test``; ``image`` is relative to the prepared folder, or absolute inside it or inside the data folder
+its ``prepare.json`` records (a manifest cannot make cvlm read files elsewhere:
+:func:`cvlm.data.path_inside`). Prompts are taken as written: this module never builds one (the prompt
+wording belongs to ``cvlm.prompts``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvlm.data import path_inside, prepared_data_roots
 from cvlm.xray import read_xray, readable, resize
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ def read_manifest(folder: str | Path) -> list[dict]:
     path = folder / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; make a prepared folder with `cvlm prepare`.")
+    data_root = prepared_data_roots(folder)
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -78,8 +82,7 @@ def read_manifest(folder: str | Path) -> list[dict]:
             raise ValueError(f"{path}:{number}: missing {', '.join(missing)}.")
         if row["split"] not in SPLITS:
             raise ValueError(f"{path}:{number}: split {row['split']!r} is not one of {SPLITS}.")
-        image = Path(row["image"])
-        row["image"] = str(image if image.is_absolute() else folder / image)
+        row["image"] = str(path_inside(row["image"], folder, f"{path}:{number}", data_root))
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows.")

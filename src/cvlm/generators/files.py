@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cvlm.generators.base import ReportGenerator
+from cvlm.generators.base import GeneratorError, ReportGenerator
 from cvlm.safeio import append_lines
 from cvlm.xray import SUFFIXES, XrayReadError, read_xray
 
@@ -57,9 +57,9 @@ def generate_files(
 ) -> GenerationSummary:
     """Write ``{"id": <file stem>, "image": <path>, "report": <text>}`` per readable image to ``out``.
 
-    Unreadable images are listed in the summary and skipped (the caller reports them, once); the rest are
-    generated. Lines are written batch by batch, so an interrupted run keeps what it finished. When no
-    image could be read, no output file is left behind.
+    Unreadable images, and the images of a batch the generator failed on, are listed in the summary and
+    skipped (the caller reports them, once); the rest are generated. Lines are written batch by batch, so
+    an interrupted run keeps what it finished. When no image could be read, no output file is left behind.
 
     Raises:
         FileNotFoundError: If an input does not exist.
@@ -77,7 +77,15 @@ def generate_files(
     with tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar:
 
         def flush() -> None:
-            reports = generator.generate([image for _, image in batch])
+            try:
+                reports = generator.generate([image for _, image in batch])
+            except GeneratorError as err:
+                # A generator that fails on one batch (a crash, garbage output, a timeout) costs that
+                # batch, not the run: its images are skipped with the reason, the next batch is tried.
+                summary.skipped += [(path, f"the generator failed on its batch: {err}") for path, _ in batch]
+                bar.update(len(batch))
+                batch.clear()
+                return
             # One write per batch: a kill or a full disk tears at most the last line.
             append_lines(
                 out,

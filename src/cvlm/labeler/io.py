@@ -77,11 +77,25 @@ def _text_of(record: Mapping[str, object]) -> object:
     return record["text"] if "text" in record else record.get("report")
 
 
+def _utf8(text: str) -> bool:
+    """False for text read with ``errors="surrogateescape"`` that held bytes which are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Files are read with errors="surrogateescape": a line or row that is not UTF-8 is skipped with its
+# number, instead of one bad byte refusing the whole file.
 def _read_jsonl(path: Path) -> ReportBatch:
     batch = ReportBatch()
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
+                continue
+            if not _utf8(line):
+                batch.skip(f"{path}:{number}: not UTF-8 text")
                 continue
             try:
                 record = json.loads(line)
@@ -102,7 +116,7 @@ def _read_jsonl(path: Path) -> ReportBatch:
 def _read_csv(path: Path) -> ReportBatch:
     batch = ReportBatch()
     # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first column.
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or ())
         text_column = "report" if "report" in columns else "text" if "text" in columns else None
@@ -114,6 +128,9 @@ def _read_csv(path: Path) -> ReportBatch:
             # DictReader puts surplus cells under None and fills missing ones with None.
             if None in row or row[text_column] is None or not row["id"]:
                 batch.skip(f"{path}:{reader.line_num}: malformed row (wrong number of cells or empty id)")
+                continue
+            if not (_utf8(row["id"]) and _utf8(row[text_column])):
+                batch.skip(f"{path}:{reader.line_num}: not UTF-8 text")
                 continue
             batch.add(row["id"], row[text_column])
     return batch
