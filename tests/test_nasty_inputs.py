@@ -208,39 +208,13 @@ def _read_or_refuse(path: Path) -> None:
 
 # ------------------------------------------------------------------------------- properties: reports
 LABEL_VALUES = {1, 0, -1, None}
+# Report vocabulary and punctuation that the labeler's rules react to.
 WORDS = [
-    *[
-        "no",
-        "pleural",
-        "effusion",
-        "pneumothorax",
-        "cardiomegaly",
-        "heart",
-        "size",
-        "enlarged",
-        "may",
-        "represent",
-        "atelectasis",
-        "or",
-    ],
-    *[
-        "consolidation",
-        "edema",
-        "not",
-        "seen",
-        "without",
-        "evidence",
-        "of",
-        "lung",
-        "opacity",
-        "fracture",
-        "rib",
-        "tube",
-        "line",
-    ],
-    *[",", ".", ";", "?", "/", "-", "FINDINGS:", "IMPRESSION:", "INDICATION:"],
-    "\n",
-]
+    "no", "pleural", "effusion", "pneumothorax", "cardiomegaly", "heart", "size", "enlarged", "may",
+    "represent", "atelectasis", "or", "consolidation", "edema", "not", "seen", "without", "evidence", "of",
+    "lung", "opacity", "fracture", "rib", "tube", "line", ",", ".", ";", "?", "/", "-", "FINDINGS:",
+    "IMPRESSION:", "INDICATION:", "\n",
+]  # fmt: skip
 
 
 @FEW
