@@ -685,7 +685,15 @@ def train(options: TrainOptions) -> TrainResult:
     # 2. Resume.
     state = {"step": 0, "best_step": None, "best_psnr": None, "history": []}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        try:
+            # Accelerate reads the optimizer and schedule with torch.load(weights_only=True): a tampered
+            # checkpoint is refused, never executed (tests/test_safe_loading.py).
+            accelerator.load_state(str(checkpoint))
+        except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... for foreign files
+            raise ValueError(
+                f"{checkpoint}: cannot be read safely with torch.load(weights_only=True) ({err}); "
+                "delete this checkpoint folder to resume from the one before it."
+            ) from err
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
         # Wall time counts every session of a resumed run up to its checkpoint (the card reports it).
         start -= state.get("seconds", 0.0)
