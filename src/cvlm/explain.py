@@ -51,6 +51,7 @@ from cvlm.counterfactual import (
 )
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
+from cvlm.environment import versions
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
 from cvlm.generators import ReportGenerator, load_generator
 from cvlm.generators.files import collect_images
@@ -252,6 +253,14 @@ class Explainer:
             XrayReadError: If the file cannot be read.
             ValueError: If the array is not in the xray convention.
         """
+        # oneDNN's convolutions sum in an order that depends on the thread count (the VAE's output
+        # differed by 1e-6 between 1 and 2 threads); torch's own convolutions with MKL in strict CNR
+        # mode (cvlm.threads) do not. The VAE is about 2x slower so, a few percent of an explanation.
+        with torch.backends.mkldnn.flags(enabled=False):
+            return self._explain(image, name)
+
+    def _explain(self, image: np.ndarray | str | Path, name: str | None) -> Explanation:
+        """The steps of :meth:`__call__`."""
         started = time.perf_counter()
         opts = self.options
         torch.manual_seed(opts.seed)
@@ -372,6 +381,7 @@ class Explainer:
             edits=edits,
             settings=settings,
             seconds=round(time.perf_counter() - started, 3),
+            versions=versions(),
             input=cf.image,
             reconstruction=cf.reconstruction,
         )

@@ -144,6 +144,9 @@ class Explanation:
         edits: One :class:`Edit` per edited finding.
         settings: Steps, guidance, seed, strengths, frame settings, labeler, uncertainty policy.
         seconds: Wall time of the explanation.
+        versions: cvlm, Python, torch, diffusers, transformers, numpy, ... that made it
+            (:func:`cvlm.environment.versions`); the same versions, inputs and settings give the same
+            bytes on the CPU, whatever the thread count (docs/hardening.md).
         input: ``(h, w)`` float32 in [0, 1], the input at the model's resolution (None when not loaded).
         reconstruction: ``(h, w)`` float32 in [0, 1] (None when not loaded).
     """
@@ -162,6 +165,7 @@ class Explanation:
     settings: dict[str, Any]
     reconstruction_findings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
     input: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
 
