@@ -22,12 +22,13 @@ reported and the rest explained, and shards over processes under ``accelerate la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,7 @@ class Explainer:
         # oneDNN's convolutions sum in an order that depends on the thread count (the VAE's output
         # differed by 1e-6 between 1 and 2 threads); torch's own convolutions with MKL in strict CNR
         # mode (cvlm.threads) do not. The VAE is about 2x slower so, a few percent of an explanation.
-        with torch.backends.mkldnn.flags(enabled=False):
+        with _without_onednn():
             return self._explain(image, name)
 
     def _explain(self, image: np.ndarray | str | Path, name: str | None) -> Explanation:
@@ -426,6 +427,20 @@ class Explainer:
                 f"input as {findings or 'normal'}: edits of findings it lost are flagged (baseline_holds)."
             )
         return trusted, notes
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Turn torch's oneDNN CPU kernels off, and back to what they were on exit.
+
+    (``torch.backends.mkldnn.flags`` would do it too, but warns about Intel GPUs on every call.)
+    """
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def explain(
