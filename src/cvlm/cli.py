@@ -512,6 +512,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective (default: 0)",
     )
     p.add_argument(
+        "--stream-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read training images from disk per batch instead of holding them (and their latents) in "
+        "memory (default: on for sd-v1, off for tiny)",
+    )
+    p.add_argument(
         "--grown-lr-scale",
         type=float,
         default=1.0,
@@ -554,6 +561,7 @@ def _run_train(args: argparse.Namespace) -> int:
             balance=args.balance,
             snr_gamma=args.snr_gamma,
             grown_lr_scale=args.grown_lr_scale,
+            stream=args.stream_images,
         )
     )
     print(

@@ -113,6 +113,10 @@ class TrainOptions:
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): each sample's noise MSE is
             weighted by ``min(SNR(t), gamma) / SNR(t)``, which lowers the weight of the nearly clean
             timesteps. 0 = the plain, unweighted objective.
+        stream: Read the training images from disk batch by batch and encode them with the frozen VAE
+            at every step, instead of holding the set and its latents in memory (``None``: stream for
+            ``sd-v1``, whose data sets are large; hold the tiny phantom sets). Memory then stays flat
+            with the data set's size; exact resume holds either way.
         grown_lr_scale: Learning-rate multiplier of the modules that a ``--config`` file adds to an
             ``--init`` model's UNet (:func:`cvlm.diffusion.components.grow_unet`). Their output
             projections start at zero, so at the base rate they grow slowly.
@@ -148,6 +152,7 @@ class TrainOptions:
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
     init: Path | None = None
+    stream: bool | None = None
     balance: float = 0.0
     snr_gamma: float = 0.0
     grown_lr_scale: float = 1.0
@@ -519,7 +524,8 @@ class _DiffusionTask(_Task):
             train_text = True
         c = self.components
         size = c.image_size
-        self.train_set = load_split(options.data, "train", size)
+        stream = options.stream if options.stream is not None else c.info["name"] == "sd-v1"
+        self.train_set = load_split(options.data, "train", size, stream=stream)
         self.val_set = _validation_subset(options, size)
         c.vae.requires_grad_(False).eval()
         c.text_encoder.requires_grad_(train_text)
@@ -542,23 +548,32 @@ class _DiffusionTask(_Task):
         rest = [p for p in self.trainable() if id(p) not in ids]
         return [{"params": rest, "lr": lr}, {"params": new, "lr": lr * self.options.grown_lr_scale}]
 
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``[2, B, C, h, w]``: mean and std of q(z|x) of ``[B, 1, H, W]`` images, scaled, on the CPU."""
+        vae = self.components.vae
+        x = images.to(device)
+        if vae.config.in_channels != 1:
+            x = x.expand(-1, vae.config.in_channels, -1, -1)
+        dist = vae.encode(x).latent_dist
+        return torch.stack([dist.mean, dist.std]).cpu() * vae.config.scaling_factor
+
     def cache_latents(self, device: torch.device) -> None:
-        """Encode the training set once with the frozen VAE (mean and std of q(z|x), scaled)."""
-        c = self.components
-        c.vae.to(device)
-        parts = []
-        with torch.no_grad():
-            for i in range(0, len(self.train_set), 64):
-                x = self.train_set.images(slice(i, i + 64)).to(device)
-                if c.vae.config.in_channels != 1:
-                    x = x.expand(-1, c.vae.config.in_channels, -1, -1)
-                dist = c.vae.encode(x).latent_dist
-                parts.append(torch.stack([dist.mean, dist.std]).cpu())
-        self.latent_cache = torch.cat(parts, dim=1) * c.vae.config.scaling_factor
+        """Encode the training set once with the frozen VAE (not when it is streamed from disk)."""
+        self.components.vae.to(device)
+        if self.train_set.streamed:
+            return
+        parts = [
+            self._encode(self.train_set.images(slice(i, i + 64)), device)
+            for i in range(0, len(self.train_set), 64)
+        ]
+        self.latent_cache = torch.cat(parts, dim=1)
 
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
-        assert self.latent_cache is not None
-        mean, std = self.latent_cache[0, local], self.latent_cache[1, local]
+        if self.latent_cache is not None:
+            mean, std = self.latent_cache[0, local], self.latent_cache[1, local]
+        else:  # streamed: this batch's images from disk, through the frozen VAE
+            mean, std = self._encode(self.train_set.images(local), device)
         latents = mean + std * torch.randn(mean.shape, generator=generator)
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(
