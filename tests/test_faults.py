@@ -218,6 +218,16 @@ def test_explain_on_a_full_disk_names_the_folder_and_resumes(world, tmp_path, ca
     assert [json.loads(line)["status"] for line in _lines(out / INDEX)] == ["ok"]
 
 
+def test_evaluate_on_a_full_disk_names_the_index_and_leaves_no_metrics(world, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--generator", "phantom-templater", "--model", "phantom-templater", "--data"]
+    argv += [str(world), "--out", str(out), "--n", "1", "--steps", "2", "--baselines", "none"]
+    _full_disk(monkeypatch)
+    assert main(argv) == 2
+    _says_disk_full(capsys.readouterr().err, "evaluate", out / "explanations" / INDEX)
+    assert not (out / "metrics.json").exists()
+
+
 def test_train_on_a_full_disk_names_the_checkpoint_and_keeps_no_half_one(tmp_path, capsys, monkeypatch):
     data = make_prepared(tmp_path / "data", n=12)
     config = write_test_config(tmp_path / "vae.json", "vae")
