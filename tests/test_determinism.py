@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cvlm.environment import RECORDED_PACKAGES
 from cvlm.explain import INDEX
@@ -41,6 +42,10 @@ def _without_timing(record: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.backends.mkl.is_available(),
+    reason="thread-count independence rests on MKL's strict reproducibility mode (MKL_CBWR)",
+)
 def test_explain_is_bitwise_identical_on_one_and_two_threads(images, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _explain(images, one, 1)
