@@ -279,6 +279,21 @@ def test_the_csv_reader_keeps_good_rows_and_names_each_bad_one(tmp_path, rows):
     assert all(message.startswith(f"{path}:") for message in batch.skipped)
 
 
+def test_an_enormous_csv_cell_is_read_and_one_past_the_limit_skipped(tmp_path, monkeypatch):
+    import csv
+
+    import cvlm.labeler.io
+
+    path = tmp_path / "reports.csv"
+    path.write_text("id,report\n1," + "No effusion. " * 20_000 + "\n2,Cardiomegaly.\n")  # 260 KB cell
+    assert read_reports(path).ids == ["1", "2"]
+    before = csv.field_size_limit()
+    monkeypatch.setattr(cvlm.labeler.io, "MAX_CSV_FIELD", 1000)
+    batch = read_reports(path)
+    assert batch.ids == ["2"] and "field larger than field limit" in batch.skipped[0], batch.skipped
+    assert csv.field_size_limit() == before  # the process-wide limit is put back
+
+
 def test_label_goes_on_past_bad_lines_and_non_utf8_text(tmp_path, capsys):
     path = tmp_path / "r.jsonl"
     good = json.dumps({"id": "ok", "text": "Moderate cardiomegaly."}).encode()

@@ -113,26 +113,43 @@ def _read_jsonl(path: Path) -> ReportBatch:
     return batch
 
 
+MAX_CSV_FIELD = 64 * 2**20
+"""Largest CSV cell read, in characters (Python's csv module stops at 128 KiB by default)."""
+
+
 def _read_csv(path: Path) -> ReportBatch:
     batch = ReportBatch()
-    # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first column.
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or ())
-        text_column = "report" if "report" in columns else "text" if "text" in columns else None
-        if "id" not in columns or text_column is None:
-            raise ReportInputError(
-                f"{path}: needs an 'id' and a 'report' (or 'text') column; found {sorted(columns)}."
-            )
-        for row in reader:
-            # DictReader puts surplus cells under None and fills missing ones with None.
-            if None in row or row[text_column] is None or not row["id"]:
-                batch.skip(f"{path}:{reader.line_num}: malformed row (wrong number of cells or empty id)")
-                continue
-            if not (_utf8(row["id"]) and _utf8(row[text_column])):
-                batch.skip(f"{path}:{reader.line_num}: not UTF-8 text")
-                continue
-            batch.add(row["id"], row[text_column])
+    # csv's cell limit is process-wide: raised for this read only, then put back.
+    limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first
+        # column.
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or ())
+            text_column = "report" if "report" in columns else "text" if "text" in columns else None
+            if "id" not in columns or text_column is None:
+                raise ReportInputError(
+                    f"{path}: needs an 'id' and a 'report' (or 'text') column; found {sorted(columns)}."
+                )
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as err:  # a cell above MAX_CSV_FIELD, ...: that row, not the file
+                    batch.skip(f"{path}: row after line {reader.line_num}: malformed ({err})")
+                    continue
+                # DictReader puts surplus cells under None and fills missing ones with None.
+                if None in row or row[text_column] is None or not row["id"]:
+                    batch.skip(f"{path}:{reader.line_num}: malformed row (wrong number of cells or empty id)")
+                    continue
+                if not (_utf8(row["id"]) and _utf8(row[text_column])):
+                    batch.skip(f"{path}:{reader.line_num}: not UTF-8 text")
+                    continue
+                batch.add(row["id"], row[text_column])
+    finally:
+        csv.field_size_limit(limit)
     return batch
 
 
