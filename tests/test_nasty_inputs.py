@@ -169,6 +169,21 @@ def test_generate_goes_on_past_every_nasty_file_and_names_each_once(corpus, two_
             assert err.count(f"skipped {path}:") == 1, (path.name, err)
 
 
+def test_explain_goes_on_past_every_nasty_file(corpus, two_phantoms, tmp_path, capsys):
+    from cvlm.explain import INDEX
+
+    bad = [p for n, p in corpus.items() if not n.startswith("good") and p.suffix.lower() in SUFFIXES]
+    out = tmp_path / "x"
+    argv = ["explain", "--generator", "phantom-templater", "--model", "phantom-templater", "--steps", "2"]
+    assert main([*argv, *map(str, [*bad, two_phantoms[0]]), "--out", str(out)]) == 0
+    rows = {Path(r["input"]).name: r for r in map(json.loads, (out / INDEX).read_text().splitlines())}
+    assert rows.pop(two_phantoms[0].name)["status"] == "ok"
+    assert sorted(rows) == sorted(p.name for p in bad)
+    assert all(r["status"] == "error" and r["error"].startswith(r["input"]) for r in rows.values()), rows
+    err = capsys.readouterr().err
+    assert all(err.count(f"skipped {p}:") == 1 for p in bad), err
+
+
 # ------------------------------------------------------------------------------- properties: images
 @FEW
 @given(data=st.binary(max_size=2048), suffix=st.sampled_from(SUFFIXES))
@@ -318,6 +333,37 @@ def test_a_path_from_a_data_file_never_leads_outside_its_folder(tmp_path, parts)
         assert "manifest.jsonl:1" in str(err)
         return
     assert full.is_relative_to(tmp_path / "data")
+
+
+@FEW
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.sampled_from(['"idimagesplitprompt"', "5", "[]", "null", '{"id": 1}']),
+            st.fixed_dictionaries(
+                {
+                    "id": st.one_of(st.text(max_size=5), st.integers()),
+                    "image": st.one_of(st.sampled_from(["a.png", "../x.png", "/etc/passwd"]), st.integers()),
+                    "split": st.sampled_from(["train", "validate", "nope", ["train"]]),
+                    "prompt": st.text(max_size=20),
+                }
+            ).map(json.dumps),
+        ),
+        max_size=6,
+    )
+)
+def test_the_manifest_reader_returns_rows_inside_the_folder_or_a_clear_error(tmp_path, lines):
+    from cvlm.prepare import load_manifest
+
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    for read in (read_manifest, load_manifest):
+        try:
+            rows = read(tmp_path)
+        except ValueError as err:  # DatasetError is one
+            assert str(tmp_path / "manifest.jsonl") in str(err), err
+            continue
+        assert all(Path(r["image"]).is_relative_to(tmp_path) for r in rows)
 
 
 def test_a_manifest_naming_files_outside_its_folder_is_refused(tmp_path):

@@ -267,6 +267,8 @@ def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:
                 row = json.loads(raw)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
+            if not isinstance(row, dict) or "split" not in row:
+                raise ValueError(f'{path}:{number}: expected a JSON object with "image" and "split".')
             row["image"] = str(path_inside(row.get("image"), prepared, f"{path}:{number}", roots))
             if split is None or row["split"] == split:
                 rows.append(row)

@@ -95,10 +95,12 @@ def read_manifest(folder: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
         missing = [k for k in ("id", "image", "split", "prompt") if k not in row]
         if missing:
             raise ValueError(f"{path}:{number}: missing {', '.join(missing)}.")
-        if row["split"] not in SPLITS:
+        if not isinstance(row["split"], str) or row["split"] not in SPLITS:
             raise ValueError(f"{path}:{number}: split {row['split']!r} is not one of {SPLITS}.")
         row["image"] = str(path_inside(row["image"], folder, f"{path}:{number}", data_root))
         rows.append(row)
