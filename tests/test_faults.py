@@ -86,6 +86,13 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "a temporary file was left behind"
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_new_file(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert atomic.stat().st_mode == plain.stat().st_mode
+
+
 def test_append_lines_writes_whole_lines_and_names_the_file_on_a_full_disk(tmp_path, monkeypatch):
     log = tmp_path / "index.jsonl"
     append_lines(log, ['{"a": 1}', '{"b": 2}\n'])

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 """errno values that mean "the disk (or the user's quota) is full"."""
 
 
@@ -104,6 +104,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            # mkstemp makes the file private (0600); results get the permissions any new file gets.
+            os.chmod(tmp, 0o666 & ~_umask())
             _write_all(fd, data)
             # Without fsync a crash of the machine (not only of the process) could leave an empty file
             # under the final name after the rename.
@@ -118,6 +120,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             raise
         raise _wrapped(err, path) from err
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
