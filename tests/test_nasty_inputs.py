@@ -55,6 +55,22 @@ def _jpeg_claiming(source: bytes, width: int, height: int) -> bytes:
     return source[:at] + struct.pack(">HH", height, width) + source[at + 4 :]
 
 
+def _tiff_claiming(path: Path, width: int, height: int) -> Path:
+    """A 16 x 16 TIFF whose ImageWidth / ImageLength tags are rewritten to claim another size."""
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8))
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        offsets = {name: tags[name].valueoffset for name in ("ImageWidth", "ImageLength")}
+        fmt = tif.byteorder + "I"  # the tags are LONG (type 4) as tifffile writes them
+    struct.pack_into(fmt, data, offsets["ImageWidth"], width)
+    struct.pack_into(fmt, data, offsets["ImageLength"], height)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _dicom(path: Path, pixels: np.ndarray, **elements) -> Path:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -98,6 +114,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     for name, data in files.items():
         (root / name).write_bytes(data)
     _dicom(root / "huge.dcm", np.zeros((16, 16), np.uint16), Rows=30_000, Columns=30_000)
+    _tiff_claiming(root / "huge.tif", 50_000, 50_000)
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(root / "dot-1x1.png")
     nan = np.full((32, 32), np.nan, np.float32)
     import tifffile
@@ -123,7 +140,9 @@ def test_every_nasty_file_is_refused_with_its_name_and_every_good_one_read(corpu
     assert grown_mb < 300, grown_mb
 
 
-@pytest.mark.parametrize("name", ["bomb-100000.png", "huge-9000.png", "huge-60000.jpg", "huge.dcm"])
+@pytest.mark.parametrize(
+    "name", ["bomb-100000.png", "huge-9000.png", "huge-60000.jpg", "huge.dcm", "huge.tif"]
+)
 def test_huge_dimensions_are_refused_before_decoding(corpus, name):
     started = time.perf_counter()
     with pytest.raises(XrayReadError, match=r"too large|larger than cvlm reads"):
