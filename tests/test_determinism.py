@@ -33,6 +33,7 @@ def _explain(images: list[Path], out: Path, threads: int) -> None:
     cmd += [str(threads), *map(str, images), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("OMP_NUM_THREADS", None)  # --threads decides
+    env.pop("MKL_CBWR", None)  # the cvlm command sets it
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
