@@ -257,7 +257,7 @@ class Explainer:
         # oneDNN's convolutions sum in an order that depends on the thread count (the VAE's output
         # differed by 1e-6 between 1 and 2 threads); torch's own convolutions with MKL in strict CNR
         # mode (cvlm.threads) do not. No cost: the VAE is 2x slower, the UNet that dominates a little
-        # faster (T=50, 2 threads: 6.9 s per image against 7.7 s with oneDNN).
+        # faster (T=50, 2 threads: 7.0 s per image against 7.6 s with oneDNN).
         with _without_onednn():
             return self._explain(image, name)
 
