@@ -250,6 +250,22 @@ def test_train_on_a_full_disk_names_the_checkpoint_and_keeps_no_half_one(tmp_pat
 
 
 # ------------------------------------------------------------------------------------- kill and rerun
+def test_a_rerun_of_prepare_lists_each_failed_image_once(world, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(world, tmp_path / "w")
+    victim = next(r for r in load_dataset(copy) if r.split == "train")
+    victim.image_path.write_bytes(b"not an image")
+    for _ in range(2):  # the failed image is tried again each run, and listed once
+        prepare("phantom-templater", copy, tmp_path / "p", progress=False)
+        failures = [json.loads(line) for line in _lines(tmp_path / "p" / "failures.jsonl")]
+        assert [f["id"] for f in failures] == [victim.dicom_id]
+    shutil.copy(next(p for p in (world / "files").rglob(victim.image_path.name)), victim.image_path)
+    again = prepare("phantom-templater", copy, tmp_path / "p", progress=False)
+    assert again.n_written == 1 and again.n_failed == 0
+    assert not (tmp_path / "p" / "failures.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_a_killed_prepare_resumes_with_one_complete_line_per_image(world, tmp_path):
     module = tmp_path / "slow_generator.py"
