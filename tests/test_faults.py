@@ -161,8 +161,15 @@ def test_an_unwritable_output_fails_before_any_work(verb, world, tmp_path, capsy
 
 
 # ------------------------------------------------------------------------------- a full disk, per verb
-def _full_disk(monkeypatch) -> None:
+def _full_disk(monkeypatch, after: int = 0) -> None:
+    """Every output write fails with ENOSPC, after the first ``after`` ones."""
+    calls = []
+    write_all = cvlm.safeio._write_all
+
     def full(fd: int, data: bytes) -> None:
+        calls.append(fd)
+        if len(calls) <= after:
+            return write_all(fd, data)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cvlm.safeio, "_write_all", full)
@@ -176,7 +183,7 @@ def _says_disk_full(err: str, verb: str, path: Path) -> None:
 def test_prepare_on_a_full_disk_names_the_manifest_and_resumes(world, tmp_path, capsys, monkeypatch):
     out = tmp_path / "p"
     argv = ["prepare", "--generator", "phantom-templater", "--data", str(world), "--out", str(out)]
-    _full_disk(monkeypatch)
+    _full_disk(monkeypatch, after=1)  # prepare.json is written, then the disk is full
     assert main(argv) == 2
     _says_disk_full(capsys.readouterr().err, "prepare", out / "manifest.jsonl")
     monkeypatch.undo()

@@ -398,6 +398,23 @@ def test_a_manifest_naming_files_outside_its_folder_is_refused(tmp_path):
     assert read_manifest(folder)[0]["image"] == str(folder / "images" / "a.png")
 
 
+def test_a_prepared_folder_over_symlinked_images_is_read(two_phantoms, tmp_path):
+    # MIMIC-CXR-JPG is often a folder of links to another disk: its images are inside the data folder.
+    import shutil
+
+    from cvlm.prepare import prepare
+
+    world = shutil.copytree(two_phantoms[0].parents[4], tmp_path / "w")
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    for image in (world / "files").rglob("*.jpg"):
+        image.rename(elsewhere / image.name)
+        image.symlink_to(elsewhere / image.name)
+    prepare("phantom-templater", world, tmp_path / "p", splits=("train", "validate", "test"), progress=False)
+    rows = read_manifest(tmp_path / "p")
+    assert len(rows) == 2 and all(Path(r["image"]).is_relative_to(world.absolute()) for r in rows)
+
+
 def test_a_phantom_world_truth_file_cannot_lead_outside_the_world(two_phantoms, tmp_path):
     import shutil
 

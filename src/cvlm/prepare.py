@@ -17,6 +17,7 @@ Output folder:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,16 @@ def _done_ids(path: Path) -> set[str]:
         with path.open("r+b") as handle:
             handle.truncate(good_bytes)
     return done
+
+
+def _absolute(path: str | Path) -> str:
+    """An absolute path with ``..`` folded but symlinks kept.
+
+    Symlinks are not resolved: a data folder whose images link to another disk must stay "inside" the
+    data folder that ``prepare.json`` records, or the manifest's readers refuse its paths
+    (:func:`cvlm.data.path_inside`).
+    """
+    return os.path.normpath(Path(path).absolute())
 
 
 def _forget_failures(path: Path, ids: set[str]) -> None:
@@ -171,13 +182,14 @@ def prepare(
     settings = {
         "cvlm_version": __version__,
         "generator": None if prompts == "gt" else generator_name,
-        "data": str(Path(data).resolve()),
+        "data": _absolute(data),
         "prompts": prompts,
         "labeler": type(labeler).__name__,
         "uncertainty_policy": policy.value,
         "splits": list(splits),
     }
     settings_path = out / SETTINGS
+    earlier: dict = {}
     if settings_path.exists():
         earlier = json.loads(settings_path.read_text(encoding="utf-8"))
         mismatched = {
@@ -190,6 +202,10 @@ def prepare(
                 f"{out} was prepared with other settings ({', '.join(sorted(mismatched))}); "
                 "use a new --out folder."
             )
+
+    # Recorded now, not only at the end: a killed run's manifest names its data folder too, so its
+    # absolute image paths are accepted by the readers (cvlm.data.path_inside).
+    atomic_write_text(settings_path, json.dumps({**earlier, **settings}, indent=2) + "\n")
 
     # 3. Skip what an interrupted run already wrote; images that failed before are tried again (the
     # file may have been fixed), so their old failure lines go: each image is listed at most once.
@@ -222,7 +238,7 @@ def prepare(
             ):
                 line = {
                     "id": record.dicom_id,
-                    "image": str(Path(record.image_path).resolve()),
+                    "image": _absolute(record.image_path),
                     "split": record.split,
                     "report": report,
                     "labels": {k: v for k, v in label.items() if v is not None},
