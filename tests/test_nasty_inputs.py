@@ -188,19 +188,29 @@ def test_generate_goes_on_past_every_nasty_file_and_names_each_once(corpus, two_
             assert err.count(f"skipped {path}:") == 1, (path.name, err)
 
 
-def test_explain_goes_on_past_every_nasty_file(corpus, two_phantoms, tmp_path, capsys):
+def test_explain_goes_on_past_every_nasty_file_and_odd_names_resume(corpus, two_phantoms, tmp_path, capsys):
     from cvlm.explain import INDEX
 
     bad = [p for n, p in corpus.items() if not n.startswith("good") and p.suffix.lower() in SUFFIXES]
+    # Good images under names that are not UTF-8, hold a newline or a snowman: explained and, on a
+    # rerun, found in the index.
+    odd = [
+        tmp_path / name for name in (b"caf\xe9.jpg".decode("utf-8", "surrogateescape"), "a\nb.jpg", "☃ x.jpg")
+    ]
+    for path in odd:
+        path.write_bytes(two_phantoms[0].read_bytes())
     out = tmp_path / "x"
     argv = ["explain", "--generator", "phantom-templater", "--model", "phantom-templater", "--steps", "2"]
-    assert main([*argv, *map(str, [*bad, two_phantoms[0]]), "--out", str(out)]) == 0
+    argv += [*map(str, [*bad, *odd]), "--out", str(out)]
+    assert main(argv) == 0
     rows = {Path(r["input"]).name: r for r in map(json.loads, (out / INDEX).read_text().splitlines())}
-    assert rows.pop(two_phantoms[0].name)["status"] == "ok"
+    assert all(rows.pop(path.name)["status"] == "ok" for path in odd)
     assert sorted(rows) == sorted(p.name for p in bad)
     assert all(r["status"] == "error" and r["error"].startswith(r["input"]) for r in rows.values()), rows
     err = capsys.readouterr().err
     assert all(err.count(f"skipped {p}:") == 1 for p in bad), err
+    assert main(argv) == 0
+    assert f"Explained 0, {len(bad) + len(odd)} already done" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------- properties: images
