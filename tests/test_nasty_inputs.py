@@ -290,7 +290,7 @@ def test_an_enormous_report_is_labeled_in_linear_time():
 @FEW
 @given(lines=st.lists(st.one_of(st.binary(max_size=80), st.sampled_from(
     [b'{"id": 1, "text": "No effusion."}', b'{"id": "a"}', b"[1, 2]", b'{"id": "b", "report": 3}',
-     b'{"id": "c", "text": "Cardiomegaly \xff\xfe."}', b"{not json", b""]
+     b'{"id": "c", "text": "Cardiomegaly \xff\xfe."}', b"{not json", b"", b"[" * 5000]
 )), max_size=12))  # fmt: skip
 def test_the_jsonl_reader_keeps_good_lines_and_names_each_bad_one(tmp_path, lines):
     path = tmp_path / "reports.jsonl"
@@ -369,7 +369,7 @@ def test_a_path_from_a_data_file_never_leads_outside_its_folder(tmp_path, parts)
     lines=st.lists(
         st.one_of(
             st.text(max_size=60),
-            st.sampled_from(['"idimagesplitprompt"', "5", "[]", "null", '{"id": 1}']),
+            st.sampled_from(['"idimagesplitprompt"', "5", "[]", "null", '{"id": 1}', "[" * 5000]),
             st.fixed_dictionaries(
                 {
                     "id": st.one_of(st.text(max_size=5), st.integers()),

@@ -254,7 +254,7 @@ def _iter_truth(root: Path) -> Iterator[Record]:
             where = f"{path}, line {number}"
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise DatasetError(f"{where}: not valid JSON ({err}).") from err
             yield _truth_record(root, entry, where)
 

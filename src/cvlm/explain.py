@@ -506,7 +506,7 @@ def _read_index(path: Path) -> dict[str, dict]:
             try:
                 row = json.loads(raw)
                 done[row["input"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
                 continue
     return done
 

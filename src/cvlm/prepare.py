@@ -71,7 +71,7 @@ def _done_ids(path: Path) -> set[str]:
         for raw in handle:
             try:
                 done.add(json.loads(raw)["id"])
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError, UnicodeDecodeError):
                 break
             good_bytes += len(raw)
     if good_bytes < path.stat().st_size:
@@ -99,7 +99,7 @@ def _forget_failures(path: Path, ids: set[str]) -> None:
         try:
             if json.loads(raw)["id"] not in ids:
                 kept.append(raw)
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
             continue
     if kept:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
@@ -281,7 +281,7 @@ def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:
         for number, raw in enumerate(handle, 1):
             try:
                 row = json.loads(raw)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
             if not isinstance(row, dict) or "split" not in row:
                 raise ValueError(f'{path}:{number}: expected a JSON object with "image" and "split".')

@@ -93,7 +93,7 @@ def read_manifest(folder: str | Path) -> list[dict]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
             raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")

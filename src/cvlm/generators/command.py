@@ -102,7 +102,7 @@ class CommandGenerator(ReportGenerator):
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise GeneratorError(
                     f"command {self.name}: stdout line {number} is not JSON ({err}): {line[:200]!r}. "
                     "Write logs to stderr."

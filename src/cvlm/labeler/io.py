@@ -99,8 +99,8 @@ def _read_jsonl(path: Path) -> ReportBatch:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
-                batch.skip(f"{path}:{number}: not valid JSON ({err.msg})")
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
+                batch.skip(f"{path}:{number}: not valid JSON ({getattr(err, 'msg', err)})")
                 continue
             if not isinstance(record, dict) or "id" not in record:
                 batch.skip(f'{path}:{number}: expected an object with "id" and "text" (or "report")')
