@@ -338,6 +338,20 @@ def test_an_enormous_csv_cell_is_read_and_one_past_the_limit_skipped(tmp_path, m
     assert csv.field_size_limit() == before  # the process-wide limit is put back
 
 
+def test_prepare_from_report_texts_goes_on_past_one_that_is_not_utf8(two_phantoms, tmp_path):
+    import shutil
+
+    from cvlm.data import load_dataset
+    from cvlm.prepare import prepare
+
+    world = shutil.copytree(two_phantoms[0].parents[4], tmp_path / "w")
+    victim, _ = load_dataset(world)
+    victim.report_path.write_bytes(b"FINDINGS: caf\xe9 \xff\xfe")
+    result = prepare("unused", world, tmp_path / "p", prompts="gt", splits=("train", "validate", "test"))
+    assert result.n_written == 1 and result.n_failed == 1
+    assert result.failures[0][0] == str(victim.image_path) and "cannot read report" in result.failures[0][1]
+
+
 def test_label_goes_on_past_bad_lines_and_non_utf8_text(tmp_path, capsys):
     path = tmp_path / "r.jsonl"
     good = json.dumps({"id": "ok", "text": "Moderate cardiomegaly."}).encode()

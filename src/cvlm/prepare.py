@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cvlm import __version__
-from cvlm.data import Record, load_dataset, path_inside, prepared_data_roots, read_report
+from cvlm.data import DatasetError, Record, load_dataset, path_inside, prepared_data_roots, read_report
 from cvlm.generators import GeneratorError, ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
@@ -221,8 +221,13 @@ def prepare(
     with tqdm(total=len(todo), desc=f"prepare ({prompts})", disable=not progress, unit="img") as bar:
         for batch in _batches(todo, batch_size):
             if prompts == "gt":
-                kept, failures = batch, []
-                reports = [read_report(r.report_path) for r in kept]
+                kept, reports, failures = [], [], []
+                for record in batch:
+                    try:
+                        reports.append(read_report(record.report_path))
+                        kept.append(record)
+                    except DatasetError as err:  # not UTF-8, unreadable: that study, not the run
+                        failures.append(_failure(record, str(err).removeprefix(f"{record.report_path}: ")))
             else:
                 kept, images, failures = _read_batch(batch)
                 try:
