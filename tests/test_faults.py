@@ -72,6 +72,16 @@ def _lines(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ the building blocks
+def test_doctests():
+    import doctest
+
+    import cvlm.environment
+
+    for module in (cvlm.safeio, cvlm.environment):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, (module, result)
+
+
 def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     target = atomic_write_text(tmp_path / "metrics.json", '{"old": 1}')
 
