@@ -87,7 +87,10 @@ class CommandGenerator(ReportGenerator):
             stdout, stderr = proc.communicate(stdin, timeout=self.timeout)
         except subprocess.TimeoutExpired as err:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                if hasattr(os, "killpg"):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:  # Windows: no process groups to kill; the program itself
+                    proc.kill()
             proc.communicate()
             raise GeneratorError(
                 f"command {shlex.join(self.argv)} took over {self.timeout:g} s and was stopped "
