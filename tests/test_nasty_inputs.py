@@ -468,6 +468,15 @@ def test_a_command_that_cannot_start_is_a_clear_error(tmp_path):
         CommandGenerator([str(tmp_path / "no-such-program")]).generate([np.zeros((16, 16), np.float32)])
 
 
+def test_a_misspelt_key_in_a_generator_spec_is_a_clear_error(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"adapter": "command", "command": "true", "timout": 5}))
+    out = tmp_path / "r.jsonl"
+    assert main(["generate", "--generator", str(spec), str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:" in err and "timout" in err and "Traceback" not in err, err
+
+
 def test_generate_goes_on_past_a_batch_the_command_crashes_on(two_phantoms, tmp_path, capsys):
     # Crashes on its first run, prints garbage on its second, answers from the third on.
     script = tmp_path / "flaky.py"
