@@ -477,6 +477,16 @@ def test_a_misspelt_key_in_a_generator_spec_is_a_clear_error(tmp_path, capsys):
     assert f"{spec}:" in err and "timout" in err and "Traceback" not in err, err
 
 
+def test_train_names_a_config_that_is_not_an_object_and_a_missing_vae(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text("[1, 2]")
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
+    assert main([*argv, "--config", str(config)]) == 2
+    assert f"{config}: a configuration is a JSON object, got list" in capsys.readouterr().err
+    assert main([*argv, "--config", "tiny", "--vae", str(tmp_path / "no-vae")]) == 2
+    assert f"--vae {tmp_path / 'no-vae'}: no such folder" in capsys.readouterr().err
+
+
 def test_generate_goes_on_past_a_batch_the_command_crashes_on(two_phantoms, tmp_path, capsys):
     # Crashes on its first run, prints garbage on its second, answers from the third on.
     script = tmp_path / "flaky.py"

@@ -242,6 +242,8 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
             override = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err}).") from err
+        if not isinstance(override, dict):
+            raise ValueError(f"{path}: a configuration is a JSON object, got {type(override).__name__}.")
     merged = copy.deepcopy(TINY_CONFIG)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):

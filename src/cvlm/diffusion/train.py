@@ -664,6 +664,11 @@ def train(options: TrainOptions) -> TrainResult:
     """
     start = time.perf_counter()
     out = Path(options.out)
+    for flag, folder in (("--vae", options.vae), ("--init", options.init)):
+        # Checked here: diffusers would answer a missing local folder with "couldn't connect to
+        # huggingface.co", which sends the user looking for a network problem.
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} {folder}: no such folder.")
     accelerator = _accelerator(options)
     world, rank = accelerator.num_processes, accelerator.process_index
     if options.batch_size % world:
@@ -843,7 +848,7 @@ def _is_vae(options: TrainOptions) -> bool:
     if options.config == "vae":
         return True
     path = Path(options.config)
-    return path.suffix == ".json" and path.is_file() and json.loads(path.read_text()).get("kind") == "vae"
+    return path.suffix == ".json" and path.is_file() and resolve_config(path).get("kind") == "vae"
 
 
 class _ema_weights:
