@@ -463,6 +463,26 @@ def test_a_hanging_command_is_stopped_with_everything_it_started():
     assert time.perf_counter() - started < 10
 
 
+def test_ctrl_c_while_a_command_runs_stops_the_command_too(monkeypatch):
+    import os
+    import subprocess
+
+    started = []
+    communicate = subprocess.Popen.communicate
+
+    def interrupted(self, *args, **kwargs):
+        if not started:
+            started.append(self.pid)
+            raise KeyboardInterrupt
+        return communicate(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        CommandGenerator(["sleep", "30"]).generate([np.zeros((16, 16), np.float32)])
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running in its own session
+        os.kill(started[0], 0)
+
+
 def test_a_command_that_cannot_start_is_a_clear_error(tmp_path):
     with pytest.raises(GeneratorError, match="cannot be started"):
         CommandGenerator([str(tmp_path / "no-such-program")]).generate([np.zeros((16, 16), np.float32)])

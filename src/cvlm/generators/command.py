@@ -24,6 +24,16 @@ from cvlm.generators.base import GeneratorError, ReportGenerator
 from cvlm.xray import write_png
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a program started in its own session, with every process it started, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # Windows: no process groups; the program itself
+            proc.kill()
+    proc.communicate()
+
+
 class CommandGenerator(ReportGenerator):
     """Run ``command`` once per batch and read its reports.
 
@@ -86,16 +96,15 @@ class CommandGenerator(ReportGenerator):
         try:
             stdout, stderr = proc.communicate(stdin, timeout=self.timeout)
         except subprocess.TimeoutExpired as err:
-            with contextlib.suppress(ProcessLookupError):
-                if hasattr(os, "killpg"):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:  # Windows: no process groups to kill; the program itself
-                    proc.kill()
-            proc.communicate()
+            _stop(proc)
             raise GeneratorError(
                 f"command {shlex.join(self.argv)} took over {self.timeout:g} s and was stopped "
                 "(raise the adapter's timeout if it is just slow)."
             ) from err
+        except BaseException:
+            # Ctrl-C reaches only cvlm's process group now: stop the program too, do not orphan it.
+            _stop(proc)
+            raise
         return subprocess.CompletedProcess(self.argv, proc.returncode, stdout, stderr)
 
     def _parse(self, stdout: str, n: int) -> list[str]:
