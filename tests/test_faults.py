@@ -323,7 +323,7 @@ def test_a_killed_evaluate_resumes_with_one_result_per_image(world, tmp_path):
     rows = [json.loads(line) for line in _lines(index)]
     assert len(rows) == len({r["input"] for r in rows}) == 4 and all(r["status"] == "ok" for r in rows)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_images"] == 4 and not metrics["failed"]
+    assert metrics["n_images"] == 4 and not metrics["failed"] and metrics["versions"]["torch"]
     with (out / "per_case.csv").open(newline="") as handle:
         cases = list(csv.DictReader(handle))
     assert len(cases) == metrics["n_edits"] + metrics["addition"]["n_edits"]

@@ -40,6 +40,7 @@ import numpy as np
 
 from cvlm.baselines import FindingTarget, SaliencyMethod, available_baselines, load_baselines
 from cvlm.data import Record, load_dataset, read_mask
+from cvlm.environment import versions
 from cvlm.explain import INDEX, Explainer, explain_files
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, normalise
 from cvlm.metrics import (
@@ -312,6 +313,7 @@ def evaluate(
         options=explainer.options.to_dict(),
         failed=[{"input": s, "error": e} for s, e in summary.failed],
         wall_seconds_this_run=round(elapsed, 2),
+        versions=versions(),
     )
     out.mkdir(parents=True, exist_ok=True)
     # The table first, the metrics last: a metrics.json on disk always comes with its complete table.
