@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cvlm-installed
 
-.PHONY: demo test lint format setup clean
+.PHONY: demo test test-fast test-slow lint format setup clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The quick checks alone, and the slow job alone (kill / resume in subprocesses, determinism across
+# thread counts, accelerate launch, the browser): together they are `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "bundled": 0,
     "environment": 0,
     "threads": 0,
+    "safeio": 0,
     "phantoms": 1,
     "labeler": 1,
     "prompts": 1,

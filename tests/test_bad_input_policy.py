@@ -152,7 +152,7 @@ def test_train_skips_an_unreadable_image_of_the_prepared_set(world, tmp_path, ca
     prepared = prepare("phantom-templater", world, tmp_path / "p", progress=False).out
     rows = [json.loads(line) for line in (prepared / "manifest.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
-    copy = tmp_path / "bad.png"
+    copy = prepared / "bad.png"  # inside the prepared folder: a manifest may not lead elsewhere
     copy.write_bytes(NOT_AN_IMAGE)
     train[0]["image"] = str(copy)
     (prepared / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))

@@ -550,3 +550,32 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
     # The card names the levers (the command alone would not say what --config held).
     card = write_card(tmp_path / "fast", None, None, "phantom-test", tmp_path / "fast-card").read_text()
     assert f"training options: `--config {config} --snr-gamma 5.0 --grown-lr-scale 20.0`" in card
+
+
+def test_streamed_images_are_read_per_batch_and_equal_the_held_ones(world):
+    from cvlm.diffusion.dataset import load_split
+
+    held = load_split(world["data"], "train", 32)
+    streamed = load_split(world["data"], "train", 32, stream=True)
+    assert streamed.streamed and streamed.pixels is None and not held.streamed
+    index = torch.tensor([5, 0, 3])
+    assert torch.equal(streamed.images(index), held.images(index))
+    assert torch.equal(streamed.images(slice(2, 4)), held.images(slice(2, 4)))
+    assert torch.equal(streamed.subset(4).pixels, held.subset(4).pixels)
+
+
+def test_streamed_training_holds_no_images_and_resumes_exactly(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from cvlm.diffusion.train import _DiffusionTask
+
+    task = _DiffusionTask(_options(world, tmp_path / "probe", stream=True), tmp_path / "scratch")
+    task.cache_latents(torch.device("cpu"))
+    assert task.train_set.pixels is None and task.latent_cache is None
+    whole = train(_options(world, tmp_path / "whole", steps=4, stream=True))
+    train(_options(world, tmp_path / "split", steps=4, stream=True, stop_after=3))
+    resumed = train(_options(world, tmp_path / "split", steps=4, stream=True, resume=True))
+    assert whole.finished and resumed.step == 4
+    name = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(tmp_path / "whole" / "last" / name), load_file(tmp_path / "split" / "last" / name)
+    assert all(torch.equal(a[k], b[k]) for k in a)

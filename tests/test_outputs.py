@@ -95,3 +95,12 @@ def test_load_without_arrays_and_errors(tmp_path):
         Explanation.load(tmp_path)
     with pytest.raises(KeyError, match="No add edit"):
         light.edit("Pleural Effusion", "add")
+
+
+def test_saved_arrays_are_never_unpickled(tmp_path):
+    # An explanation folder from someone else: a difference.npy holding pickled objects is refused.
+    folder = _explanation().save(tmp_path / "one")
+    difference = next(folder.rglob("difference.npy"))
+    np.save(difference, np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        Explanation.load(folder)

@@ -438,7 +438,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="tiny | sd-v1 | vae (the tiny VAE) | a JSON file")
     p.add_argument("--data", type=Path, required=True, help="prepared folder")
     p.add_argument("--out", type=Path, required=True, help="model folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in --out (from step 0 if there is none yet)",
+    )
     p.add_argument(
         "--vae", type=Path, help="trained VAE folder (tiny; from `cvlm train --config vae`; default: none)"
     )
@@ -508,6 +512,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective (default: 0)",
     )
     p.add_argument(
+        "--stream-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read training images from disk per batch instead of holding them (and their latents) in "
+        "memory (default: on for sd-v1, off for tiny)",
+    )
+    p.add_argument(
         "--grown-lr-scale",
         type=float,
         default=1.0,
@@ -550,6 +561,7 @@ def _run_train(args: argparse.Namespace) -> int:
             balance=args.balance,
             snr_gamma=args.snr_gamma,
             grown_lr_scale=args.grown_lr_scale,
+            stream=args.stream_images,
         )
     )
     print(
@@ -962,8 +974,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OUTPUT_FILE_VERBS = frozenset({"generate", "label", "validate"})
+"""Verbs whose ``--out`` names a file; for every other verb with ``--out`` it names a folder."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvlm`` console script."""
+    from cvlm.safeio import NO_SPACE, OutputWriteError, check_writable, explain_os_error
     from cvlm.threads import configure_threads
 
     args = build_parser().parse_args(argv)
@@ -976,12 +993,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger = logging.getLogger("cvlm")
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
+    out = getattr(args, "out", None)
     try:
+        if out is not None:
+            # Before any model loads: a read-only or missing-parent output fails in a second, not after
+            # an hour of work whose results then cannot be written.
+            check_writable(out.parent if args.command in OUTPUT_FILE_VERBS else out)
         return int(args.func(args) or 0)
     except (ValueError, OSError) as err:
         # Errors raised at the boundary carry a message that says what to do, and a file system error
-        # (a folder where a file should be, no permission) names its path; no traceback needed.
-        print(f"cvlm {args.command}: error: {err}", file=sys.stderr)
+        # (a folder where a file should be, no permission) names its path; no traceback needed. A full
+        # disk is reported with the output it hit (os.write's error names no file).
+        write_failed = isinstance(err, OutputWriteError) or getattr(err, "errno", None) in NO_SPACE
+        message = explain_os_error(err, out) if write_failed else str(err)
+        print(f"cvlm {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         package_logger.removeHandler(handler)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,7 @@ from PIL import Image
 from cvlm.findings import CHEXPERT_FINDINGS, Labels, check_label
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TRUTH_FILE = "truth.jsonl"
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 
@@ -157,6 +159,52 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read mask ({err}).") from err
 
 
+def path_inside(value: object, root: Path, where: str, also: Iterable[Path] = ()) -> Path:
+    """A path named by a data file, refused if it leads outside the data folder.
+
+    A manifest or ``truth.jsonl`` from someone else must not make cvlm read (or, through an output name,
+    write) files elsewhere: ``../../etc/passwd`` or ``/home/you/.ssh/id_rsa`` is refused. The check is
+    lexical (``..`` folded, no symlinks followed), so a data folder whose images are symlinks to another
+    disk keeps working.
+
+    Args:
+        value: The path as written: relative to ``root``, or absolute.
+        root: The data folder.
+        where: The file and line, for the message.
+        also: Further folders absolute paths may lie in (the data root a prepared folder came from).
+
+    Returns:
+        The path, absolute and normalised.
+
+    Raises:
+        DatasetError: If ``value`` is not a non-empty string or lies outside ``root`` and ``also``.
+    """
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise DatasetError(f"{where}: a path must be a non-empty string, got {value!r}.")
+    raw = Path(value)
+    full = Path(os.path.normpath(raw if raw.is_absolute() else Path(root).absolute() / raw))
+    allowed = [Path(os.path.normpath(Path(r).absolute())) for r in (root, *also)]
+    if not any(full.is_relative_to(folder) for folder in allowed):
+        raise DatasetError(
+            f"{where}: the path {value!r} leads outside the data folder {root}; refused (paths in a "
+            "manifest must name files inside its folder)."
+        )
+    return full
+
+
+def prepared_data_roots(prepared: Path) -> list[Path]:
+    """The data folder a prepared folder was made from (``prepare.json``'s ``data``), if it records one.
+
+    ``cvlm prepare`` names images by absolute paths into that folder; :func:`path_inside` accepts them.
+    """
+    settings = Path(prepared) / "prepare.json"
+    try:
+        data = json.loads(settings.read_text(encoding="utf-8")).get("data")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+    return [Path(data)] if isinstance(data, str) and data else []
+
+
 # ------------------------------------------------------------------------------------ phantom worlds
 def _box(value: object, where: str) -> Box | None:
     if value is None:
@@ -174,18 +222,18 @@ def _truth_record(root: Path, entry: dict, where: str) -> Record:
             subject_id=int(entry["subject_id"]),
             study_id=int(entry["study_id"]),
             split=str(entry["split"]),
-            image_path=root / entry["image"],
-            report_path=root / entry["report"] if entry.get("report") else None,
+            image_path=path_inside(entry["image"], root, where),
+            report_path=path_inside(entry["report"], root, where) if entry.get("report") else None,
             labels=labels,
             view_position=str(entry.get("view_position", "PA")),
             mark_box=_box(entry.get("mark_bbox"), where),
-            mark_mask=root / entry["mark_mask"] if entry.get("mark_mask") else None,
+            mark_mask=path_inside(entry["mark_mask"], root, where) if entry.get("mark_mask") else None,
             case_seed=int(entry["case_seed"]) if entry.get("case_seed") is not None else None,
             has_truth=True,
         )
         for finding in entry["findings"]:
             name = finding["name"]
-            record.masks[name] = root / finding["mask"]
+            record.masks[name] = path_inside(finding["mask"], root, where)
             record.boxes[name] = _box(finding.get("bbox"), where)
             record.laterality[name] = finding.get("laterality")
             record.severity[name] = finding.get("severity")
@@ -206,7 +254,7 @@ def _iter_truth(root: Path) -> Iterator[Record]:
             where = f"{path}, line {number}"
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise DatasetError(f"{where}: not valid JSON ({err}).") from err
             yield _truth_record(root, entry, where)
 
@@ -284,6 +332,9 @@ def _iter_mimic(
     n_missing = 0
     for row in _read_table(meta_path, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
         dicom_id = row["dicom_id"].strip()
+        if not _SAFE_ID.fullmatch(dicom_id):
+            # The id becomes a file name: "../../x" would lead outside files/.
+            raise DatasetError(f"{meta_path}: dicom_id {dicom_id!r} is not a plain file name; refused.")
         view = row["ViewPosition"].strip()
         if views is not None and view not in views:
             continue

@@ -18,6 +18,32 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+RECORDED_PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+)
+"""Packages whose versions every explanation records: the ones its numbers depend on."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of cvlm, Python and the packages an explanation's numbers depend on (no device, no paths).
+
+    Example:
+        >>> sorted(versions())[:3]
+        ['accelerate', 'cvlm', 'diffusers']
+    """
+    return {
+        "cvlm": __version__,
+        "python": platform.python_version(),
+        **{p: _version(p) for p in RECORDED_PACKAGES},
+    }
+
+
 def describe_environment() -> dict[str, str]:
     """Versions of cvlm and its main dependencies, the compute device and the bundled models."""
     import torch

@@ -28,6 +28,7 @@ threshold can be re-scored without re-explaining (``threshold=``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 import zlib
@@ -39,6 +40,7 @@ import numpy as np
 
 from cvlm.baselines import FindingTarget, SaliencyMethod, available_baselines, load_baselines
 from cvlm.data import Record, load_dataset, read_mask
+from cvlm.environment import versions
 from cvlm.explain import INDEX, Explainer, explain_files
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, normalise
 from cvlm.metrics import (
@@ -52,6 +54,7 @@ from cvlm.metrics import (
     wilson_interval,
 )
 from cvlm.outputs import Explanation, Saliency
+from cvlm.safeio import atomic_write_text
 from cvlm.xray import resize
 
 SPLIT_ORDER = {"test": 0, "validate": 1, "train": 2}
@@ -310,10 +313,12 @@ def evaluate(
         options=explainer.options.to_dict(),
         failed=[{"input": s, "error": e} for s, e in summary.failed],
         wall_seconds_this_run=round(elapsed, 2),
+        versions=versions(),
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    # The table first, the metrics last: a metrics.json on disk always comes with its complete table.
     write_rows(rows, out / "per_case.csv")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -417,11 +422,11 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 __all__ = [

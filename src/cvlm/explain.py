@@ -22,12 +22,13 @@ reported and the rest explained, and shards over processes under ``accelerate la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from cvlm.counterfactual import (
 )
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
+from cvlm.environment import versions
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
 from cvlm.generators import ReportGenerator, load_generator
 from cvlm.generators.files import collect_images
@@ -60,6 +62,7 @@ from cvlm.metrics import psnr
 from cvlm.outputs import EXPLANATION_FILE, Edit, Explanation
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
 from cvlm.readout import read_findings
+from cvlm.safeio import OutputWriteError, append_lines, explain_os_error
 from cvlm.xray import XrayReadError, read_xray
 
 logger = logging.getLogger(__name__)
@@ -255,6 +258,15 @@ class Explainer:
             XrayReadError: If the file cannot be read.
             ValueError: If the array is not in the xray convention.
         """
+        # oneDNN's convolutions sum in an order that depends on the thread count (the VAE's output
+        # differed by 1e-6 between 1 and 2 threads); torch's own convolutions with MKL in strict CNR
+        # mode (cvlm.threads) do not. No cost: the VAE is 2x slower, the UNet that dominates a little
+        # faster (T=50, 2 threads: 7.0 s per image against 7.6 s with oneDNN).
+        with _without_onednn():
+            return self._explain(image, name)
+
+    def _explain(self, image: np.ndarray | str | Path, name: str | None) -> Explanation:
+        """The steps of :meth:`__call__`."""
         started = time.perf_counter()
         opts = self.options
         torch.manual_seed(opts.seed)
@@ -383,6 +395,7 @@ class Explainer:
             edits=edits,
             settings=settings,
             seconds=round(time.perf_counter() - started, 3),
+            versions=versions(),
             input=cf.image,
             reconstruction=cf.reconstruction,
             reference=cf.reference if separate else None,
@@ -428,6 +441,20 @@ class Explainer:
                 f"input as {findings or 'normal'}: edits of findings it lost are flagged (baseline_holds)."
             )
         return trusted, notes
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Turn torch's oneDNN CPU kernels off, and back to what they were on exit.
+
+    (``torch.backends.mkldnn.flags`` would do it too, but warns about Intel GPUs on every call.)
+    """
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def explain(
@@ -492,19 +519,14 @@ def _read_index(path: Path) -> dict[str, dict]:
             try:
                 row = json.loads(raw)
                 done[row["input"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
                 continue
     return done
 
 
 def _append(path: Path, row: dict) -> None:
     # One write() on an O_APPEND descriptor: lines from several processes never interleave.
-    data = (json.dumps(row) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    append_lines(path, [json.dumps(row)])
 
 
 def index_row(explanation: Explanation, source: str, folder: str) -> dict[str, Any]:
@@ -593,7 +615,12 @@ def explain_files(
                 else:
                     tmp = scratch / f"{name}.{os.getpid()}"
                     shutil.rmtree(tmp, ignore_errors=True)
-                    explanation.save(tmp)
+                    try:
+                        explanation.save(tmp)
+                    except OSError as err:
+                        # A full disk: the half-written folder goes, the finished ones stay indexed.
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise OutputWriteError(err.errno, explain_os_error(err, final), str(final)) from err
                     os.replace(tmp, final)
                     _append(index, index_row(explanation, source, name))
                     summary.explained += 1

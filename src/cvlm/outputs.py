@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 from matplotlib import colormaps
+from PIL import Image
 
 from cvlm.xray import read_xray, write_png
 
@@ -146,6 +147,9 @@ class Explanation:
         edits: One :class:`Edit` per edited finding.
         settings: Steps, guidance, seed, strengths, frame settings, labeler, uncertainty policy.
         seconds: Wall time of the explanation.
+        versions: cvlm, Python, torch, diffusers, transformers, numpy, ... that made it
+            (:func:`cvlm.environment.versions`); the same versions, inputs and settings give the same
+            bytes on the CPU, whatever the thread count (docs/hardening.md).
         input: ``(h, w)`` float32 in [0, 1], the input at the model's resolution (None when not loaded).
         reconstruction: ``(h, w)`` float32 in [0, 1] (None when not loaded).
         reference: ``(h, w)`` float32 in [0, 1], the image the edits' differences are taken against,
@@ -167,6 +171,7 @@ class Explanation:
     reconstruction_findings: list[str] = field(default_factory=list)
     baseline_findings: list[str] | None = None
     seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
     input: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
     reference: np.ndarray | None = field(default=None, repr=False)
@@ -223,9 +228,9 @@ class Explanation:
                 write_png(edit.counterfactual, edit_dir / "counterfactual.png", bits=16)
             if edit.difference is not None:
                 np.save(edit_dir / "difference.npy", edit.difference.astype(np.float32))
-                cv2.imwrite(str(edit_dir / "difference.png"), heat_map(edit.difference)[..., ::-1])
+                _write_rgb(heat_map(edit.difference), edit_dir / "difference.png")
             overlay = frames_overlay(self.input, [_to_model(f.box, scale) for f in edit.frames])
-            cv2.imwrite(str(edit_dir / "frames.png"), overlay[..., ::-1])
+            _write_rgb(overlay, edit_dir / "frames.png")
         text = json.dumps(self.to_json(), indent=2, default=_json_default)
         (folder / EXPLANATION_FILE).write_text(text + "\n", encoding="utf-8")
         return folder
@@ -291,6 +296,15 @@ def _scale(original_size: list[int], model_shape: tuple[int, ...]) -> tuple[floa
 def _to_model(box: list[int], scale: tuple[float, float]) -> list[int]:
     sx, sy = scale
     return [round(box[0] / sx), round(box[1] / sy), round(box[2] / sx), round(box[3] / sy)]
+
+
+def _write_rgb(rgb: np.ndarray, path: Path) -> None:
+    """Write RGB uint8 ``(H, W, 3)`` as PNG through Pillow.
+
+    Not ``cv2.imwrite``: OpenCV crashed the process (a segmentation fault) on a file name that is not
+    UTF-8, which Linux allows and an input's name carries into its output folder.
+    """
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="PNG")
 
 
 def heat_map(difference: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ Output folder:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cvlm import __version__
-from cvlm.data import Record, load_dataset, read_report
-from cvlm.generators import ReportGenerator, load_generator
+from cvlm.data import DatasetError, Record, load_dataset, path_inside, prepared_data_roots, read_report
+from cvlm.generators import GeneratorError, ReportGenerator, load_generator
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
 from cvlm.readout import read_reports
+from cvlm.safeio import append_lines, atomic_write_text
 from cvlm.xray import XrayReadError, read_xray
 
 PROMPT_MODES = ("generated", "gt", "raw")
@@ -69,13 +71,40 @@ def _done_ids(path: Path) -> set[str]:
         for raw in handle:
             try:
                 done.add(json.loads(raw)["id"])
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError, UnicodeDecodeError):
                 break
             good_bytes += len(raw)
     if good_bytes < path.stat().st_size:
         with path.open("r+b") as handle:
             handle.truncate(good_bytes)
     return done
+
+
+def _absolute(path: str | Path) -> str:
+    """An absolute path with ``..`` folded but symlinks kept.
+
+    Symlinks are not resolved: a data folder whose images link to another disk must stay "inside" the
+    data folder that ``prepare.json`` records, or the manifest's readers refuse its paths
+    (:func:`cvlm.data.path_inside`).
+    """
+    return os.path.normpath(Path(path).absolute())
+
+
+def _forget_failures(path: Path, ids: set[str]) -> None:
+    """Drop the lines of ``ids`` (and a torn last line) from a failures file."""
+    if not path.exists():
+        return
+    kept = []
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(raw)["id"] not in ids:
+                kept.append(raw)
+        except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
+            continue
+    if kept:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    else:
+        path.unlink()
 
 
 def _batches(records: Sequence[Record], size: int) -> Iterator[list[Record]]:
@@ -90,15 +119,14 @@ def _read_batch(batch: list[Record]) -> tuple[list[Record], list, list[dict]]:
             images.append(read_xray(record.image_path))
             kept.append(record)
         except XrayReadError as err:
-            failures.append(
-                {
-                    "id": record.dicom_id,
-                    "image": str(record.image_path),
-                    "error": str(err),
-                    "reason": err.reason,
-                }
-            )
+            failures.append(_failure(record, err.reason, str(err)))
     return kept, images, failures
+
+
+def _failure(record: Record, reason: str, error: str | None = None) -> dict:
+    """A line of ``failures.jsonl``."""
+    error = error or f"{record.image_path}: {reason}"
+    return {"id": record.dicom_id, "image": str(record.image_path), "error": error, "reason": reason}
 
 
 def prepare(
@@ -154,13 +182,14 @@ def prepare(
     settings = {
         "cvlm_version": __version__,
         "generator": None if prompts == "gt" else generator_name,
-        "data": str(Path(data).resolve()),
+        "data": _absolute(data),
         "prompts": prompts,
         "labeler": type(labeler).__name__,
         "uncertainty_policy": policy.value,
         "splits": list(splits),
     }
     settings_path = out / SETTINGS
+    earlier: dict = {}
     if settings_path.exists():
         earlier = json.loads(settings_path.read_text(encoding="utf-8"))
         mismatched = {
@@ -174,45 +203,57 @@ def prepare(
                 "use a new --out folder."
             )
 
-    # 3. Skip what an interrupted run already wrote.
+    # Recorded now, not only at the end: a killed run's manifest names its data folder too, so its
+    # absolute image paths are accepted by the readers (cvlm.data.path_inside).
+    atomic_write_text(settings_path, json.dumps({**earlier, **settings}, indent=2) + "\n")
+
+    # 3. Skip what an interrupted run already wrote; images that failed before are tried again (the
+    # file may have been fixed), so their old failure lines go: each image is listed at most once.
     done = _done_ids(out / MANIFEST)
     todo = [r for r in records if r.dicom_id not in done]
+    _forget_failures(out / FAILURES, {r.dicom_id for r in todo})
     n_written = n_failed = 0
     failed_images: list[tuple[str, str]] = []
     started = time.perf_counter()
 
-    # 4. Generate, label, prompt; append batch by batch.
-    with (
-        (out / MANIFEST).open("a", encoding="utf-8") as manifest,
-        (out / FAILURES).open("a", encoding="utf-8") as failed,
-        tqdm(total=len(todo), desc=f"prepare ({prompts})", disable=not progress, unit="img") as bar,
-    ):
+    # 4. Generate, label, prompt; append batch by batch, each batch in one write (a kill tears at most
+    # the last line, which the next run cuts off).
+    with tqdm(total=len(todo), desc=f"prepare ({prompts})", disable=not progress, unit="img") as bar:
         for batch in _batches(todo, batch_size):
             if prompts == "gt":
-                kept, failures = batch, []
-                reports = [read_report(r.report_path) for r in kept]
+                kept, reports, failures = [], [], []
+                for record in batch:
+                    try:
+                        reports.append(read_report(record.report_path))
+                        kept.append(record)
+                    except DatasetError as err:  # not UTF-8, unreadable: that study, not the run
+                        failures.append(_failure(record, str(err).removeprefix(f"{record.report_path}: ")))
             else:
                 kept, images, failures = _read_batch(batch)
-                reports = gen.generate(images) if images else []
+                try:
+                    reports = gen.generate(images) if images else []
+                except GeneratorError as err:
+                    # The batch is lost, not the run: its images are listed and tried again next time.
+                    failures += [_failure(r, f"the generator failed on its batch: {err}") for r in kept]
+                    kept, reports = [], []
             readout = read_reports(reports, labeler, policy)
+            lines = []
             for record, report, label, findings in zip(
                 kept, reports, readout.labels, readout.findings, strict=True
             ):
                 line = {
                     "id": record.dicom_id,
-                    "image": str(Path(record.image_path).resolve()),
+                    "image": _absolute(record.image_path),
                     "split": record.split,
                     "report": report,
                     "labels": {k: v for k, v in label.items() if v is not None},
                     "findings": findings,
                     "prompt": report if prompts == "raw" else build_prompt(findings),
                 }
-                manifest.write(json.dumps(line) + "\n")
-            for failure in failures:
-                failed.write(json.dumps(failure) + "\n")
-                failed_images.append((failure["image"], failure["reason"]))
-            manifest.flush()
-            failed.flush()
+                lines.append(json.dumps(line))
+            append_lines(out / MANIFEST, lines)
+            append_lines(out / FAILURES, [json.dumps(failure) for failure in failures])
+            failed_images += [(failure["image"], failure["reason"]) for failure in failures]
             n_written += len(kept)
             n_failed += len(failures)
             bar.update(len(batch))
@@ -223,24 +264,33 @@ def prepare(
         n_failed_this_run=n_failed,
         seconds_this_run=round(time.perf_counter() - started, 2),
     )
-    settings_path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(settings_path, json.dumps(settings, indent=2) + "\n")
     return PrepareResult(out, n_written, len(done), n_failed, settings, failed_images)
 
 
 def load_manifest(prepared: str | Path, split: str | None = None) -> list[dict]:
-    """Read a prepared folder's manifest (image paths resolved), optionally one split."""
+    """Read a prepared folder's manifest (image paths resolved), optionally one split.
+
+    Raises:
+        FileNotFoundError: If the folder has no manifest.
+        ValueError: For a line that is not JSON, or an image path that leads outside the prepared folder
+            and the data folder it was prepared from (:func:`cvlm.data.path_inside`).
+    """
     prepared = Path(prepared)
     path = prepared / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `cvlm prepare` first.")
+    roots = prepared_data_roots(prepared)
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, raw in enumerate(handle, 1):
             try:
                 row = json.loads(raw)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise ValueError(f"{path}:{number}: not JSON ({err}).") from err
-            row["image"] = str((prepared / row["image"]).resolve())
+            if not isinstance(row, dict) or "split" not in row:
+                raise ValueError(f'{path}:{number}: expected a JSON object with "image" and "split".')
+            row["image"] = str(path_inside(row.get("image"), prepared, f"{path}:{number}", roots))
             if split is None or row["split"] == split:
                 rows.append(row)
     return rows

@@ -23,6 +23,15 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 WAIT_POLICY = "PASSIVE"
 """The OpenMP wait policy cvlm sets unless the user chose one (see the module docstring)."""
 
+MKL_REPRODUCIBILITY = "AUTO,STRICT"
+"""MKL's conditional numerical reproducibility mode, set unless the user chose one (``MKL_CBWR``).
+
+Without it MKL may split a matrix product's sums differently with 1 and 2 threads, and an explanation's
+counterfactuals differ in the last bits (measured: 1.7e-6 in the UNet's output). Strict CNR makes MKL's
+results independent of the thread count at no measurable cost (UNet forward 67 vs 70 ms). MKL reads it
+once, when torch loads.
+"""
+
 # Variables with which a user tunes OpenMP waiting himself; cvlm then leaves the wait policy alone.
 _USER_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
@@ -78,7 +87,9 @@ def default_threads() -> int:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Set the CPU threads of this process and a passive OpenMP wait policy; return the thread count.
+    """Set the CPU threads of this process, a passive OpenMP wait policy and MKL's reproducible mode.
+
+    Returns the thread count.
 
     Before torch is imported this sets environment variables that torch, MKL and OpenBLAS read when they
     load (they are inherited by worker processes and external generator commands too); when torch is
@@ -100,6 +111,7 @@ def configure_threads(threads: int | None = None) -> int:
     count = threads if threads is not None else default_threads()
     if not any(name in os.environ for name in _USER_WAIT_SETTINGS):
         os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    os.environ.setdefault("MKL_CBWR", MKL_REPRODUCIBILITY)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         # An explicit --threads wins over the environment; otherwise what the user set stays.
         if threads is not None or name not in os.environ:
@@ -110,4 +122,11 @@ def configure_threads(threads: int | None = None) -> int:
     return count
 
 
-__all__ = ["WAIT_POLICY", "available_cores", "cgroup_cores", "configure_threads", "default_threads"]
+__all__ = [
+    "MKL_REPRODUCIBILITY",
+    "WAIT_POLICY",
+    "available_cores",
+    "cgroup_cores",
+    "configure_threads",
+    "default_threads",
+]

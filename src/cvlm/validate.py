@@ -49,6 +49,7 @@ from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
 from cvlm.prompts import build_prompt, remove_finding
+from cvlm.safeio import atomic_write_text
 from cvlm.xray import from_tensor, readable, resize
 
 KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
@@ -300,5 +301,4 @@ def write_validation(metrics: dict, out: str | Path) -> Path:
     """Write the metrics as JSON (parent folders created)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return out
+    return atomic_write_text(out, json.dumps(metrics, indent=2))

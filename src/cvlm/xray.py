@@ -25,7 +25,8 @@ Refused, with :class:`XrayReadError` (file name and reason): a missing, empty, t
 file; a file that is not an image; a DICOM without pixel data, with several frames, in colour, or of a
 modality that is not projection radiography (only CR, DX, DR, RG and OT, secondary capture, are
 accepted; a DICOM without *Modality* is accepted); an image smaller than :data:`MIN_SIDE` pixels on a
-side; non-finite values. A DICOM whose *BodyPartExamined* is set and is not the chest, or whose view is
+side, or larger than :data:`MAX_PIXELS` in all (checked from the header, before decoding); non-finite
+values. A DICOM whose *BodyPartExamined* is set and is not the chest, or whose view is
 lateral, is read with an :class:`XrayReadWarning`.
 """
 
@@ -48,6 +49,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_PIXELS",
     "MIN_SIDE",
     "SUFFIXES",
     "XrayReadError",
@@ -69,6 +71,14 @@ logger = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 """Smallest accepted image side in pixels; anything smaller cannot be a usable radiograph."""
+
+MAX_PIXELS = 64 * 1024 * 1024
+"""Largest accepted image, in pixels (8192 x 8192); checked from the header, before any decoding.
+
+The largest chest radiographs are about 4,300 x 4,300 (18 MP). A file whose header claims more is refused
+rather than decoded: a 100,000 x 100,000 PNG of a few kilobytes (a decompression bomb) would otherwise need
+tens of gigabytes. Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89 MP) only warns below 179 MP.
+"""
 
 SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 """File name endings :func:`read_xray_dir` picks up (case-insensitive)."""
@@ -167,11 +177,16 @@ def _read_pillow(path: Path) -> np.ndarray:
     """PNG, JPEG, BMP and other Pillow formats -> (H, W) float64 in [0, 1]."""
     try:
         with Image.open(path) as im:
+            _check_size(path, im.height, im.width)  # from the header, before decoding
             im.load()  # decode now, so truncated data fails here rather than later
             fmt = im.format
             im = ImageOps.exif_transpose(im)
+    except XrayReadError:
+        raise
     except UnidentifiedImageError as e:
         raise XrayReadError(path, "not an image file (format not recognised)") from e
+    except Image.DecompressionBombError as e:  # raised by Image.open itself above 179 MP
+        raise XrayReadError(path, f"image too large to read safely ({e})") from e
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, EOFError, zlib.error...; chained
         raise XrayReadError(path, f"corrupt or truncated {_describe(path)} ({e})") from e
     if getattr(im, "n_frames", 1) > 1:
@@ -194,7 +209,11 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             n_pages = len(tif.pages)
+            shape = tif.pages[0].shape
+            _check_size(path, *(shape[:2] if len(shape) >= 2 else (shape[0], 1)))
             arr = tif.asarray(key=0)
+    except XrayReadError:
+        raise
     except Exception as e:  # tifffile raises many types for broken files; keep the cause chained
         raise XrayReadError(path, f"corrupt or truncated TIFF ({e})") from e
     if n_pages > 1:
@@ -206,7 +225,9 @@ def _read_tiff(path: Path) -> np.ndarray:
     if arr.ndim != 2:
         raise XrayReadError(path, f"TIFF holds an array of shape {arr.shape}, not one grayscale image")
     if np.issubdtype(arr.dtype, np.floating):
-        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1):
+        if not np.isfinite(arr).all():
+            raise XrayReadError(path, "the image holds NaN or infinite values")
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise XrayReadError(
                 path, "floating-point TIFF with values outside [0, 1]; rescale it to [0, 1] or save as 16-bit"
             )
@@ -270,6 +291,11 @@ def _read_dicom(path: Path, has_preamble: bool) -> np.ndarray:
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise XrayReadError(path, f"colour DICOM ({photometric or 'unknown'}); a radiograph is grayscale")
     _warn_if_not_chest_pa(path, part, view)
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    except (TypeError, ValueError) as e:
+        raise XrayReadError(path, f"corrupt DICOM header: Rows / Columns are not numbers ({e})") from e
+    _check_size(path, rows, columns)
 
     try:
         stored = ds.pixel_array
@@ -318,6 +344,16 @@ def _warn_if_not_chest_pa(path: Path, part: str, view: str) -> None:
             f"{path}: ViewPosition is {view!r}, a lateral view; cvlm's models expect frontal (PA/AP) views.",
             XrayReadWarning,
             stacklevel=4,
+        )
+
+
+def _check_size(path: Path, height: int, width: int) -> None:
+    """Refuse an image whose header claims more than :data:`MAX_PIXELS` pixels."""
+    if height * width > MAX_PIXELS:
+        raise XrayReadError(
+            path,
+            f"image of {height}x{width} pixels is larger than cvlm reads ({MAX_PIXELS:,} pixels, e.g. "
+            "8192x8192); downscale it first",
         )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import pickle  # for its error type only: nothing in cvlm unpickles
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -241,6 +242,8 @@ def resolve_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
             override = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err}).") from err
+        if not isinstance(override, dict):
+            raise ValueError(f"{path}: a configuration is a JSON object, got {type(override).__name__}.")
     merged = copy.deepcopy(TINY_CONFIG)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -423,6 +426,21 @@ def is_model_folder(folder: str | Path) -> bool:
     return (Path(folder) / INFO_FILE).is_file() and (Path(folder) / "model_index.json").is_file()
 
 
+def _from_pretrained(cls: type, folder: Path) -> Any:
+    """``cls.from_pretrained`` from a local folder, float32; a file that cannot be read safely is named.
+
+    diffusers and transformers read ``.bin`` weights with ``torch.load(weights_only=True)`` and refuse a
+    pickle that would run code, but transformers lets ``UnpicklingError`` through without the file name.
+    """
+    try:
+        return cls.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{folder}: its weights cannot be read safely with torch.load(weights_only=True) ({err}). "
+            "Convert them to safetensors where they were made, if you trust them."
+        ) from err
+
+
 def load_components(folder: str | Path, device: str | torch.device = "cpu") -> DiffusionComponents:
     """Load a model folder written by :func:`save_components` (local files only, float32, eval mode).
 
@@ -435,11 +453,10 @@ def load_components(folder: str | Path, device: str | torch.device = "cpu") -> D
             f"{folder}: not a cvlm diffusion model folder (needs model_index.json and {INFO_FILE}); "
             "train one with `cvlm train`."
         )
-    kwargs = {"local_files_only": True, "torch_dtype": torch.float32}
     components = DiffusionComponents(
-        vae=AutoencoderKL.from_pretrained(folder / "vae", **kwargs),
-        unet=UNet2DConditionModel.from_pretrained(folder / "unet", **kwargs),
-        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", **kwargs),
+        vae=_from_pretrained(AutoencoderKL, folder / "vae"),
+        unet=_from_pretrained(UNet2DConditionModel, folder / "unet"),
+        text_encoder=_from_pretrained(CLIPTextModel, folder / "text_encoder"),
         tokenizer=load_tokenizer(folder / "tokenizer"),
         scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
         info=json.loads((folder / INFO_FILE).read_text(encoding="utf-8")),
@@ -489,10 +506,9 @@ def load_sd_v1(unet_from: str | Path, base_from: str | Path) -> DiffusionCompone
     for sub in ("vae", "text_encoder", "tokenizer"):
         if not (base / sub).is_dir():
             raise FileNotFoundError(f"{base / sub}: missing; --sd-base must be a whole SD pipeline folder.")
-    kwargs = {"local_files_only": True, "torch_dtype": torch.float32}
-    unet = UNet2DConditionModel.from_pretrained(find_sd_unet(unet_from), **kwargs)
-    vae = AutoencoderKL.from_pretrained(base / "vae", **kwargs)
-    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", **kwargs)
+    unet = _from_pretrained(UNet2DConditionModel, find_sd_unet(unet_from))
+    vae = _from_pretrained(AutoencoderKL, base / "vae")
+    text_encoder = _from_pretrained(CLIPTextModel, base / "text_encoder")
     tokenizer = load_tokenizer(base / "tokenizer")
     scheduler_dir = base / "scheduler"
     if (scheduler_dir / "scheduler_config.json").is_file():

@@ -20,9 +20,11 @@ weights are the model (the CVLM paper's rule), the last ones are kept in ``last/
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -55,6 +57,7 @@ from cvlm.diffusion.inversion import tokenize
 from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.findings import ABNORMALITIES
 from cvlm.metrics import psnr
+from cvlm.safeio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class TrainOptions:
         gradient_checkpointing: Trade compute for memory in the UNet (default on for sd-v1).
         half: Store the saved models' weights as float16 (loading casts back to float32).
         seed: Seed of initialisation, batches and noise.
-        resume: Continue from the newest checkpoint in ``out/checkpoints``.
+        resume: Continue from the newest complete checkpoint in ``out/checkpoints`` (from step 0 if none).
         stop_after: Stop this process after N steps (a scripted interruption; the run stays resumable).
         keep_checkpoints: How many newest checkpoints to keep.
         vae_crop: Side of the random crops the VAE trains on (it is fully convolutional).
@@ -110,6 +113,10 @@ class TrainOptions:
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): each sample's noise MSE is
             weighted by ``min(SNR(t), gamma) / SNR(t)``, which lowers the weight of the nearly clean
             timesteps. 0 = the plain, unweighted objective.
+        stream: Read the training images from disk batch by batch and encode them with the frozen VAE
+            at every step, instead of holding the set and its latents in memory (``None``: stream for
+            ``sd-v1``, whose data sets are large; hold the tiny phantom sets). Memory then stays flat
+            with the data set's size; exact resume holds either way.
         grown_lr_scale: Learning-rate multiplier of the modules that a ``--config`` file adds to an
             ``--init`` model's UNet (:func:`cvlm.diffusion.components.grow_unet`). Their output
             projections start at zero, so at the base rate they grow slowly.
@@ -145,6 +152,7 @@ class TrainOptions:
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
     init: Path | None = None
+    stream: bool | None = None
     balance: float = 0.0
     snr_gamma: float = 0.0
     grown_lr_scale: float = 1.0
@@ -328,24 +336,36 @@ def _accelerator(options: TrainOptions) -> Accelerator:
     return Accelerator(cpu=options.device == "cpu", mixed_precision=precision)
 
 
+def _checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints (``step-NNNNNNN`` with a state file), oldest first."""
+    folders = [
+        f
+        for f in (out / CHECKPOINTS).glob("step-*")
+        if f.name.removeprefix("step-").isdigit() and (f / STATE_FILE).is_file()
+    ]
+    return sorted(folders, key=lambda p: int(p.name.removeprefix("step-")))
+
+
 def _latest_checkpoint(out: Path) -> Path | None:
-    folders = sorted((out / CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    folders = [f for f in folders if (f / STATE_FILE).is_file()]
+    folders = _checkpoints(out)
     return folders[-1] if folders else None
 
 
 def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows after ``step`` (they belong to steps the resumed run will redo)."""
+    """Drop rows after ``step`` (the resumed run redoes those steps) and a row torn by a kill."""
     if not path.is_file():
         return
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = [r for r in reader if None not in r.values() and None not in r and r["step"].isdigit()]
+    if not fields:
         return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["step"]) <= step)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(r for r in rows if int(r["step"]) <= step)
+    atomic_write_text(path, text.getvalue())
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -504,7 +524,8 @@ class _DiffusionTask(_Task):
             train_text = True
         c = self.components
         size = c.image_size
-        self.train_set = load_split(options.data, "train", size)
+        stream = options.stream if options.stream is not None else c.info["name"] == "sd-v1"
+        self.train_set = load_split(options.data, "train", size, stream=stream)
         self.val_set = _validation_subset(options, size)
         c.vae.requires_grad_(False).eval()
         c.text_encoder.requires_grad_(train_text)
@@ -527,23 +548,32 @@ class _DiffusionTask(_Task):
         rest = [p for p in self.trainable() if id(p) not in ids]
         return [{"params": rest, "lr": lr}, {"params": new, "lr": lr * self.options.grown_lr_scale}]
 
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``[2, B, C, h, w]``: mean and std of q(z|x) of ``[B, 1, H, W]`` images, scaled, on the CPU."""
+        vae = self.components.vae
+        x = images.to(device)
+        if vae.config.in_channels != 1:
+            x = x.expand(-1, vae.config.in_channels, -1, -1)
+        dist = vae.encode(x).latent_dist
+        return torch.stack([dist.mean, dist.std]).cpu() * vae.config.scaling_factor
+
     def cache_latents(self, device: torch.device) -> None:
-        """Encode the training set once with the frozen VAE (mean and std of q(z|x), scaled)."""
-        c = self.components
-        c.vae.to(device)
-        parts = []
-        with torch.no_grad():
-            for i in range(0, len(self.train_set), 64):
-                x = self.train_set.images(slice(i, i + 64)).to(device)
-                if c.vae.config.in_channels != 1:
-                    x = x.expand(-1, c.vae.config.in_channels, -1, -1)
-                dist = c.vae.encode(x).latent_dist
-                parts.append(torch.stack([dist.mean, dist.std]).cpu())
-        self.latent_cache = torch.cat(parts, dim=1) * c.vae.config.scaling_factor
+        """Encode the training set once with the frozen VAE (not when it is streamed from disk)."""
+        self.components.vae.to(device)
+        if self.train_set.streamed:
+            return
+        parts = [
+            self._encode(self.train_set.images(slice(i, i + 64)), device)
+            for i in range(0, len(self.train_set), 64)
+        ]
+        self.latent_cache = torch.cat(parts, dim=1)
 
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
-        assert self.latent_cache is not None
-        mean, std = self.latent_cache[0, local], self.latent_cache[1, local]
+        if self.latent_cache is not None:
+            mean, std = self.latent_cache[0, local], self.latent_cache[1, local]
+        else:  # streamed: this batch's images from disk, through the frozen VAE
+            mean, std = self._encode(self.train_set.images(local), device)
         latents = mean + std * torch.randn(mean.shape, generator=generator)
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(
@@ -634,13 +664,19 @@ def train(options: TrainOptions) -> TrainResult:
     """
     start = time.perf_counter()
     out = Path(options.out)
+    for flag, folder in (("--vae", options.vae), ("--init", options.init)):
+        # Checked here: diffusers would answer a missing local folder with "couldn't connect to
+        # huggingface.co", which sends the user looking for a network problem.
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} {folder}: no such folder.")
     accelerator = _accelerator(options)
     world, rank = accelerator.num_processes, accelerator.process_index
     if options.batch_size % world:
         raise ValueError(f"--batch-size {options.batch_size} is not divisible by {world} processes.")
     checkpoint = _latest_checkpoint(out) if options.resume else None
     if options.resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out / CHECKPOINTS}.")
+        # A run killed before its first checkpoint: the same command with --resume starts it again.
+        logger.info("--resume: no complete checkpoint in %s yet; starting from step 0.", out / CHECKPOINTS)
     if not options.resume and _latest_checkpoint(out) is not None:
         raise ValueError(
             f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out."
@@ -669,7 +705,15 @@ def train(options: TrainOptions) -> TrainResult:
     # 2. Resume.
     state = {"step": 0, "best_step": None, "best_psnr": None, "history": []}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        try:
+            # Accelerate reads the optimizer and schedule with torch.load(weights_only=True): a tampered
+            # checkpoint is refused, never executed (tests/test_safe_loading.py).
+            accelerator.load_state(str(checkpoint))
+        except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... for foreign files
+            raise ValueError(
+                f"{checkpoint}: cannot be read safely with torch.load(weights_only=True) ({err}); "
+                "delete this checkpoint folder to resume from the one before it."
+            ) from err
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
         # Wall time counts every session of a resumed run up to its checkpoint (the card reports it).
         start -= state.get("seconds", 0.0)
@@ -679,6 +723,10 @@ def train(options: TrainOptions) -> TrainResult:
             _truncate_csv(out / LOG_FILE, state["step"])
             _truncate_csv(out / VALIDATION_FILE, state["step"])
         logger.info("Resumed from %s at step %d.", checkpoint, state["step"])
+    elif accelerator.is_main_process:
+        # Rows of a run killed before its first checkpoint belong to steps this run redoes.
+        _truncate_csv(out / LOG_FILE, 0)
+        _truncate_csv(out / VALIDATION_FILE, 0)
 
     # 3. The loop.
     n_train = len(task.train_set)
@@ -764,13 +812,13 @@ def train(options: TrainOptions) -> TrainResult:
             with _ema_weights(ema, task):
                 task.save(out / "last", {**meta, "step": state["step"], "kind": "last"})
         plot_log(out)
-        (out / "train.json").write_text(
+        atomic_write_text(
+            out / "train.json",
             json.dumps(
                 {**asdict(result), "out": str(out), "lr": lr, "options": asdict(options)},
                 indent=2,
                 default=str,
             ),
-            encoding="utf-8",
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -800,7 +848,7 @@ def _is_vae(options: TrainOptions) -> bool:
     if options.config == "vae":
         return True
     path = Path(options.config)
-    return path.suffix == ".json" and path.is_file() and json.loads(path.read_text()).get("kind") == "vae"
+    return path.suffix == ".json" and path.is_file() and resolve_config(path).get("kind") == "vae"
 
 
 class _ema_weights:
@@ -872,14 +920,26 @@ def _validate_and_keep(
 def _save_checkpoint(
     accelerator: Accelerator, out: Path, state: dict, ema: EMAModel | None, keep: int
 ) -> None:
-    folder = out / CHECKPOINTS / f"step-{state['step']:07d}"
+    """Save a checkpoint under a temporary name and rename it when complete.
+
+    A kill at any moment leaves the previous checkpoints intact and no half-written folder under a step
+    name; the state file is written last and atomically, so a folder with it is complete.
+    """
+    final = out / CHECKPOINTS / f"step-{state['step']:07d}"
+    folder = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(folder), safe_serialization=True)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
             _write_ema(ema, folder / EMA_FILE)
-        # The state file is written last: a checkpoint without it is incomplete and never resumed from.
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        for old in sorted((out / CHECKPOINTS).glob("step-*"))[:-keep]:
+        atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2))
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete folder of an older cvlm, if any
+        os.replace(folder, final)
+        # Older checkpoints beyond ``keep``, and folders a killed or disk-full save left half-written.
+        for old in [*_checkpoints(out)[:-keep], *(out / CHECKPOINTS).glob("*.partial")]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 

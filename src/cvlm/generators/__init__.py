@@ -98,7 +98,10 @@ def _from_spec_file(path: Path, device: str | torch.device | None) -> ReportGene
     for key in ("folder", "code_dir", "checkpoint", "annotation"):
         if key in options and not Path(options[key]).is_absolute():
             options[key] = str(path.parent / options[key])
-    return _adapter(str(spec["adapter"]), options, device)
+    try:
+        return _adapter(str(spec["adapter"]), options, device)
+    except TypeError as err:  # a misspelt or unknown key reaches the adapter's constructor
+        raise GeneratorError(f"{path}: {err}; see docs/generators.md for each adapter's keys.") from err
 
 
 def parse_r2gen_spec(text: str) -> dict[str, Any]:

@@ -8,8 +8,11 @@ exits 0. Logs go to stderr. One program run per batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +22,16 @@ import numpy as np
 
 from cvlm.generators.base import GeneratorError, ReportGenerator
 from cvlm.xray import write_png
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a program started in its own session, with every process it started, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # Windows: no process groups; the program itself
+            proc.kill()
+    proc.communicate()
 
 
 class CommandGenerator(ReportGenerator):
@@ -57,25 +70,42 @@ class CommandGenerator(ReportGenerator):
             for i, image in enumerate(images):
                 path = write_png(image, Path(tmp) / f"{i}.png", bits=16)
                 lines.append(json.dumps({"id": str(i), "image": str(path)}))
-            try:
-                done = subprocess.run(
-                    self.argv,
-                    input="\n".join(lines) + "\n",
-                    capture_output=True,
-                    text=True,
-                    timeout=self.timeout,
-                    check=False,
-                )
-            except FileNotFoundError as err:
-                raise GeneratorError(f"command {self.argv[0]!r} not found: {err}") from err
-            except subprocess.TimeoutExpired as err:
-                raise GeneratorError(f"command {shlex.join(self.argv)} took over {self.timeout} s.") from err
+            done = self._run("\n".join(lines) + "\n")
         if done.returncode != 0:
             raise GeneratorError(
                 f"command {shlex.join(self.argv)} exited with {done.returncode}: "
                 f"{done.stderr.strip()[-2000:]}"
             )
         return self._parse(done.stdout, len(images))
+
+    def _run(self, stdin: str) -> subprocess.CompletedProcess:
+        """Run the program once; on a timeout kill it *and everything it started*, then fail."""
+        try:
+            # Its own session (process group): a wrapper script's children die with it on a timeout,
+            # instead of living on and holding the pipes open.
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        except (FileNotFoundError, PermissionError) as err:
+            raise GeneratorError(f"command {self.argv[0]!r} cannot be started: {err}") from err
+        try:
+            stdout, stderr = proc.communicate(stdin, timeout=self.timeout)
+        except subprocess.TimeoutExpired as err:
+            _stop(proc)
+            raise GeneratorError(
+                f"command {shlex.join(self.argv)} took over {self.timeout:g} s and was stopped "
+                "(raise the adapter's timeout if it is just slow)."
+            ) from err
+        except BaseException:
+            # Ctrl-C reaches only cvlm's process group now: stop the program too, do not orphan it.
+            _stop(proc)
+            raise
+        return subprocess.CompletedProcess(self.argv, proc.returncode, stdout, stderr)
 
     def _parse(self, stdout: str, n: int) -> list[str]:
         reports: dict[str, str] = {}
@@ -84,7 +114,7 @@ class CommandGenerator(ReportGenerator):
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
                 raise GeneratorError(
                     f"command {self.name}: stdout line {number} is not JSON ({err}): {line[:200]!r}. "
                     "Write logs to stderr."

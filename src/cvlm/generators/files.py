@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cvlm.generators.base import ReportGenerator
+from cvlm.generators.base import GeneratorError, ReportGenerator
+from cvlm.safeio import append_lines
 from cvlm.xray import SUFFIXES, XrayReadError, read_xray
 
 
@@ -56,9 +57,9 @@ def generate_files(
 ) -> GenerationSummary:
     """Write ``{"id": <file stem>, "image": <path>, "report": <text>}`` per readable image to ``out``.
 
-    Unreadable images are listed in the summary and skipped (the caller reports them, once); the rest are
-    generated. Lines are written batch by batch, so an interrupted run keeps what it finished. When no
-    image could be read, no output file is left behind.
+    Unreadable images, and the images of a batch the generator failed on, are listed in the summary and
+    skipped (the caller reports them, once); the rest are generated. Lines are written batch by batch, so
+    an interrupted run keeps what it finished. When no image could be read, no output file is left behind.
 
     Raises:
         FileNotFoundError: If an input does not exist.
@@ -72,16 +73,27 @@ def generate_files(
     summary = GenerationSummary(out)
     batch_size = batch_size or generator.batch_size
     batch: list[tuple[Path, np.ndarray]] = []
-    with (
-        out.open("w", encoding="utf-8") as handle,
-        tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar,
-    ):
+    out.write_bytes(b"")
+    with tqdm(total=len(paths), desc=f"generate ({generator.name})", unit="img", disable=not progress) as bar:
 
         def flush() -> None:
-            reports = generator.generate([image for _, image in batch])
-            for (path, _), report in zip(batch, reports, strict=True):
-                handle.write(json.dumps({"id": path.stem, "image": str(path), "report": report}) + "\n")
-            handle.flush()
+            try:
+                reports = generator.generate([image for _, image in batch])
+            except GeneratorError as err:
+                # A generator that fails on one batch (a crash, garbage output, a timeout) costs that
+                # batch, not the run: its images are skipped with the reason, the next batch is tried.
+                summary.skipped += [(path, f"the generator failed on its batch: {err}") for path, _ in batch]
+                bar.update(len(batch))
+                batch.clear()
+                return
+            # One write per batch: a kill or a full disk tears at most the last line.
+            append_lines(
+                out,
+                [
+                    json.dumps({"id": path.stem, "image": str(path), "report": report})
+                    for (path, _), report in zip(batch, reports, strict=True)
+                ],
+            )
             summary.n_reports += len(batch)
             bar.update(len(batch))
             batch.clear()

@@ -12,12 +12,14 @@ Outputs: a ``.jsonl`` of ``{"id", "labels": {name: 1|0|-1}}`` (not-mentioned cla
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvlm.findings import Labels
+from cvlm.safeio import atomic_write_text
 
 
 class ReportInputError(ValueError):
@@ -75,16 +77,30 @@ def _text_of(record: Mapping[str, object]) -> object:
     return record["text"] if "text" in record else record.get("report")
 
 
+def _utf8(text: str) -> bool:
+    """False for text read with ``errors="surrogateescape"`` that held bytes which are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Files are read with errors="surrogateescape": a line or row that is not UTF-8 is skipped with its
+# number, instead of one bad byte refusing the whole file.
 def _read_jsonl(path: Path) -> ReportBatch:
     batch = ReportBatch()
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            if not _utf8(line):
+                batch.skip(f"{path}:{number}: not UTF-8 text")
+                continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
-                batch.skip(f"{path}:{number}: not valid JSON ({err.msg})")
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested
+                batch.skip(f"{path}:{number}: not valid JSON ({getattr(err, 'msg', err)})")
                 continue
             if not isinstance(record, dict) or "id" not in record:
                 batch.skip(f'{path}:{number}: expected an object with "id" and "text" (or "report")')
@@ -97,23 +113,43 @@ def _read_jsonl(path: Path) -> ReportBatch:
     return batch
 
 
+MAX_CSV_FIELD = 64 * 2**20
+"""Largest CSV cell read, in characters (Python's csv module stops at 128 KiB by default)."""
+
+
 def _read_csv(path: Path) -> ReportBatch:
     batch = ReportBatch()
-    # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first column.
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or ())
-        text_column = "report" if "report" in columns else "text" if "text" in columns else None
-        if "id" not in columns or text_column is None:
-            raise ReportInputError(
-                f"{path}: needs an 'id' and a 'report' (or 'text') column; found {sorted(columns)}."
-            )
-        for row in reader:
-            # DictReader puts surplus cells under None and fills missing ones with None.
-            if None in row or row[text_column] is None or not row["id"]:
-                batch.skip(f"{path}:{reader.line_num}: malformed row (wrong number of cells or empty id)")
-                continue
-            batch.add(row["id"], row[text_column])
+    # csv's cell limit is process-wide: raised for this read only, then put back.
+    limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        # utf-8-sig: spreadsheet programs write a byte-order mark that would otherwise rename the first
+        # column.
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or ())
+            text_column = "report" if "report" in columns else "text" if "text" in columns else None
+            if "id" not in columns or text_column is None:
+                raise ReportInputError(
+                    f"{path}: needs an 'id' and a 'report' (or 'text') column; found {sorted(columns)}."
+                )
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as err:  # a cell above MAX_CSV_FIELD, ...: that row, not the file
+                    batch.skip(f"{path}: row after line {reader.line_num}: malformed ({err})")
+                    continue
+                # DictReader puts surplus cells under None and fills missing ones with None.
+                if None in row or row[text_column] is None or not row["id"]:
+                    batch.skip(f"{path}:{reader.line_num}: malformed row (wrong number of cells or empty id)")
+                    continue
+                if not (_utf8(row["id"]) and _utf8(row[text_column])):
+                    batch.skip(f"{path}:{reader.line_num}: not UTF-8 text")
+                    continue
+                batch.add(row["id"], row[text_column])
+    finally:
+        csv.field_size_limit(limit)
     return batch
 
 
@@ -142,19 +178,19 @@ def write_labels(
     if suffix not in (".jsonl", ".csv"):
         raise ReportInputError(f"{path}: the output must end in .jsonl or .csv.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO(newline="")
     if suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as f:
-            for report_id, row in zip(ids, labels, strict=True):
-                mentioned = {n: row[n] for n in names if row.get(n) is not None}
-                f.write(json.dumps({"id": report_id, "labels": mentioned}) + "\n")
+        for report_id, row in zip(ids, labels, strict=True):
+            mentioned = {n: row[n] for n in names if row.get(n) is not None}
+            text.write(json.dumps({"id": report_id, "labels": mentioned}) + "\n")
     else:
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", *names])
-            for report_id, row in zip(ids, labels, strict=True):
-                cells = ["" if row.get(n) is None else f"{float(row[n]):.1f}" for n in names]
-                writer.writerow([report_id, *cells])
-    return path
+        writer = csv.writer(text)
+        writer.writerow(["id", *names])
+        for report_id, row in zip(ids, labels, strict=True):
+            cells = ["" if row.get(n) is None else f"{float(row[n]):.1f}" for n in names]
+            writer.writerow([report_id, *cells])
+    # Whole or not at all: a kill or a full disk never leaves a labels file that looks complete.
+    return atomic_write_text(path, text.getvalue())
 
 
 def iter_label_file(path: str | Path) -> Iterator[tuple[str, Labels]]:

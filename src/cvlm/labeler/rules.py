@@ -97,6 +97,10 @@ _PREPOSITION_BEFORE = re.compile(
 )
 
 
+MAX_SENTENCE = 1000
+"""Longest sentence classified as one piece, in characters (the longest in the labeler corpora: 307)."""
+
+
 @dataclass(frozen=True)
 class _Entry:
     classes: dict[str, str]
@@ -188,11 +192,21 @@ class RuleLabeler:
 
     # ------------------------------------------------------------------------------- steps
     def sentences(self, report: str) -> list[str]:
-        """Lower-cased sentences of the report sections that describe the image."""
+        """Lower-cased sentences of the report sections that describe the image.
+
+        A sentence longer than :data:`MAX_SENTENCE` characters (never seen in a real report; a run-on
+        paste or garbage) is cut into pieces of at most that length at spaces: scoping cues costs time
+        that grows with the cube of a sentence's length, and a 1 MB sentence would take hours.
+        """
         text = self._drop_sections(report)
         out = []
         for raw in _SENTENCE.split(text):
             sentence = _SPACE.sub(" ", raw).strip().lower()
+            while len(sentence) > MAX_SENTENCE:
+                cut = sentence.rfind(" ", MAX_SENTENCE // 2, MAX_SENTENCE)
+                cut = cut if cut > 0 else MAX_SENTENCE
+                out.append(sentence[:cut].strip())
+                sentence = sentence[cut:].strip()
             if sentence:
                 out.append(sentence)
         return out
