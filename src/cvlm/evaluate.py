@@ -51,9 +51,11 @@ from cvlm.metrics import (
     pointing_game,
     wilson_interval,
 )
-from cvlm.outputs import Explanation, Saliency
+from cvlm.outputs import Explanation, Saliency, save_saliencies
 from cvlm.xray import resize
 
+SALIENCY_DIR = "saliency"
+"""Folder of ``cvlm evaluate``'s output holding the saved saliency maps of the located removals."""
 SPLIT_ORDER = {"test": 0, "validate": 1, "train": 2}
 
 
@@ -296,7 +298,7 @@ def evaluate(
         level = threshold if threshold is not None else explainer.options.threshold
         scored = score_explanation(explanation, record, level, explainer.options.top_k)
         clock = time.perf_counter()
-        add_saliency_columns(scored, explanation, record, methods)
+        add_saliency_columns(scored, explanation, record, methods, saliency_dir=out / SALIENCY_DIR)
         baseline_seconds.append(time.perf_counter() - clock)
         rows.extend(scored)
     metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None)
@@ -358,6 +360,7 @@ def add_saliency_columns(
     explanation: Explanation,
     record: Record,
     methods: Mapping[str, SaliencyMethod],
+    saliency_dir: Path | None = None,
 ) -> None:
     """Add ``loc_<method>_<metric>`` columns to the rows of located removals (in place).
 
@@ -366,6 +369,10 @@ def add_saliency_columns(
     (:func:`cvlm.frames.normalise`, the paper's step 7 before the threshold); every baseline explains the
     same image (the explanation's input, at the model's resolution) and finding, with the report's findings
     as context (the diffusion model's prompt), so the comparison is like for like.
+
+    With ``saliency_dir``, the maps and the true mask of each located row are saved there
+    (:func:`save_saliencies`) and the row gets a ``saliency`` column naming the file, so that figures
+    (the report's gallery) are drawn from saved data.
     """
     image = explanation.input
     if image is None:
@@ -382,6 +389,9 @@ def add_saliency_columns(
         for scored in score_saliencies(maps, {edit.finding: mask}):
             for metric in LOCALIZATION_METRICS:
                 row[f"loc_{scored['method']}_{metric}"] = scored[metric]
+        if saliency_dir is not None:
+            path = save_saliencies(saliency_dir / f"{record.dicom_id}__{edit.slug}.npz", maps, mask)
+            row["saliency"] = f"{SALIENCY_DIR}/{path.name}"
 
 
 def saliency_localization(rows: list[dict[str, Any]], methods: Sequence[str], seed: int = 0) -> dict:
