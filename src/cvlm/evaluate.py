@@ -20,9 +20,11 @@ so a killed evaluation resumes), then scores every edit against the world's true
   energy in the mask), as ``loc_<method>_<metric>`` columns and ``localization["saliency"]``, with paired
   bootstrap intervals of CVLM minus each baseline (``localization["cvlm_minus"]``).
 
-Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it) and
-the explanations under ``explanations/``. Frames are recomputed from the saved difference maps, so a
-threshold can be re-scored without re-explaining (``threshold=``).
+Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it),
+the explanations under ``explanations/``, each located case's saliency maps and true mask under
+``saliency/``, and a static HTML page, ``index.html`` with ``figures/`` (:mod:`cvlm.report`). Frames are
+recomputed from the saved difference maps, so a threshold can be re-scored without re-explaining
+(``threshold=``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from cvlm.metrics import (
     wilson_interval,
 )
 from cvlm.outputs import Explanation, Saliency, save_saliencies
+from cvlm.report import write_report
 from cvlm.xray import resize
 
 SALIENCY_DIR = "saliency"
@@ -256,18 +259,21 @@ def evaluate(
     threshold: float | str | None = None,
     progress: bool = True,
     baselines: Sequence[str] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Explain ``n`` images of a phantom world (resumable) and score them; writes the outputs.
 
     Args:
         explainer: Generator, model and options.
         data: Phantom world.
-        out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``).
+        out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``, ``saliency/``,
+            ``index.html``, ``figures/``).
         n: Number of images (test split first); None for all.
         threshold: Frame threshold to score with (default: the explainer's).
         progress: Show a progress bar.
         baselines: Baselines to run on the located removals (:data:`cvlm.baselines.BASELINES`); None for
             every one the generator and model allow, ``[]`` for none.
+        report: Also write the HTML page (``index.html`` + ``figures/``, :func:`cvlm.report.write_report`).
 
     Returns:
         The metrics.
@@ -316,6 +322,8 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     write_rows(rows, out / "per_case.csv")
+    if report:
+        write_report(out, labeler=explainer.labeler)
     return metrics
 
 
