@@ -64,7 +64,7 @@ def generator_folder(generator: str) -> str:
         >>> generator_folder("phantom-captioner"), generator_folder("hf:/models/my gen/")
         ('phantom-captioner', 'hf_models_my_gen')
     """
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("_") or "generator"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", generator).strip("._") or "generator"
 
 
 def world_shortcut(data: str | Path) -> str | None:
