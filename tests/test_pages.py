@@ -14,8 +14,9 @@ import pytest
 
 from cvlm.cli import main
 from cvlm.compare import COMPARE_FILE, select_compare_records, write_compare_page
-from cvlm.outputs import load_saliencies
-from cvlm.report import read_rows, write_report
+from cvlm.outputs import Explanation, load_saliencies
+from cvlm.readout import read_reports
+from cvlm.report import explanation_folders, read_rows, write_report
 
 STEPS = "4"
 
@@ -89,6 +90,11 @@ def test_evaluate_writes_a_page_whose_numbers_come_from_its_outputs(eval_dir):
     maps, mask = load_saliencies(eval_dir / located[0]["saliency"])
     assert set(maps) == {"cvlm", "gradcam", "attention", "random", "centre"} and mask.any()
     assert all(m.shape == mask.shape and np.isfinite(m).all() for m in maps.values())
+    # The report shown beside each regenerated one is what the generator wrote for the input (it once was
+    # the last edit's regenerated report), so the findings it names are the explanation's findings.
+    for folder in explanation_folders(eval_dir / "explanations").values():
+        x = Explanation.load(folder, arrays=False)
+        assert read_reports([x.report]).findings[0] == x.findings, (x.report, x.findings)
     # Rebuilt from the saved outputs alone, the page is the same.
     (eval_dir / "index.html").unlink()
     shutil.rmtree(eval_dir / "figures")

@@ -13,6 +13,7 @@ unreadable) and 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import textwrap
@@ -906,16 +907,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "cvlm demo --out runs/demo   # then open runs/demo/index.html",
         _run_demo,
         "A world no bundled model was trained on; every bundled report generator scored against its "
-        "truth; every bundled diffusion model reconstructing examples from its generator's own prompt.",
+        "truth; every bundled diffusion model reconstructing examples from its generator's own prompt; the "
+        "honest generators' findings explained; cvlm evaluate of the captioner against the baselines; cvlm "
+        "compare of the captioner and the shortcut generator on a shortcut world. Prints the headline "
+        "numbers and the page to open.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     _add_device(p, "the models")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from cvlm.demo import run_demo
+    from cvlm.demo import headline_lines, run_demo
 
     index = run_demo(args.out, device=_torch_device(args))
+    summary = json.loads((index.parent / "summary.json").read_text(encoding="utf-8"))
+    for line in headline_lines(summary):
+        print(line)
     print(f"Report: {index}")
     return 0
 

@@ -337,7 +337,7 @@ def shortcut_figure(shortcut: Mapping[str, Any], path: Path) -> Path:
     ax.set_xticks(x, [f"{g}\n(n={s['n']})" for g, s in zip(names, stats, strict=True)])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{shortcut['finding'].lower()} removals")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

@@ -291,9 +291,9 @@ class Explainer:
         both = read_findings(self.generator, [cf.reconstruction, *edited], self.labeler, opts.policy)
         recon_findings = both.findings[0]
         results: list[CycleResult] = []
-        for request, report, after in zip(requests, both.reports[1:], both.findings[1:], strict=True):
+        for request, regenerated, after in zip(requests, both.reports[1:], both.findings[1:], strict=True):
             success, collateral = judge(request, after, recon_findings)
-            results.append(CycleResult(success, collateral, report, after))
+            results.append(CycleResult(success, collateral, regenerated, after))
         used = [strengths[0]] * len(requests)
         attempts: list[list[dict[str, Any]]] = [
             [{"strength": strengths[0], "success": r.success}] for r in results
