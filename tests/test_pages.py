@@ -149,22 +149,6 @@ def test_compare_refuses_bad_arguments_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed: apt-get install -y chromium (CI's .ci/run does this)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--headless=new"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.mark.parametrize("which", ["evaluate", "compare"])
 def test_pages_render_in_chromium_from_disk(which, eval_dir, compare_dir, browser, tmp_path):
     index = (eval_dir if which == "evaluate" else compare_dir) / "index.html"

@@ -879,6 +879,11 @@ def _run_compare(args: argparse.Namespace) -> int:
     result = compare(
         generators, args.data, args.out, args.n, models, ExplainOptions(steps=args.steps), _torch_device(args)
     )
+    # An image unreadable for one generator is unreadable for both: say it once.
+    failed = {f["input"]: f["error"] for g in generators for f in result["failed"][g]}
+    _report_skipped([(s, r.removeprefix(f"{s}: ")) for s, r in failed.items()])
+    if _nothing_done(args, result["n_images"], len(failed)):
+        return 2
     for g, s in result["per_generator"].items():
         print(
             f"{g}: {s['n_images']} images, cyclic rate {_fmt(s['cyclic_rate'])} over {s['n_edits']} removals"

@@ -63,7 +63,7 @@ tr.chance td { color: #666; font-style: italic; }
 .report, .report-cell { white-space: pre-line; }
 figure { margin: 0; display: inline-block; text-align: center; }
 figcaption { font-size: 0.85em; color: #555; }
-img.wide { max-width: 100%; }
+img.wide { max-width: 100%; height: auto; } figure.wide { display: block; }
 .pair { display: flex; gap: 6px; }
 .cases { display: flex; flex-wrap: wrap; gap: 12px; }
 .case { width: 340px; font-size: 0.9em; } .case.wide { width: 100%; }
@@ -120,7 +120,7 @@ def html_figure(src: str, caption: str, width: int | None = None, cls: str = "")
     size = f" width='{width}'" if width else ""
     klass = f" class='{cls}'" if cls else ""
     return (
-        f"<figure><img src='{html.escape(src)}'{size}{klass} alt='{html.escape(caption)}'>"
+        f"<figure{klass}><img src='{html.escape(src)}'{size}{klass} alt='{html.escape(caption)}'>"
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
