@@ -50,6 +50,7 @@ from cvlm.report import (
     html_figure,
     html_page,
     html_table,
+    save_figure,
 )
 
 COMPARE_FILE = "compare.json"
@@ -240,7 +241,8 @@ def compare(
         progress: Show progress bars and a line per finished generator on stderr.
 
     Returns:
-        The contents of ``compare.json``.
+        The contents of ``compare.json`` (not written, nor the page, when no image could be explained by
+        both generators; ``failed`` says why).
 
     Raises:
         ValueError: If not exactly two distinct generators are given, or ``data`` holds no image.
@@ -304,6 +306,8 @@ def compare(
             "per_generator": per_generator,
         }
     result["seconds"] = round(time.perf_counter() - started, 1)
+    if not images:  # nothing could be read: leave no empty page behind (the caller reports the failures)
+        return result
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPARE_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     write_compare_page(out, records)
@@ -311,12 +315,6 @@ def compare(
 
 
 # ------------------------------------------------------------------------------------------ the page
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
 def shortcut_figure(shortcut: Mapping[str, Any], path: Path) -> Path:
     """Bars: per generator, the share of largest frames on the mark (Wilson interval), and chance."""
     names = list(shortcut["per_generator"])
@@ -339,7 +337,7 @@ def shortcut_figure(shortcut: Mapping[str, Any], path: Path) -> Path:
     ax.set_ylabel(f"{shortcut['finding'].lower()} removals")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _load_all(
@@ -391,7 +389,7 @@ def regions_figure(
             ax.set_title(f"{g}\n{finding} (n={len(maps)})", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-    return _save(fig, path), counts
+    return save_figure(fig, path), counts
 
 
 def _dashed(ax: Any, box: Sequence[float], scale: tuple[float, float] = (1.0, 1.0)) -> None:
@@ -441,7 +439,7 @@ def pair_figure(
     for ax in fig.axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _pick_pairs(

@@ -189,7 +189,8 @@ def explanation_folders(explanations: Path) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------ figures
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a figure as a PNG (100 dpi, tight), making its folder; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
@@ -241,7 +242,7 @@ def cyclic_rate_figure(table: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.set_xlabel("cyclic rate of removal (Wilson 95 % interval)")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def localization_figure(saliency: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
@@ -262,7 +263,7 @@ def localization_figure(saliency: Mapping[str, Mapping[str, Any]], path: Path) -
     ax.set_ylabel("mean over located removals")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _outline(ax: Any, mask: np.ndarray, colour: str = "cyan") -> None:
@@ -296,7 +297,7 @@ def gallery_figure(cases: Sequence[Mapping[str, Any]], methods: Sequence[str], p
         for ax in fig.axes[r * cols :]:
             ax.set_xticks([])
             ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def frame_boxes(explanation: Explanation, edit: Edit) -> list[list[float]]:
@@ -333,7 +334,7 @@ def case_figure(explanation: Explanation, edit: Edit, path: Path, mask: np.ndarr
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------ the page
@@ -672,5 +673,6 @@ __all__ = [
     "localization_rows",
     "mark_report",
     "read_rows",
+    "save_figure",
     "write_report",
 ]
