@@ -774,14 +774,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--out runs/eval --n 100",
         _run_evaluate,
         "Cyclic rate (with and without adaptive strength), preservation, localisation of the frames and "
-        "of the baselines against the true masks beside random controls, and edit specificity. Resumable.",
+        "of the baselines against the true masks beside random controls, and edit specificity. Resumable. "
+        "Writes metrics.json, per_case.csv and a static HTML report (index.html + figures/) that opens from "
+        "disk.",
     )
     p.add_argument(
         "--generator", required=True, help="report generator: bundled name, folder or adapter spec"
     )
     p.add_argument("--model", required=True, help="its tailored diffusion model: bundled name or folder")
     p.add_argument("--data", type=Path, required=True, help="a phantom world (cvlm phantoms)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, per_case.csv)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (metrics.json, per_case.csv, index.html)"
+    )
     p.add_argument("--n", type=int, default=100, help="images, test split first (default: 100)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default: 50)")
     p.add_argument("--lever", default="guidance", choices=["guidance", "embedding"], help="default: guidance")
