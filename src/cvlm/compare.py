@@ -328,7 +328,7 @@ def shortcut_figure(shortcut: Mapping[str, Any], path: Path) -> Path:
             [r - s["ci"][0], s["ci"][1] - r] if s["ci"] else [0.0, 0.0]
             for r, s in zip(rates, stats, strict=True)
         ]
-    ).T
+    ).T.clip(0, None)  # a Wilson bound of a rate of 1 can sit a rounding error below it
     ax.bar(x - 0.2, rates, 0.4, yerr=err, capsize=4, color="#c0392b", label="largest frame on the mark")
     chance = [s["random_box"] or 0.0 for s in stats]
     ax.bar(x + 0.2, chance, 0.4, color="#999", hatch="//", alpha=0.6, label="random box, same size")

@@ -232,8 +232,9 @@ def cyclic_rate_figure(table: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax = fig.add_subplot()
     y = np.arange(len(table))[::-1]
     rates = np.array([t["rate"] for t in table])
-    low = rates - np.array([t["ci"][0] for t in table])
-    high = np.array([t["ci"][1] for t in table]) - rates
+    # Clipped: a Wilson bound of a rate of 1 can sit a rounding error below it.
+    low = np.clip(rates - np.array([t["ci"][0] for t in table]), 0, None)
+    high = np.clip(np.array([t["ci"][1] for t in table]) - rates, 0, None)
     colours = ["#3b7dd8" if t["finding"] != "all" else "#1b3d6e" for t in table]
     ax.barh(y, rates, xerr=[low, high], color=colours, capsize=3, label="adaptive strength")
     ax.plot([t["rate_plain"] for t in table], y, "o", color="#e0a800", label="plain edit (first strength)")
@@ -498,7 +499,6 @@ def _cases(
     folders: Mapping[str, Path],
     k: int,
     labeler: Labeler,
-    masks: Mapping[tuple[str, str], np.ndarray],
 ) -> str:
     removals = [r for r in rows if r["kind"] == "remove"]
     # Show collateral at work first when there is some: that is what the markup is for.
@@ -518,7 +518,7 @@ def _cases(
                 eval_dir / FIGURES / name,
                 f"{FIGURES}/{name}",
                 labeler,
-                masks.get((row["image"], row["finding"])),
+                load_saliencies(eval_dir / row["saliency"])[1] if row.get("saliency") else None,
                 f"{row['image'][:8]}: remove {row['finding'].lower()}",
             )
         )
@@ -632,17 +632,13 @@ def write_report(
         "<h2>4. Gallery: the same case explained by each method</h2>",
         _gallery(eval_dir, rows, folders, n_gallery),
     ]
-    masks = {}
-    for row in rows:
-        if row.get("saliency"):
-            masks[(row["image"], row["finding"])] = load_saliencies(eval_dir / row["saliency"])[1]
     parts += [
         "<h2>5. Cases</h2>",
         "<p>In the reports, sentences naming the removed finding are <del>struck through</del>; collateral "
         "changes are highlighted: <mark class='lost'>another finding lost</mark>, "
         "<mark class='gained'>a finding gained</mark>, <mark class='kept'>the removed finding still "
         "written</mark>.</p>",
-        "<div class='cases'>" + _cases(eval_dir, rows, folders, n_cases, labeler, masks) + "</div>",
+        "<div class='cases'>" + _cases(eval_dir, rows, folders, n_cases, labeler) + "</div>",
     ]
     page = eval_dir / PAGE
     page.write_text(
