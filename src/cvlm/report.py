@@ -24,6 +24,7 @@ import csv
 import html
 import json
 import re
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -252,14 +253,18 @@ def localization_figure(saliency: Mapping[str, Mapping[str, Any]], path: Path) -
     fig = Figure(figsize=(7.5, 3.2))
     ax = fig.add_subplot()
     x = np.arange(len(methods))
-    for offset, metric, colour in ((-0.2, "pointing_game", "#3b7dd8"), (0.2, "iou", "#e07b39")):
+    bars_of = (
+        (-0.2, "pointing_game", "#3b7dd8", "pointing game"),
+        (0.2, "iou", "#e07b39", "IoU at the mask's area"),
+    )
+    for offset, metric, colour, label in bars_of:
         values = [saliency[m][metric] or 0.0 for m in methods]
-        bars = ax.bar(x + offset, values, 0.4, color=colour, label=metric.replace("_", " "))
+        bars = ax.bar(x + offset, values, 0.4, color=colour, label=label)
         for bar, m in zip(bars, methods, strict=True):
             if m in CHANCE:
                 bar.set_hatch("//")
                 bar.set_alpha(0.5)
-    ax.set_xticks(x, [METHOD_LABELS.get(m, m).replace(" (", "\n(") for m in methods], fontsize=8)
+    ax.set_xticks(x, [textwrap.fill(METHOD_LABELS.get(m, m), 14) for m in methods], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("mean over located removals")
     ax.legend(fontsize=8)
@@ -568,7 +573,10 @@ def write_report(
     if metrics["n_edits"]:
         cyclic_rate_figure(by_finding, figures / "cyclic_rate.png")
         parts.append(html_figure(f"{FIGURES}/cyclic_rate.png", "cyclic rate per finding", cls="wide"))
-    per_finding = metrics.get("per_finding", {})
+    # metrics.json's per-finding figures, with the overall ones as the row "all".
+    overall = {"preservation_rate": metrics["preservation_rate"], **metrics["localization"]["cvlm"]}
+    per_finding_all = {"all": overall, **metrics.get("per_finding", {})}
+    per_finding_all.update({t["finding"]: {} for t in by_finding if t["finding"] not in per_finding_all})
     parts.append(
         html_table(
             [
@@ -577,14 +585,9 @@ def write_report(
                     str(t["n"]),
                     f"{fmt(t['rate'])} {fmt_ci(t['ci'])}",
                     fmt(t["rate_plain"]),
-                    fmt(
-                        per_finding.get(t["finding"], {}).get(
-                            "preservation_rate",
-                            metrics["preservation_rate"] if t["finding"] == "all" else None,
-                        )
-                    ),
-                    fmt(per_finding.get(t["finding"], {}).get("pointing_game")),
-                    fmt(per_finding.get(t["finding"], {}).get("iou")),
+                    fmt(per_finding_all[t["finding"]].get("preservation_rate")),
+                    fmt(per_finding_all[t["finding"]].get("pointing_game")),
+                    fmt(per_finding_all[t["finding"]].get("iou")),
                 ]
                 for t in by_finding
             ],
