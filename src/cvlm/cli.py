@@ -836,6 +836,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     ]
     if scores:
         print("saliency maps, pointing game / IoU at the mask's area: " + ", ".join(scores))
+    print(f"Report: {args.out / 'index.html'}")
     return 0
 
 
