@@ -3,8 +3,10 @@
 On the test split of a ``--shortcut`` world (the mark there is independent of the finding), every image
 where the generator writes "pneumothorax" is explained (the pneumothorax removed, default settings). For
 each edit: does the largest frame overlap the spurious mark's box, and does it overlap the true
-pneumothorax mask? The control is a box of the same size placed uniformly at random (how often chance
-alone hits the mark), and the honest captioner on the same kind of images.
+pneumothorax mask (on marked images)? The control is a box of the same size placed uniformly at random
+(the exact chance that it hits the mark, :func:`cvlm.metrics.random_box_overlap`), and the honest captioner
+on the same kind of images.
+``cvlm compare`` reports the same rate (:func:`cvlm.compare.shortcut_row`).
 
     python benchmarks/shortcut_frames.py --data runs/shortcut-world --out runs/shortcut-frames [--n 100]
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvlm.data import load_dataset, read_mask
+from cvlm.compare import shortcut_row
+from cvlm.data import load_dataset
 from cvlm.explain import Explainer, ExplainOptions
 from cvlm.readout import read_findings
 from cvlm.xray import read_xray
@@ -31,7 +34,6 @@ def main() -> None:
     parser.add_argument("--generators", default="phantom-shortcut,phantom-captioner")
     args = parser.parse_args()
     records = [r for r in load_dataset(args.data) if r.split == "test"][: args.n]
-    rng = np.random.default_rng(0)
     summary = {}
     for name in args.generators.split(","):
         explainer = Explainer.load(name, name, options=ExplainOptions(remove=["Pneumothorax"]))
@@ -45,27 +47,21 @@ def main() -> None:
             result = explainer(image, name=record.dicom_id)
             if not result.edits:
                 continue
-            edit = result.edits[0]
-            h, w = result.original_size
-            hit_mark = hit_truth = chance = False
-            if edit.frames:
-                x0, y0, x1, y1 = edit.frames[0].box
-                if record.mark_box is not None:
-                    mx0, my0, mx1, my1 = record.mark_box
-                    hit_mark = x0 < mx1 and mx0 < x1 and y0 < my1 and my0 < y1
-                    rx, ry = rng.integers(0, w - (x1 - x0) + 1), rng.integers(0, h - (y1 - y0) + 1)
-                    chance = rx < mx1 and mx0 < rx + (x1 - x0) and ry < my1 and my0 < ry + (y1 - y0)
-                if "Pneumothorax" in record.masks:
-                    hit_truth = bool(read_mask(record.masks["Pneumothorax"])[y0:y1, x0:x1].any())
+            # The mark and overlap logic is the library's (cvlm compare uses the same function).
+            row = shortcut_row(result, record, "Pneumothorax")
+            if row is None:  # an unmarked image, or no frame
+                edit = result.edits[0]
+                row = {"image": record.dicom_id, "on_mark": False, "random_box": 0.0, "success": edit.success}
+                row["on_finding"] = None
             rows.append(
                 {
                     "image": record.dicom_id,
                     "marked": record.mark_box is not None,
                     "pneumothorax": "Pneumothorax" in record.masks,
-                    "success": edit.success,
-                    "largest_frame_on_mark": bool(hit_mark),
-                    "random_box_on_mark": bool(chance),
-                    "largest_frame_on_pneumothorax": bool(hit_truth),
+                    "success": row["success"],
+                    "largest_frame_on_mark": bool(row["on_mark"]),
+                    "random_box_on_mark": row["random_box"],
+                    "largest_frame_on_pneumothorax": bool(row["on_finding"]),
                 }
             )
         marked = [r for r in rows if r["marked"]]

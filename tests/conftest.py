@@ -6,6 +6,8 @@ wait policy before it imports torch; pytest imports this file before any test mo
 the same setting (a user's own ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` are kept).
 """
 
+import shutil
+
 import pytest
 
 from cvlm.threads import configure_threads
@@ -21,3 +23,20 @@ def _restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser); fails, never skips, without it."""
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: apt-get install -y chromium (CI's .ci/run does this)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--headless=new"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "explain": 3,
     "evaluate": 3,
     "report": 3,
+    "compare": 3,
     "demo": 3,
     "cli": 4,
     "webui": 4,

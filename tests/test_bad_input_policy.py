@@ -204,3 +204,25 @@ def test_explain_refuses_unknown_findings_before_any_work(world, tmp_path, capsy
     )
     assert code == 2 and "Unknown finding 'Cardiomegally'" in err and "Pleural Effusion" in err, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("corrupt", ["one", "all"])
+def test_compare(world, tmp_path, capsys, corrupt):
+    from cvlm.evaluate import select_records
+
+    data = shutil.copytree(world, tmp_path / "world")
+    records = select_records(data, 3)  # the images compare takes, in its order
+    victims = [r.image_path for r in (records[:1] if corrupt == "one" else records)]
+    for victim in victims:
+        victim.write_bytes(NOT_AN_IMAGE)
+    out = tmp_path / "compared"
+    argv = ["compare", "--generators", "phantom-captioner,phantom-templater", "--data", str(data)]
+    code, stdout, err = _run(capsys, *argv, "--out", str(out), "--n", "3", "--steps", "2", "--threads", "1")
+    for victim in victims:
+        _reported_once(err, victim)  # unreadable for both generators, said once
+    if corrupt == "one":
+        assert code == 0 and "Report:" in stdout, (code, stdout, err)
+        assert json.loads((out / "compare.json").read_text())["n_images"] == 2
+    else:
+        assert code == 2 and "none of the 3 inputs could be read" in err, (code, stdout, err)
+        assert not (out / "compare.json").exists() and not (out / "index.html").exists()

@@ -1,15 +1,19 @@
+import html
 import json
 import re
 
 import pytest
 
 from cvlm.bundled import bundled_names
-from cvlm.demo import run_demo
+from cvlm.demo import headline_lines, run_demo
 
 
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
-    return run_demo(tmp_path_factory.mktemp("demo") / "demo", n=12, steps=5, n_examples=2, progress=False)
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return run_demo(
+        out, n=12, steps=5, n_examples=2, progress=False, n_evaluate=3, n_compare=4, n_shortcut_world=30
+    )
 
 
 def test_demo_writes_a_page_whose_pictures_exist(demo_index):
@@ -54,3 +58,23 @@ def test_demo_explains_the_honest_generators(demo_index):
         for folder in folders:
             for edit in Explanation.load(folder, arrays=False).edits:
                 assert f"{folder.relative_to(index.parent)}/edits/{edit.slug}/frames.png" in page
+
+
+def test_demo_links_the_evaluation_and_the_comparison_with_their_headline_numbers(demo_index):
+    page = demo_index.read_text(encoding="utf-8")
+    summary = json.loads((demo_index.parent / "summary.json").read_text())
+    links = re.findall(r"href=['\"]([^'\"]+)['\"]", page)
+    assert {"evaluate/index.html", "compare/index.html"} <= set(links)
+    for link in links:
+        assert (demo_index.parent / link).is_file(), link
+    evaluation = json.loads((demo_index.parent / "evaluate" / "metrics.json").read_text())
+    assert summary["evaluate"]["cyclic_rate"] == evaluation["cyclic_rate"]
+    assert summary["evaluate"]["n_images"] == 3
+    assert set(summary["evaluate"]["pointing_game"]) >= {"cvlm", "gradcam", "attention", "random", "centre"}
+    compared = json.loads((demo_index.parent / "compare" / "compare.json").read_text())
+    assert summary["compare"]["generators"] == ["phantom-captioner", "phantom-shortcut"]
+    assert summary["compare"]["finding"] == compared["shortcut"]["finding"] == "Pneumothorax"
+    lines = headline_lines(summary)
+    assert any("cyclic rate" in line for line in lines) and any("spurious mark" in line for line in lines)
+    for line in lines:  # computed, not typed in: the page shows exactly what the command prints
+        assert html.escape(line) in page, line

@@ -7,7 +7,6 @@ missing: CI installs it (.ci/run).
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -218,22 +217,6 @@ def server(tmp_path_factory):
 
 def _log(work: Path) -> str:
     return (work / "server.log").read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed: apt-get install -y chromium (CI's .ci/run does this)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--headless=new"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ unreadable) and 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import textwrap
@@ -793,14 +794,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--out runs/eval --n 100",
         _run_evaluate,
         "Cyclic rate (with and without adaptive strength), preservation, localisation of the frames and "
-        "of the baselines against the true masks beside random controls, and edit specificity. Resumable.",
+        "of the baselines against the true masks beside random controls, and edit specificity. Resumable. "
+        "Writes metrics.json, per_case.csv and a static HTML report (index.html + figures/) that opens from "
+        "disk.",
     )
     p.add_argument(
         "--generator", required=True, help="report generator: bundled name, folder or adapter spec"
     )
     p.add_argument("--model", required=True, help="its tailored diffusion model: bundled name or folder")
     p.add_argument("--data", type=Path, required=True, help="a phantom world (cvlm phantoms)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, per_case.csv)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (metrics.json, per_case.csv, index.html)"
+    )
     p.add_argument("--n", type=int, default=100, help="images, test split first (default: 100)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default: 50)")
     p.add_argument("--lever", default="guidance", choices=["guidance", "embedding"], help="default: guidance")
@@ -858,6 +863,71 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     ]
     if scores:
         print("saliency maps, pointing game / IoU at the mask's area: " + ", ".join(scores))
+    print(f"Report: {args.out / 'index.html'}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = _add_command(
+        sub,
+        "compare",
+        "Explain the same X-rays for two report generators and compare what each relies on.",
+        "cvlm compare --generators phantom-captioner,phantom-shortcut --data runs/shortcut-world "
+        "--out runs/compare --n 40",
+        _run_compare,
+        "Each generator is explained with its own tailored model into OUT/<generator>/ (resumable). The "
+        "page shows per finding where the two agree (both write it, one only), the mean evidence map of each "
+        "per finding, images side by side, and on a --shortcut phantom world how often each generator's "
+        "largest frame for the shortcut finding falls on the spurious mark, against a random box. Writes "
+        "OUT/compare.json and OUT/index.html.",
+    )
+    p.add_argument("--generators", required=True, help="two report generators, comma separated: G1,G2")
+    p.add_argument("--data", type=Path, required=True, help="a phantom world (cvlm phantoms) or MIMIC folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (compare.json, index.html)")
+    p.add_argument("--n", type=_positive_int, default=50, help="images, test split first")
+    p.add_argument(
+        "--model-for",
+        action="append",
+        default=[],
+        metavar="G=M",
+        help="tailored diffusion model of generator G (repeatable; default: the bundled model named like "
+        "the generator)",
+    )
+    p.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps T")
+    _add_device(p, "the models")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from cvlm.compare import compare
+    from cvlm.explain import ExplainOptions
+
+    generators = _names(args.generators)
+    models = {}
+    for item in args.model_for:
+        generator, sep, model = item.partition("=")
+        if not sep or generator not in generators:
+            raise ValueError(f"--model-for {item!r}: expected G=M with G one of {', '.join(generators)}.")
+        models[generator] = model
+    result = compare(
+        generators, args.data, args.out, args.n, models, ExplainOptions(steps=args.steps), _torch_device(args)
+    )
+    # An image unreadable for one generator is unreadable for both: say it once.
+    failed = {f["input"]: f["error"] for g in generators for f in result["failed"][g]}
+    _report_skipped([(s, r.removeprefix(f"{s}: ")) for s, r in failed.items()])
+    if _nothing_done(args, result["n_images"], len(failed)):
+        return 2
+    for g, s in result["per_generator"].items():
+        print(
+            f"{g}: {s['n_images']} images, cyclic rate {_fmt(s['cyclic_rate'])} over {s['n_edits']} removals"
+        )
+    shortcut = result["shortcut"]
+    if shortcut:
+        for g, s in shortcut["per_generator"].items():
+            print(
+                f"{g}: largest {shortcut['finding'].lower()} frame on the spurious mark in {s['on_mark']} of "
+                f"{s['n']} removals (random box of the same size: {_fmt(s['random_box'])})"
+            )
+    print(f"Report: {args.out / 'index.html'}")
     return 0
 
 
@@ -874,16 +944,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "cvlm demo --out runs/demo   # then open runs/demo/index.html",
         _run_demo,
         "A world no bundled model was trained on; every bundled report generator scored against its "
-        "truth; every bundled diffusion model reconstructing examples from its generator's own prompt.",
+        "truth; every bundled diffusion model reconstructing examples from its generator's own prompt; the "
+        "honest generators' findings explained; cvlm evaluate of the captioner against the baselines; cvlm "
+        "compare of the captioner and the shortcut generator on a shortcut world. Prints the headline "
+        "numbers and the page to open.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     _add_device(p, "the models")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from cvlm.demo import run_demo
+    from cvlm.demo import headline_lines, run_demo
 
     index = run_demo(args.out, device=_torch_device(args))
+    summary = json.loads((index.parent / "summary.json").read_text(encoding="utf-8"))
+    for line in headline_lines(summary):
+        print(line)
     print(f"Report: {index}")
     return 0
 
@@ -967,6 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_validate,
         _add_explain,
         _add_evaluate,
+        _add_compare,
         _add_serve,
         _add_env,
     ):

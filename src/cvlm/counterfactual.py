@@ -258,6 +258,13 @@ def invert_with_masks(
     (:func:`cvlm.frames.extract_frames` with ``"auto"``), dilated by ``dilate`` pixels, is the mask.
 
     Args:
+        components: The tailored model (eval mode).
+        image: ``(H, W)`` float32 in [0, 1], any size.
+        requests: The edits of this image (one shared source prompt).
+        steps: DDIM steps T.
+        fixed_point: Fixed-point iterations per inversion step.
+        every: Look at the prompt response every this many steps.
+        dilate: Pixels the Otsu region is grown by.
         record: A list that receives the inversion's latents at the start of every step: z_0 (the
             input's own latents), z_1, ..., z_{T-1} (the background of :class:`Blend` with
             ``background="inversion"``).

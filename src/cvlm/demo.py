@@ -1,9 +1,12 @@
-"""``cvlm demo``: the main job on the embedded default, ending in an HTML page a person can open.
+"""``cvlm demo``: the project's showcase on the embedded default, ending in HTML pages a person can open.
 
 Steps: a fresh phantom world (a seed no bundled model was trained on) -> a contact sheet of its cases ->
 every bundled report generator reads every image and is scored against the truth -> every bundled
-tailored diffusion model inverts and reconstructs a few images with its generator's own prompt -> one
-static ``index.html`` with the figures, the tables and example reports next to the truth.
+tailored diffusion model inverts and reconstructs a few images with its generator's own prompt -> the
+honest generators' findings explained on a few examples -> ``cvlm evaluate`` of the captioner against the
+baselines (``evaluate/index.html``) -> a fresh *shortcut* world and ``cvlm compare`` of the honest captioner
+against the shortcut generator (``compare/index.html``) -> one static ``index.html`` with the headline
+numbers, linking to both reports.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cvlm.bundled import bundled_names, resolve_model
+from cvlm.compare import compare
 from cvlm.data import load_dataset, read_report
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.environment import describe_environment
+from cvlm.evaluate import evaluate
 from cvlm.explain import Explainer, ExplainOptions
 from cvlm.generators import load_generator
 from cvlm.labeler import load_labeler
@@ -28,6 +33,7 @@ from cvlm.phantoms.sheet import world_contact_sheet
 from cvlm.phantoms.world import write_world
 from cvlm.prompts import build_prompt
 from cvlm.readout import read_findings, read_reports
+from cvlm.report import fmt, fmt_ci
 from cvlm.scoring import score_generator
 from cvlm.xray import read_xray, to_tensor, write_png
 
@@ -145,6 +151,83 @@ def _diffusion_section(
     return section, summary
 
 
+def _evaluate_headline(metrics: dict) -> dict:
+    """The figures of ``cvlm evaluate`` that the demo page and the command line lead with."""
+    loc = metrics["localization"]
+    return {
+        "generator": metrics["generator"],
+        "n_images": metrics["n_images"],
+        "n_edits": metrics["n_edits"],
+        "cyclic_rate": metrics["cyclic_rate"],
+        "cyclic_rate_ci": metrics["cyclic_rate_ci"],
+        "preservation_rate": metrics["preservation_rate"],
+        "reconstruction_psnr": metrics["reconstruction_psnr"],
+        "n_located": loc["n"],
+        "pointing_game": {m: s["pointing_game"] for m, s in loc.get("saliency", {}).items()},
+        "iou": {m: s["iou"] for m, s in loc.get("saliency", {}).items()},
+        "page": "evaluate/index.html",
+    }
+
+
+def _compare_headline(result: dict) -> dict:
+    """The shortcut figures of ``cvlm compare`` that the demo page and the command line lead with."""
+    shortcut = result["shortcut"] or {"finding": None, "per_generator": {}}
+    return {
+        "generators": result["generators"],
+        "n_images": result["n_images"],
+        "finding": shortcut["finding"],
+        "on_mark": {
+            g: {k: s[k] for k in ("n", "on_mark", "rate", "ci", "random_box", "writes_on_marked")}
+            for g, s in shortcut["per_generator"].items()
+        },
+        "n_marked_images": shortcut.get("n_marked_images"),
+        "page": "compare/index.html",
+    }
+
+
+def headline_lines(summary: dict) -> list[str]:
+    """The demo's headline numbers as plain lines (what ``cvlm demo`` prints at the end)."""
+    lines = []
+    if "evaluate" in summary:
+        e = summary["evaluate"]
+        pointing = ", ".join(f"{m} {fmt(v, 2)}" for m, v in e["pointing_game"].items())
+        lines.append(
+            f"{e['generator']} on {e['n_images']} images: cyclic rate {fmt(e['cyclic_rate'])} "
+            f"{fmt_ci(e['cyclic_rate_ci'])} over {e['n_edits']} removals, preservation "
+            f"{fmt(e['preservation_rate'])}, reconstruction {fmt(e['reconstruction_psnr'], 1)} dB"
+        )
+        if pointing:
+            lines.append(f"pointing game on {e['n_located']} true findings: {pointing}")
+    if "compare" in summary and summary["compare"]["finding"]:
+        c = summary["compare"]
+        for g, s in c["on_mark"].items():
+            lines.append(
+                f"{g}: largest {c['finding'].lower()} frame on the spurious mark in {s['on_mark']} of "
+                f"{s['n']} removals ({fmt(s['rate'], 2)} {fmt_ci(s['ci'], 2)}; a random box: "
+                f"{fmt(s['random_box'], 2)})"
+            )
+    return lines
+
+
+def _headline_section(summary: dict) -> str:
+    """The top of the demo page: the headline numbers and links to the two reports."""
+    if "evaluate" not in summary and "compare" not in summary:
+        return ""
+    links = []
+    if "evaluate" in summary:
+        links.append(f"<a href='{summary['evaluate']['page']}'>the evaluation report</a> (cvlm evaluate)")
+    if "compare" in summary:
+        links.append(f"<a href='{summary['compare']['page']}'>the generator comparison</a> (cvlm compare)")
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in headline_lines(summary))
+    return (
+        "<h2>Headline</h2><div class='headline'><ul>"
+        + items
+        + "</ul><p>Open "
+        + " and ".join(links)
+        + ".</p></div>"
+    )
+
+
 EXPLAINED = ("phantom-captioner", "phantom-templater")
 """The generators whose findings the demo explains (each with its own tailored model)."""
 
@@ -197,6 +280,12 @@ def _explain_section(
     return section, {"edits": total, "cycle_closed": closed}
 
 
+EVALUATED = "phantom-captioner"
+"""The generator the demo evaluates against the baselines (it has decoder attention and Grad-CAM)."""
+COMPARED = ("phantom-captioner", "phantom-shortcut")
+"""The honest generator and the deliberately biased one the demo compares on a shortcut world."""
+
+
 def run_demo(
     out: str | Path,
     n: int = 60,
@@ -205,25 +294,35 @@ def run_demo(
     n_examples: int = 4,
     device: str = "cpu",
     progress: bool = True,
+    n_evaluate: int = 12,
+    n_compare: int = 16,
+    n_shortcut_world: int = 200,
 ) -> Path:
     """Run the demo into ``out`` and return the path of its ``index.html``.
 
     Args:
-        out: Output folder (the world is written to ``out/world``).
+        out: Output folder (the worlds are written to ``out/world`` and ``out/shortcut-world``).
         n: Images in the phantom world.
-        seed: World seed; the default was never used to train a bundled model.
-        steps: DDIM steps for the reconstructions.
+        seed: World seed; the default was never used to train a bundled model (the shortcut world
+            uses ``seed + 1``).
+        steps: DDIM steps for reconstructions, explanations, the evaluation and the comparison.
         n_examples: Images shown with their reports and reconstructions.
         device: Torch device of the bundled models.
         progress: Show a progress bar of the steps on stderr, and one line per finished step.
+        n_evaluate: Images ``cvlm evaluate`` explains and scores against the baselines (0: skip).
+        n_compare: Images ``cvlm compare`` explains for both generators (0: skip).
+        n_shortcut_world: Images of the shortcut world (about a fifth are test or validate images, the
+            pool :func:`cvlm.compare.select_compare_records` draws from).
     """
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generators, diffusion_models = bundled_names("generators"), bundled_names("diffusion")
     explained = [g for g in EXPLAINED if g in generators and g in diffusion_models]
+    evaluated = n_evaluate > 0 and EVALUATED in generators and EVALUATED in diffusion_models
+    compared = n_compare > 0 and all(g in generators and g in diffusion_models for g in COMPARED)
     bar = tqdm(
-        total=2 + len(generators) + len(diffusion_models) + len(explained),
+        total=2 + len(generators) + len(diffusion_models) + len(explained) + evaluated + compared,
         desc="demo",
         unit="step",
         disable=not progress,
@@ -277,7 +376,32 @@ def run_demo(
         summary["explanations"][name] = result
         done(f"explain {name}: the cycle closed for {result['cycle_closed']} of {result['edits']} edits")
 
-    # 5. The page.
+    # 5. cvlm evaluate: the captioner's explanations against the truth and the baselines.
+    options = ExplainOptions(steps=steps)
+    if evaluated:
+        bar.set_postfix_str(f"evaluate {EVALUATED}")
+        explainer = Explainer.load(EVALUATED, EVALUATED, options=options, device=device)
+        metrics = evaluate(explainer, world, out / "evaluate", n_evaluate, progress=progress)
+        summary["evaluate"] = _evaluate_headline(metrics)
+        done("evaluate: " + "; ".join(headline_lines({"evaluate": summary["evaluate"]})))
+
+    # 6. cvlm compare: the honest captioner against the shortcut generator, on a shortcut world.
+    if compared:
+        bar.set_postfix_str("compare " + " vs ".join(COMPARED))
+        shortcut_world = write_world(out / "shortcut-world", n=n_shortcut_world, seed=seed + 1, shortcut=True)
+        result = compare(
+            COMPARED,
+            shortcut_world,
+            out / "compare",
+            n_compare,
+            options=options,
+            device=device,
+            progress=progress,
+        )
+        summary["compare"] = _compare_headline(result)
+        done("compare: " + "; ".join(headline_lines({"compare": summary["compare"]})))
+
+    # 7. The page.
     bar.set_postfix_str("page")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -299,10 +423,12 @@ figcaption {{ font-size: 0.85em; color: #555; }}
 .cases {{ display: flex; flex-wrap: wrap; gap: 12px; }} .case {{ width: 340px; font-size: 0.9em; }}
 .case.wide {{ width: 100%; }} .edit {{ display: inline-block; margin-right: 14px; }}
 .note {{ background: #fff6dd; padding: 0.6em 1em; border-left: 4px solid #e0a800; }}
+.headline {{ background: #eef5ff; padding: 0.6em 1em; border-left: 4px solid #3b7dd8; }}
 </style></head><body>
 <h1>cvlm demo: the phantom world</h1>
 <p class="note">Everything on this page is synthetic. The bundled models know only the phantom world and
 say nothing about real radiographs.</p>
+{_headline_section(summary)}
 <h2>1. The world</h2>
 <p>{n} phantom chest radiographs (seed {seed}) in the MIMIC-CXR-JPG layout at <code>world/</code>,
 with true findings, masks and free-text reports.</p>

@@ -20,9 +20,11 @@ so a killed evaluation resumes), then scores every edit against the world's true
   energy in the mask), as ``loc_<method>_<metric>`` columns and ``localization["saliency"]``, with paired
   bootstrap intervals of CVLM minus each baseline (``localization["cvlm_minus"]``).
 
-Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it) and
-the explanations under ``explanations/``. Frames are recomputed from the saved difference maps, so a
-threshold can be re-scored without re-explaining (``threshold=``).
+Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it),
+the explanations under ``explanations/``, each located case's saliency maps and true mask under
+``saliency/``, and a static HTML page, ``index.html`` with ``figures/`` (:mod:`cvlm.report`). Frames are
+recomputed from the saved difference maps, so a threshold can be re-scored without re-explaining
+(``threshold=``).
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ from cvlm.metrics import (
     pointing_game,
     wilson_interval,
 )
-from cvlm.outputs import Explanation, Saliency
+from cvlm.outputs import Explanation, Saliency, save_saliencies
+from cvlm.report import write_report
 from cvlm.safeio import atomic_write_text
 from cvlm.xray import resize
 
+SALIENCY_DIR = "saliency"
+"""Folder of ``cvlm evaluate``'s output holding the saved saliency maps of the located removals."""
 SPLIT_ORDER = {"test": 0, "validate": 1, "train": 2}
 
 
@@ -257,18 +262,21 @@ def evaluate(
     threshold: float | str | None = None,
     progress: bool = True,
     baselines: Sequence[str] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Explain ``n`` images of a phantom world (resumable) and score them; writes the outputs.
 
     Args:
         explainer: Generator, model and options.
         data: Phantom world.
-        out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``).
+        out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``, ``saliency/``,
+            ``index.html``, ``figures/``).
         n: Number of images (test split first); None for all.
         threshold: Frame threshold to score with (default: the explainer's).
         progress: Show a progress bar.
         baselines: Baselines to run on the located removals (:data:`cvlm.baselines.BASELINES`); None for
             every one the generator and model allow, ``[]`` for none.
+        report: Also write the HTML page (``index.html`` + ``figures/``, :func:`cvlm.report.write_report`).
 
     Returns:
         The metrics.
@@ -299,7 +307,7 @@ def evaluate(
         level = threshold if threshold is not None else explainer.options.threshold
         scored = score_explanation(explanation, record, level, explainer.options.top_k)
         clock = time.perf_counter()
-        add_saliency_columns(scored, explanation, record, methods)
+        add_saliency_columns(scored, explanation, record, methods, saliency_dir=out / SALIENCY_DIR)
         baseline_seconds.append(time.perf_counter() - clock)
         rows.extend(scored)
     metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None)
@@ -319,6 +327,8 @@ def evaluate(
     # The table first, the metrics last: a metrics.json on disk always comes with its complete table.
     write_rows(rows, out / "per_case.csv")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if report:
+        write_report(out, labeler=explainer.labeler)
     return metrics
 
 
@@ -363,6 +373,7 @@ def add_saliency_columns(
     explanation: Explanation,
     record: Record,
     methods: Mapping[str, SaliencyMethod],
+    saliency_dir: Path | None = None,
 ) -> None:
     """Add ``loc_<method>_<metric>`` columns to the rows of located removals (in place).
 
@@ -371,6 +382,10 @@ def add_saliency_columns(
     (:func:`cvlm.frames.normalise`, the paper's step 7 before the threshold); every baseline explains the
     same image (the explanation's input, at the model's resolution) and finding, with the report's findings
     as context (the diffusion model's prompt), so the comparison is like for like.
+
+    With ``saliency_dir``, the maps and the true mask of each located row are saved there
+    (:func:`save_saliencies`) and the row gets a ``saliency`` column naming the file, so that figures
+    (the report's gallery) are drawn from saved data.
     """
     image = explanation.input
     if image is None:
@@ -387,6 +402,9 @@ def add_saliency_columns(
         for scored in score_saliencies(maps, {edit.finding: mask}):
             for metric in LOCALIZATION_METRICS:
                 row[f"loc_{scored['method']}_{metric}"] = scored[metric]
+        if saliency_dir is not None:
+            path = save_saliencies(saliency_dir / f"{record.dicom_id}__{edit.slug}.npz", maps, mask)
+            row["saliency"] = f"{SALIENCY_DIR}/{path.name}"
 
 
 def saliency_localization(rows: list[dict[str, Any]], methods: Sequence[str], seed: int = 0) -> dict:

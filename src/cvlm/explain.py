@@ -39,10 +39,10 @@ from tqdm.auto import tqdm
 
 from cvlm.bundled import resolve_model
 from cvlm.counterfactual import (
+    BACKGROUNDS,
     DEFAULT_LEVER,
     DEFAULT_SCHEDULE,
     LEVERS,
-    BACKGROUNDS,
     LOCALITIES,
     Blend,
     check_finding_names,
@@ -313,9 +313,9 @@ class Explainer:
         recon_findings, baseline = both.findings[0], both.findings[len(firsts) - 1]
         results: list[CycleResult] = []
         reads = zip(requests, both.reports[len(firsts) :], both.findings[len(firsts) :], strict=True)
-        for request, report, after in reads:
+        for request, regenerated, after in reads:
             success, collateral = judge(request, after, baseline)
-            results.append(CycleResult(success, collateral, report, after))
+            results.append(CycleResult(success, collateral, regenerated, after))
         used = [strengths[0]] * len(requests)
         attempts: list[list[dict[str, Any]]] = [
             [{"strength": strengths[0], "success": r.success}] for r in results

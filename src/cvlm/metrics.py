@@ -34,6 +34,7 @@ import numpy as np
 from scipy import linalg, ndimage
 
 __all__ = [
+    "boxes_overlap",
     "cyclic_rate",
     "energy_in_mask",
     "f1_table",
@@ -46,6 +47,7 @@ __all__ = [
     "pointing_game",
     "preservation_rate",
     "psnr",
+    "random_box_overlap",
     "specificity",
     "ssim",
     "top_area_mask",
@@ -638,3 +640,41 @@ def paired_bootstrap(
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(diff.mean()), (float(low), float(high))
+
+
+def boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two boxes ``[x0, y0, x1, y1]`` (x1, y1 exclusive) share a pixel.
+
+    Example:
+        >>> boxes_overlap([0, 0, 4, 4], [3, 3, 6, 6]), boxes_overlap([0, 0, 4, 4], [4, 0, 6, 4])
+        (True, False)
+    """
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def random_box_overlap(size: tuple[int, int], target: Sequence[float], shape: tuple[int, int]) -> float:
+    """Chance that a box of ``size`` placed uniformly at random in an image overlaps ``target``.
+
+    The control of a "the largest frame falls on X" rate: exact, over every integer position of a
+    ``(w, h)`` box inside an image of ``shape`` ``(H, W)`` (no sampling noise).
+
+    Args:
+        size: ``(w, h)`` of the box, at most the image's.
+        target: ``[x0, y0, x1, y1]`` (x1, y1 exclusive).
+        shape: ``(H, W)`` of the image.
+
+    Example:
+        >>> random_box_overlap((2, 2), [0, 0, 1, 1], (4, 4))  # only the position (0, 0) of 9 touches it
+        0.1111111111111111
+    """
+    (bw, bh), (h, w) = size, shape
+    if not (0 < bw <= w and 0 < bh <= h):
+        raise ValueError(f"random_box_overlap: a {bw}x{bh} box does not fit a {w}x{h} image.")
+
+    def hits(lo: float, hi: float, extent: int, length: int) -> int:
+        # Positions p in [0, length - extent] with p < hi and p + extent > lo.
+        first, last = max(0, int(np.floor(lo)) - extent + 1), min(length - extent, int(np.ceil(hi)) - 1)
+        return max(0, last - first + 1)
+
+    positions = (w - bw + 1) * (h - bh + 1)
+    return hits(target[0], target[2], bw, w) * hits(target[1], target[3], bh, h) / positions

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,4 +328,37 @@ def frames_overlay(image: np.ndarray, boxes: list[list[int]]) -> np.ndarray:
     return rgb
 
 
-__all__ = ["EXPLANATION_FILE", "Edit", "Explanation", "Frame", "Saliency", "frames_overlay", "heat_map"]
+def save_saliencies(path: str | Path, maps: Sequence[Saliency], mask: np.ndarray) -> Path:
+    """Save one case's maps (float16, each scaled to its maximum) and true mask in a compressed ``.npz``.
+
+    Keys: each map's method and ``mask``. Scaling to the maximum keeps float16 precise enough for a figure
+    (the scores are computed before, on the float32 maps) and makes a case about 20 kB.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"mask": mask.astype(bool)}
+    for saliency in maps:
+        peak = float(saliency.map.max())
+        arrays[saliency.method] = (saliency.map / peak if peak > 0 else saliency.map).astype(np.float16)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_saliencies(path: str | Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Inverse of :func:`save_saliencies`: ``({method: (H, W) float32 map}, (H, W) bool mask)``."""
+    with np.load(path, allow_pickle=False) as data:
+        maps = {k: data[k].astype(np.float32) for k in data.files if k != "mask"}
+        return maps, data["mask"].astype(bool)
+
+
+__all__ = [
+    "EXPLANATION_FILE",
+    "Edit",
+    "Explanation",
+    "Frame",
+    "Saliency",
+    "frames_overlay",
+    "heat_map",
+    "load_saliencies",
+    "save_saliencies",
+]
