@@ -165,6 +165,15 @@ def test_explain_one_image_end_to_end(world, explainer):
         closing = [a["success"] for a in edit.attempts]
         assert closing[:-1] == [False] * (len(closing) - 1), edit.attempts
         assert edit.success == closing[-1]
+        # Every attempt, first or retried, is judged against the one baseline reading.
+        request = next(r for r in plan_edits(first.findings) if r.finding == edit.finding)
+        assert (edit.success, edit.collateral) == judge(
+            request, edit.findings_after, first.baseline_findings
+        ), (
+            edit.finding,
+            edit.attempts,
+            first.baseline_findings,
+        )
         for frame in edit.frames:
             x0, y0, x1, y1 = frame.box
             assert 0 <= x0 < x1 <= first.original_size[1] and 0 <= y0 < y1 <= first.original_size[0], frame
