@@ -87,6 +87,10 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
         # Every figure is recomputable from per_case.csv.
         assert loc[method]["iou"] == pytest.approx(np.mean([float(r[f"loc_{method}_iou"]) for r in located]))
     assert "iou" in loc["random"] and "random" in loc["saliency"]  # the box control kept beside the floor
+    # Minimality (change outside f's true mask) stands beside the change inside it, both from the table.
+    for key in ("minimality", "change_in_mask"):
+        values = [float(r[key]) for r in rows if r[key]]
+        assert values and loc["cvlm"][key] == pytest.approx(np.mean(values)), (key, loc["cvlm"])
     assert "diffusion_attention" not in loc["saliency"]
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())

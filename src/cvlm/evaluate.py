@@ -51,6 +51,7 @@ from cvlm.metrics import (
     iou,
     mask_from_boxes,
     matched_area_iou,
+    minimality,
     paired_bootstrap,
     pointing_game,
     wilson_interval,
@@ -156,6 +157,9 @@ def score_explanation(
                 random_pointing_game=bool(chance) and _overlaps(chance[0], mask),
                 random_iou=iou(mask_from_boxes(chance, shape), mask),
                 random_energy_in_mask=float(mask.mean()),
+                # Minimality: the mean change outside f's true mask, beside the mean change inside it.
+                minimality=minimality(edit.difference, mask) if not mask.all() else None,
+                change_in_mask=float(np.abs(edit.difference[mask]).mean()),
             )
             # Specificity: f's own pixels, f removed vs another present finding removed.
             others = [g for g in removed if g != edit.finding and masks.get(g) is not None]
@@ -240,6 +244,8 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
                 "iou": _mean(located, "iou"),
                 "iou_region": _mean(located, "iou_region"),
                 "energy_in_mask": _mean(located, "energy_in_mask"),
+                "minimality": _mean(located, "minimality"),
+                "change_in_mask": _mean(located, "change_in_mask"),
             },
             "random": {
                 "pointing_game": _mean(located, "random_pointing_game"),
