@@ -1,0 +1,75 @@
+"""One markdown table row per ``cvlm evaluate`` output folder: the ablation tables of docs/RESULTS.md.
+
+Every figure is read from the folder's ``metrics.json`` (itself recomputable from ``per_case.csv``); with
+``--images-of DIR`` the rows are restricted to the images another folder evaluated (so a run on the first 100
+images can stand beside runs on the first 40), recomputed from ``per_case.csv`` with the same aggregation.
+
+    python benchmarks/ablation_table.py LABEL=runs/eval-a LABEL=runs/eval-b [--images-of runs/eval-b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from cvlm.evaluate import aggregate
+
+
+def _typed(row: dict[str, str]) -> dict:
+    out: dict = {}
+    for key, value in row.items():
+        if value in ("True", "False"):
+            out[key] = value == "True"
+        else:
+            try:
+                out[key] = float(value) if value != "" else None
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def metrics_of(folder: Path, images: set[str] | None) -> dict:
+    """The folder's metrics, or, restricted to ``images``, re-aggregated from its per-case table."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if images is None:
+        return metrics
+    with (folder / "per_case.csv").open() as handle:
+        rows = [_typed(r) for r in csv.DictReader(handle) if r["image"] in images]
+    again = aggregate(rows, len({r["image"] for r in rows}), metrics.get("seconds_per_image"))
+    return again
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="LABEL=FOLDER")
+    parser.add_argument("--images-of", type=Path, help="restrict every row to the images of this run")
+    args = parser.parse_args()
+    images = None
+    if args.images_of:
+        with (args.images_of / "per_case.csv").open() as handle:
+            images = {r["image"] for r in csv.DictReader(handle)}
+    print(
+        "| run | images | removals | cyclic rate | plain edit | preservation | pointing game | box IoU "
+        "| specificity (n) | PSNR (dB) | s / image |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for spec in args.runs:
+        label, _, folder = spec.partition("=")
+        m = metrics_of(Path(folder), images)
+        loc = m["localization"]["cvlm"]
+        print(
+            f"| {label} | {m['n_images']} | {m['n_edits']} | {_f(m['cyclic_rate'])} | "
+            f"{_f(m['cyclic_rate_without_adaptation']['rate'])} | {_f(m['preservation_rate'])} | "
+            f"{_f(loc['pointing_game'])} | {_f(loc['iou'])} | {_f(m['specificity'], 1)} ({m['n_specificity']}) | "
+            f"{_f(m['reconstruction_psnr'], 2)} | {_f(m['seconds_per_image'], 1)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
