@@ -30,14 +30,18 @@ def _typed(row: dict[str, str]) -> dict:
     return out
 
 
-def metrics_of(folder: Path, images: set[str] | None) -> dict:
-    """The folder's metrics, or, restricted to ``images``, re-aggregated from its per-case table."""
+def metrics_of(folder: Path, images: set[str] | None, n_images: int | None = None) -> dict:
+    """The folder's metrics, or, restricted to ``images``, re-aggregated from its per-case table.
+
+    ``n_images`` is the number of images the restriction stands for (images without any edit have no row).
+    """
     metrics = json.loads((folder / "metrics.json").read_text())
     if images is None:
         return metrics
     with (folder / "per_case.csv").open() as handle:
         rows = [_typed(r) for r in csv.DictReader(handle) if r["image"] in images]
-    again = aggregate(rows, len({r["image"] for r in rows}), metrics.get("seconds_per_image"))
+    count = n_images if n_images is not None else len({r["image"] for r in rows})
+    again = aggregate(rows, count, metrics.get("seconds_per_image"))
     return again
 
 
@@ -50,8 +54,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=FOLDER")
     parser.add_argument("--images-of", type=Path, help="restrict every row to the images of this run")
     args = parser.parse_args()
-    images = None
+    images, n_images = None, None
     if args.images_of:
+        n_images = json.loads((args.images_of / "metrics.json").read_text())["n_images"]
         with (args.images_of / "per_case.csv").open() as handle:
             images = {r["image"] for r in csv.DictReader(handle)}
     print(
@@ -60,13 +65,14 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.runs:
-        label, _, folder = spec.partition("=")
-        m = metrics_of(Path(folder), images)
+        label, _, folder = spec.rpartition("=")
+        m = metrics_of(Path(folder), images, n_images)
         loc = m["localization"]["cvlm"]
         print(
             f"| {label} | {m['n_images']} | {m['n_edits']} | {_f(m['cyclic_rate'])} | "
             f"{_f(m['cyclic_rate_without_adaptation']['rate'])} | {_f(m['preservation_rate'])} | "
-            f"{_f(loc['pointing_game'])} | {_f(loc['iou'])} | {_f(m['specificity'], 1)} ({m['n_specificity']}) | "
+            f"{_f(loc['pointing_game'])} | {_f(loc['iou'])} | "
+            f"{_f(m['specificity'], 1)} ({m['n_specificity']}) | "
             f"{_f(m['reconstruction_psnr'], 2)} | {_f(m['seconds_per_image'], 1)} |"
         )
 
