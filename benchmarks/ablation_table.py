@@ -5,6 +5,7 @@ Every figure is read from the folder's ``metrics.json`` (itself recomputable fro
 images can stand beside runs on the first 40), recomputed from ``per_case.csv`` with the same aggregation.
 
     python benchmarks/ablation_table.py LABEL=runs/eval-a LABEL=runs/eval-b [--images-of runs/eval-b]
+    python benchmarks/ablation_table.py LABEL=runs/eval-a --per-finding
 """
 
 from __future__ import annotations
@@ -49,11 +50,34 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def print_per_finding(label: str, m: dict) -> None:
+    """Removals per finding: n, cyclic rate (adaptive / plain), preservation, frames, specificity."""
+    print(f"{label}: {m['n_images']} images, {m['n_edits']} removals")
+    print(
+        "| finding | n | cyclic rate | plain edit | preserved | pointing (n located) | box IoU "
+        "| specificity (n) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for finding, v in sorted(m["per_finding"].items()):
+        print(
+            f"| {finding} | {v['n']} | {_f(v['cyclic_rate'], 2)} | "
+            f"{_f(v['cyclic_rate_without_adaptation'], 2)} | "
+            f"{_f(v['preservation_rate'], 2)} | {_f(v['pointing_game'], 2)} ({v['n_located']}) | "
+            f"{_f(v['iou'], 2)} | {_f(v['specificity'], 1)} ({v['n_specificity']}) |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=FOLDER")
     parser.add_argument("--images-of", type=Path, help="restrict every row to the images of this run")
+    parser.add_argument("--per-finding", action="store_true", help="one row per finding of each run")
     args = parser.parse_args()
+    if args.per_finding:
+        for spec in args.runs:
+            label, _, folder = spec.rpartition("=")
+            print_per_finding(label, metrics_of(Path(folder), None))
+        return
     images, n_images = None, None
     if args.images_of:
         n_images = json.loads((args.images_of / "metrics.json").read_text())["n_images"]
