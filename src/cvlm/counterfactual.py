@@ -447,11 +447,19 @@ def counterfactuals(
         inversion = invert_image(components, image, source, steps, fixed_point)
     source_prompt = build_prompt(source)
     edit_prompts = [r.prompt for r in requests]
-    if masks is not None and background == "inversion" and requests:
-        # Sampling step i ends at the noise level inversion step T-1-i started from; the last step ends
-        # at z_0, so outside its mask an edit returns the input's own latents.
-        trajectory = inverted[::-1]
-        # The reconstruction needs no background: it rides in the edits' batch as row 0, unmasked.
+    together = masks is not None and bool(requests) and (background == "inversion" or batched)
+    if together:
+        # The reconstruction rides in the edits' batch as row 0; only the edits' background differs.
+        if background == "inversion":
+            # Sampling step i ends at the noise level inversion step T-1-i started from; the last step
+            # ends at z_0, so outside its mask an edit returns the input's own latents.
+            trajectory = inverted[::-1]
+            blend: Blend | BlendWithFirstRow = Blend(
+                torch.cat([torch.ones_like(masks[:1]), masks]), trajectory
+            )
+        else:
+            trajectory = []
+            blend = BlendWithFirstRow(masks, trajectory)
         rows = sample_rows(
             components,
             inversion.noise.expand(len(requests) + 1, -1, -1, -1),
@@ -461,26 +469,14 @@ def counterfactuals(
             strength,
             lever,
             batch_size=len(requests) + 1 if batched else 1,
-            blend=Blend(torch.cat([torch.ones_like(masks[:1]), masks]), trajectory),
+            blend=blend,
         )
         reconstruction, edited = rows[0], rows[1:]
-        reference = from_tensor(decode_latents(components, inverted[0]).cpu())[0]
-    elif masks is not None and batched and requests:
-        # The reconstruction background, in one batch: row 0 is the reconstruction (see BlendWithFirstRow).
-        background, trajectory = "reconstruction", []
-        rows = sample_rows(
-            components,
-            inversion.noise.expand(len(requests) + 1, -1, -1, -1),
-            [source_prompt, *edit_prompts],
-            [source_prompt] * (len(requests) + 1),
-            steps,
-            strength,
-            lever,
-            batch_size=len(requests) + 1,
-            blend=BlendWithFirstRow(masks, trajectory),
+        reference = (
+            from_tensor(decode_latents(components, inverted[0]).cpu())[0]
+            if background == "inversion"
+            else reconstruction
         )
-        reconstruction, edited = rows[0], rows[1:]
-        reference = reconstruction
     else:
         background = "reconstruction"
         trajectory = []
