@@ -21,6 +21,12 @@
 #   BALANCE [0]                                 repeat-factor sampling threshold (cvlm train --balance)
 #   SNR_GAMMA [0]                               min-SNR-gamma loss weighting (cvlm train --snr-gamma)
 #   PROMPT_DROPOUT [0.1]                        empty-prompt probability (cvlm train --prompt-dropout)
+#   PROMPTS [generated]                         cvlm prepare --prompts: generated (tailored, CVLM), gt (the
+#                                                world's own reports: the paper's "GT model"), raw (the
+#                                                generator's report text as the prompt)
+#   GROW_VOCABULARY [0]                         1: with INIT, prompt words its tokenizer lacks become new
+#                                                tokens (cvlm train --grow-vocabulary; raw prompts)
+#   PSNR_TOLERANCE [0.25]                       cvlm train --psnr-tolerance (0: the paper's strict best)
 #   CONFIG [tiny]                               UNet configuration: tiny or a JSON file over it; with INIT,
 #                                                its `unet` keys grow the init model's UNet (new modules
 #                                                start as identities), e.g. configs/tiny-attn32.json
@@ -41,6 +47,9 @@ DECODER_STEPS=${DECODER_STEPS:-0}
 BALANCE=${BALANCE:-0}
 SNR_GAMMA=${SNR_GAMMA:-0}
 PROMPT_DROPOUT=${PROMPT_DROPOUT:-0.1}
+PROMPTS=${PROMPTS:-generated}
+PSNR_TOLERANCE=${PSNR_TOLERANCE:-0.25}
+GROW=(); [[ ${GROW_VOCABULARY:-0} == 1 ]] && GROW=(--grow-vocabulary)
 CONFIG=${CONFIG:-tiny}
 GROWN_LR_SCALE=${GROWN_LR_SCALE:-1}
 STEPS=${STEPS:-3000}
@@ -60,7 +69,7 @@ mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT CONFIG GROWN_LR_SCALE TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 
@@ -69,7 +78,8 @@ done
 [[ -f $WORK/test-world/world.json ]] || $PY -m cvlm.cli phantoms --out "$WORK/test-world" --n 200 --seed $((SEED + 1)) "${SHORTCUT[@]}"
 
 # 2. The generator's own prompts.
-[[ -f $WORK/prepared/manifest.jsonl ]] || $PY -m cvlm.cli prepare --generator "$G" --data "$WORK/world" --out "$WORK/prepared"
+[[ -f $WORK/prepared/manifest.jsonl ]] || $PY -m cvlm.cli prepare --generator "$G" --data "$WORK/world" --out "$WORK/prepared" \
+  --prompts "$PROMPTS"
 
 # 3. The VAE (trained on the world's images, then frozen), unless one is given.
 resume() { [[ -d $1/checkpoints ]] && echo --resume || true; }
@@ -90,7 +100,7 @@ fi
   $LAUNCH train --config "$CONFIG" --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
     --balance "$BALANCE" --snr-gamma "$SNR_GAMMA" --prompt-dropout "$PROMPT_DROPOUT" \
-    --grown-lr-scale "$GROWN_LR_SCALE" --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
+    --grown-lr-scale "$GROWN_LR_SCALE" --psnr-tolerance "$PSNR_TOLERANCE" "${GROW[@]}" --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
 
 # 4b. Optional: fine-tune the VAE decoder (encoder frozen, so the UNet's latents stay valid) and swap
 #     it into the model; reconstruction PSNR is capped by the VAE's (docs/diffusion.md).

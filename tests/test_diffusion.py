@@ -579,3 +579,37 @@ def test_streamed_training_holds_no_images_and_resumes_exactly(world, tmp_path):
     name = "unet/diffusion_pytorch_model.safetensors"
     a, b = load_file(tmp_path / "whole" / "last" / name), load_file(tmp_path / "split" / "last" / name)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_grow_vocabulary_adds_raw_report_words_and_keeps_every_known_token(world, tmp_path):
+    import json
+    import shutil
+
+    from cvlm.diffusion.components import extend_tokenizer_files, load_components
+
+    train(_options(world, tmp_path / "first", steps=3, val_every=3))
+    first = load_components(tmp_path / "first" / "last")
+    # A prepared folder whose prompts are report text with words the first model never saw.
+    raw = tmp_path / "raw"
+    shutil.copytree(world["data"], raw)
+    rows = [json.loads(line) for line in (raw / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["prompt"] = f"Mild {row['prompt']}. Zebrafinch opacities unchanged."
+    (raw / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = dict(steps=3, vae=None, init=tmp_path / "first" / "last", data=raw)
+    with pytest.raises(ValueError, match=r"lacks prompt words.*--grow-vocabulary"):
+        train(_options(world, tmp_path / "refused", **options))
+    grown = train(_options(world, tmp_path / "grown", grow_vocabulary=True, **options))
+    assert grown.finished
+    model = load_components(tmp_path / "grown" / "last")
+    old, new = first.tokenizer.get_vocab(), model.tokenizer.get_vocab()
+    assert all(new[token] == i for token, i in old.items()), "a known token changed its id"
+    assert {"zebrafinch</w>", "unchanged</w>", "mild</w>"} <= set(new) - set(old), sorted(set(new) - set(old))
+    assert model.tokenizer.tokenize("zebrafinch opacities") == ["zebrafinch</w>", "opacities</w>"]
+    rows_ = model.text_encoder.get_input_embeddings().weight.shape[0]
+    assert rows_ == len(model.tokenizer) > len(first.tokenizer), (rows_, len(model.tokenizer))
+    # A second extension with nothing new changes nothing.
+    assert (
+        extend_tokenizer_files(tmp_path / "grown" / "last" / "tokenizer", ["zebrafinch"], tmp_path / "t")
+        == []
+    )

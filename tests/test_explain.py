@@ -161,10 +161,16 @@ def test_explain_one_image_end_to_end(world, explainer):
     for edit in first.edits:
         assert edit.kind == "remove" and edit.counterfactual.shape == (128, 128)
         assert edit.attempts[0]["strength"] == 1.0 and edit.strength in explainer.options.schedule
-        # Adaptive strength stops at the first strength that closes the cycle.
-        closing = [a["success"] for a in edit.attempts]
+        # Adaptive strength stops at the first strength that closes the cycle; smaller-mask variants
+        # follow only an edit that closed with collateral, and one is kept only if it spared the others.
+        tried = [a for a in edit.attempts if "variant" not in a]
+        closing = [a["success"] for a in tried]
         assert closing[:-1] == [False] * (len(closing) - 1), edit.attempts
-        assert edit.success == closing[-1]
+        spared = [a for a in edit.attempts if "variant" in a]
+        assert edit.success == closing[-1] or (spared and edit.variant), edit.attempts
+        if spared:
+            assert closing[-1] and all(a["strength"] == tried[-1]["strength"] for a in spared), edit.attempts
+        assert (edit.variant is not None) == (bool(spared) and edit.preserved), edit.attempts
         # Every attempt, first or retried, is judged against the one baseline reading.
         request = next(r for r in plan_edits(first.findings) if r.finding == edit.finding)
         assert (edit.success, edit.collateral) == judge(
@@ -310,3 +316,49 @@ def test_a_real_radiograph_is_flagged_untrusted_and_a_phantom_is_not(world):
     assert any("outside what the models know" in note for note in real.notes), real.notes
     phantom = explainer(next((world / "files").rglob("*.jpg")))
     assert phantom.trusted is True, (phantom.reconstruction_psnr, phantom.notes)
+
+
+class _CollateralOnFirstReading(ReportGenerator):
+    """The real captioner, except that on its second call (the reconstruction and the first edits) every
+    edit's report also names a lung lesion: every first edit has collateral, the retries have none."""
+
+    name = "collateral-once"
+
+    def __init__(self, inner: ReportGenerator) -> None:
+        self.inner, self.calls = inner, 0
+
+    def _generate(self, images: list[np.ndarray]) -> list[str]:
+        self.calls += 1
+        reports = self.inner.generate(images)
+        if self.calls == 2:
+            reports = [reports[0]] + [
+                r + " There is a 2 cm nodule in the right upper lobe." for r in reports[1:]
+            ]
+        return reports
+
+
+@pytest.mark.parametrize("spare", [("keep", "core"), ()])
+def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer, spare):
+    record = next(r for r in load_dataset(world) if r.true_findings)
+    generator = _CollateralOnFirstReading(explainer.generator)
+    generator.batch_size = 64  # one call per reading, so that "the second call" is one batch
+    options = ExplainOptions(steps=STEPS, spare=spare, adaptive=False)
+    spared = Explainer(generator, explainer.components, "phantom-captioner", options=options)(
+        record.image_path
+    )
+    assert spared.edits, spared.report
+    for edit in spared.edits:
+        variants = [a for a in edit.attempts if "variant" in a]
+        assert not edit.preserved_without_spare, edit.attempts
+        if not spare:
+            assert not variants and not edit.preserved and edit.variant is None, edit.attempts
+            continue
+        # Every variant whose mask differs was tried, at the strength the edit closed at, in order.
+        assert [a["variant"] for a in variants] in (["keep", "core"], ["core"], ["keep"], []), edit.attempts
+        if edit.success and variants and any(a["success"] and a["preserved"] for a in variants):
+            assert edit.preserved and edit.variant in spare, edit.attempts
+            assert edit.collateral == {"lost": [], "gained": []}
+        else:
+            assert not edit.preserved and edit.variant is None, edit.attempts
+    if spare:
+        assert any(edit.variant for edit in spared.edits), [e.attempts for e in spared.edits]

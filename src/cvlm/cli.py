@@ -495,6 +495,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(default: none)",
     )
     p.add_argument(
+        "--grow-vocabulary",
+        action="store_true",
+        help="with --init: prompt words its tokenizer lacks become new tokens (raw report text as prompts)",
+    )
+    p.add_argument(
         "--psnr-tolerance",
         type=float,
         default=0.25,
@@ -558,6 +563,7 @@ def _run_train(args: argparse.Namespace) -> int:
             vae_crop=args.vae_crop,
             decoder_only=args.decoder_only,
             init=args.init,
+            grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,
             balance=args.balance,
             snr_gamma=args.snr_gamma,
@@ -679,6 +685,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "threshold": "auto" if args.threshold == "auto" else float(args.threshold),
         "locality": args.locality,
         "background": args.background,
+        "spare": [] if args.spare == "none" else _names(args.spare),
         "rank": args.rank,
     }
     return ExplainOptions(**{**shared, **overrides})
@@ -753,6 +760,13 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
         "(the input, DiffEdit's) or the reconstruction's",
     )
+    p.add_argument(
+        "--spare",
+        default="keep,core",
+        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
+        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
+        "first edit that closes (default: keep,core)",
+    )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
     p.add_argument("--no-batch-edits", action="store_true", help="sample edits one at a time (less memory)")
@@ -824,6 +838,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         choices=["inversion", "reconstruction"],
         help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
         "(the input, DiffEdit's) or the reconstruction's",
+    )
+    p.add_argument(
+        "--spare",
+        default="keep,core",
+        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
+        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
+        "first edit that closes (default: keep,core)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
     p.add_argument(

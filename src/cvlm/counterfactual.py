@@ -47,6 +47,8 @@ LOCALITIES = ("none", "mask")
 BACKGROUNDS = ("inversion", "reconstruction")
 DEFAULT_BACKGROUND = "reconstruction"
 DEFAULT_LEVER = "guidance"
+SPARE_VARIANTS = ("keep", "core")
+"""Smaller masks tried for an edit that changed another finding too: see keep_others and core_masks."""
 DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
     "guidance": (1.0, 2.0, 3.5, 5.0),
     "embedding": (1.0, 2.0, 3.0, 4.0),
@@ -248,7 +250,7 @@ def invert_with_masks(
     every: int = 5,
     dilate: int = 2,
     record: list[torch.Tensor] | None = None,
-) -> tuple[Inversion, torch.Tensor, np.ndarray]:
+) -> tuple[Inversion, torch.Tensor, np.ndarray, torch.Tensor]:
     """Invert one image and estimate, per edit, where the model's prediction answers the edited words.
 
     While inverting with the source prompt P, every ``every``-th step also predicts the noise for each
@@ -270,7 +272,8 @@ def invert_with_masks(
             ``background="inversion"``).
 
     Returns:
-        ``(inversion, latent masks [k, 1, h, w] in {0, 1}, pixel masks (k, H, W) bool)``.
+        ``(inversion, latent masks [k, 1, h, w] in {0, 1}, pixel masks (k, H, W) bool, response maps
+        [k, h, w])``.
     """
     source = requests[0].source if requests else ()
     prompts = [build_prompt(source), *(r.prompt for r in requests)]
@@ -291,8 +294,10 @@ def invert_with_masks(
     size, (h, w) = components.image_size, inversion.noise.shape[-2:]
     pixel_masks = np.zeros((len(requests), size, size), dtype=bool)
     latent_masks = torch.zeros(len(requests), 1, h, w)
+    responses = torch.zeros(len(requests), h, w)
     if requests and response:
-        maps = torch.stack(response).mean(0).cpu().numpy()
+        responses = torch.stack(response).mean(0).cpu()
+        maps = responses.numpy()
         kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8)
         for k, latent_map in enumerate(maps):
             found = extract_frames(resize(latent_map, size), "auto")
@@ -300,7 +305,60 @@ def invert_with_masks(
             pixel_masks[k] = region
             latent = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
             latent_masks[k, 0] = torch.from_numpy(latent.astype(np.float32))
-    return inversion, latent_masks.to(device), pixel_masks
+    return inversion, latent_masks.to(device), pixel_masks, responses
+
+
+def core_masks(masks: torch.Tensor, responses: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """Each edit mask cut to its core: the pixels where the response reaches ``share`` of its maximum.
+
+    Args:
+        masks: ``[k, 1, h, w]`` edit masks in {0, 1} (:func:`invert_with_masks`).
+        responses: ``[k, h, w]`` the response maps they were thresholded from.
+        share: Fraction of each map's maximum inside its mask that a pixel must reach.
+
+    Returns:
+        ``[k, 1, h, w]``, each a subset of its mask (never empty where the mask is not).
+
+    Example:
+        >>> m = torch.ones(1, 1, 1, 3)
+        >>> core_masks(m, torch.tensor([[[1.0, 0.6, 0.2]]]))[0, 0, 0].tolist()
+        [1.0, 1.0, 0.0]
+    """
+    r = responses.to(masks.device, masks.dtype) * masks[:, 0]
+    peak = r.flatten(1).amax(1)[:, None, None]
+    return (masks[:, 0] * (r >= share * peak).to(masks.dtype))[:, None]
+
+
+def keep_others(masks: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """Edit masks that leave the other findings' regions alone (a keep mask, as in RadEdit).
+
+    Where the masks of several edits of one image overlap, a latent pixel stays in edit k's mask only if
+    no other edit answers there more strongly, each response map measured against its own maximum (the
+    maps of different findings differ in scale). Edits that share no pixels keep their masks.
+
+    Args:
+        masks: ``[k, 1, h, w]`` edit masks in {0, 1} (:func:`invert_with_masks`).
+        responses: ``[k, h, w]`` the response maps they were thresholded from.
+
+    Returns:
+        ``[k, 1, h, w]``, each a subset of its mask.
+
+    Example:
+        >>> m = torch.ones(2, 1, 1, 2)
+        >>> r = torch.tensor([[[1.0, 0.2]], [[0.1, 1.0]]])
+        >>> keep_others(m, r)[:, 0, 0].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if len(masks) < 2:
+        return masks
+    r = responses.to(masks.device, masks.dtype)
+    scaled = r / r.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    inside = masks[:, 0] > 0
+    scaled = torch.where(inside, scaled, torch.zeros_like(scaled))
+    # For each k: the strongest scaled response among the *other* edits at every pixel.
+    k = len(masks)
+    others = torch.stack([torch.cat([scaled[:i], scaled[i + 1 :]]).amax(0) for i in range(k)])
+    return (masks[:, 0] * (scaled >= others).to(masks.dtype))[:, None]
 
 
 @dataclass
@@ -319,6 +377,7 @@ class Counterfactuals:
         trajectory: The reconstruction's latents after each step (for blended resampling).
         latent_masks: ``[k, 1, h, w]`` edit masks at the latent resolution (``"mask"`` only).
         pixel_masks: ``(k, H, W)`` bool edit masks at the model's resolution (``"mask"`` only).
+        responses: ``[k, h, w]`` the response maps the masks were cut from (``"mask"`` only).
         reference: ``(H, W)``, what the edits are compared with (difference maps, the cycle's baseline):
             the decoded z_0 of the input with the inversion background, else the reconstruction.
         background: ``"inversion"`` or ``"reconstruction"`` (what a masked edit keeps outside its mask).
@@ -335,6 +394,7 @@ class Counterfactuals:
     trajectory: list[torch.Tensor] = field(default_factory=list)
     latent_masks: torch.Tensor | None = None
     pixel_masks: np.ndarray | None = None
+    responses: torch.Tensor | None = None
     reference: np.ndarray | None = None
     background: str = "reconstruction"
 
@@ -437,10 +497,10 @@ def counterfactuals(
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
     source = next(iter(sources)) if sources else ()
-    masks = pixel_masks = None
+    masks = pixel_masks = responses = None
     inverted: list[torch.Tensor] = []
     if locality == "mask":
-        inversion, masks, pixel_masks = invert_with_masks(
+        inversion, masks, pixel_masks, responses = invert_with_masks(
             components, image, requests, steps, fixed_point, record=inverted
         )
     elif inversion is None:
@@ -509,6 +569,7 @@ def counterfactuals(
         trajectory=trajectory,
         latent_masks=masks,
         pixel_masks=pixel_masks,
+        responses=responses,
         reference=np.asarray(reference, np.float32),
         background=background,
     )
@@ -521,6 +582,7 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "LEVERS",
     "LOCALITIES",
+    "SPARE_VARIANTS",
     "Blend",
     "BlendWithFirstRow",
     "Counterfactuals",
@@ -529,6 +591,7 @@ __all__ = [
     "counterfactuals",
     "invert_image",
     "invert_with_masks",
+    "keep_others",
     "model_input",
     "plan_edits",
     "sample_rows",

@@ -136,6 +136,8 @@ def score_explanation(
             "success_at_base": edit.success_at_base,
             "baseline_holds": edit.baseline_holds,
             "preserved": edit.preserved,
+            "preserved_without_spare": edit.preserved_without_spare,
+            "variant": edit.variant or "",
             "lost": ";".join(edit.collateral["lost"]),
             "gained": ";".join(edit.collateral["gained"]),
             "strength": edit.strength,
@@ -229,6 +231,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "baseline_holds_rate": _rate([r["baseline_holds"] for r in removals])["rate"],
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
+        "preservation_without_spare": _rate([r["preserved_without_spare"] for r in removals]),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],
         "addition": {
             "n_edits": len(additions),

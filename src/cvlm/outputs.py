@@ -83,7 +83,9 @@ class Edit:
         collateral: Other findings the edit changed: ``{"lost": [...], "gained": [...]}``.
         strength: The edit strength used (the weakest that closed the cycle, or the strongest tried).
         lever: Which strength lever ``strength`` belongs to (see :mod:`cvlm.counterfactual`).
-        attempts: Every strength tried, in order, ``[{"strength", "success"}]``.
+        attempts: Every strength tried, in order, ``[{"strength", "success"}]``, then the smaller-mask
+            variants tried to spare the other findings, ``[{"strength", "variant", "success",
+            "preserved"}]`` (:attr:`cvlm.explain.ExplainOptions.spare`).
         regenerated_report: The generator's report on the counterfactual.
         findings_after: The findings that report names.
         frames: The K largest changed regions, largest first.
@@ -115,6 +117,17 @@ class Edit:
     def preserved(self) -> bool:
         """No other finding changed."""
         return not (self.collateral["lost"] or self.collateral["gained"])
+
+    @property
+    def variant(self) -> str | None:
+        """The smaller-mask variant this counterfactual was sampled with (None: the edit's own mask)."""
+        spared = [a["variant"] for a in self.attempts if a.get("variant") and a["success"] and a["preserved"]]
+        return spared[-1] if spared else None
+
+    @property
+    def preserved_without_spare(self) -> bool:
+        """No other finding changed before any smaller-mask variant was tried (variants run only then)."""
+        return self.preserved and not any(a.get("variant") for a in self.attempts)
 
     @property
     def success_at_base(self) -> bool:

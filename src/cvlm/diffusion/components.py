@@ -201,6 +201,50 @@ def write_clip_tokenizer_files(words: Iterable[str], folder: str | Path, max_len
     return folder
 
 
+def extend_tokenizer_files(source: str | Path, words: Iterable[str], folder: str | Path) -> list[str]:
+    """Copy a tokenizer written by :func:`write_clip_tokenizer_files` to ``folder`` with more words.
+
+    Every existing token keeps its id (a trained text encoder's embedding rows stay valid); each new
+    word's merge chain and tokens are appended after them, so the text encoder needs only new rows
+    (``resize_token_embeddings``). Only the last hidden states are used (as in SD), never the pooled
+    output, so the end-of-text token need not stay the highest id.
+
+    Args:
+        source: A tokenizer folder (``vocab.json``, ``merges.txt`` and configs).
+        words: Words that should become whole tokens.
+        folder: Output folder (created).
+
+    Returns:
+        The words added, in order (empty if the source knew them all).
+    """
+    source, folder = Path(source), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = json.loads((source / "vocab.json").read_text(encoding="utf-8"))
+    lines = (source / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [line for line in lines[1:] if line.strip()]
+    seen = set(merges)
+    added = []
+    for word in sorted({w.lower() for w in words if w.strip()}):
+        if not re.fullmatch(r"[a-z]+", word) or len(word) < 2 or f"{word}</w>" in vocab:
+            continue
+        added.append(word)
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        left = symbols[0]
+        for right in symbols[1:]:
+            merge = f"{left} {right}"
+            if merge not in seen:
+                seen.add(merge)
+                merges.append(merge)
+            left = left + right
+            vocab.setdefault(left, len(vocab))
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (source / name).is_file():
+            (folder / name).write_text((source / name).read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "vocab.json").write_text(json.dumps(vocab, indent=0), encoding="utf-8")
+    (folder / "merges.txt").write_text(lines[0] + "\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return added
+
+
 def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
     """Load a CLIP tokenizer from a folder with ``vocab.json`` and ``merges.txt``.
 

@@ -44,9 +44,11 @@ from cvlm.diffusion.components import (
     DiffusionComponents,
     build_tiny,
     build_vae,
+    extend_tokenizer_files,
     grow_unet,
     load_components,
     load_sd_v1,
+    load_tokenizer,
     prompt_words,
     resolve_config,
     save_components,
@@ -107,6 +109,8 @@ class TrainOptions:
         kl_weight: Weight of the VAE's KL term.
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
+        grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
+            embedding rows (raw report text as prompts); without it such words are an error.
         balance: Repeat-factor sampling threshold t (Gupta et al., LVIS, CVPR 2019) over the prompts'
             findings: an image is drawn ``max(1, max over its findings of sqrt(t / frequency))`` times as
             often, so rare findings (pneumothorax, fracture) are seen more. 0 = uniform epochs.
@@ -152,6 +156,7 @@ class TrainOptions:
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
     init: Path | None = None
+    grow_vocabulary: bool = False
     stream: bool | None = None
     balance: float = 0.0
     snr_gamma: float = 0.0
@@ -507,7 +512,7 @@ class _DiffusionTask(_Task):
             self.default_lr = 5e-5
             train_text = False
         elif options.init is not None:
-            self.components, self.grown = _init_components(options)
+            self.components, self.grown = _init_components(options, scratch)
             self.default_lr = 5e-4
             train_text = True
         else:
@@ -597,7 +602,7 @@ class _DiffusionTask(_Task):
         save_components(self.components, folder, half=self.options.half)
 
 
-def _init_components(options: TrainOptions) -> tuple[DiffusionComponents, set[str]]:
+def _init_components(options: TrainOptions, scratch: Path) -> tuple[DiffusionComponents, set[str]]:
     """Load ``options.init`` for further training, checking that its tokenizer knows every prompt word.
 
     Returns:
@@ -609,10 +614,18 @@ def _init_components(options: TrainOptions) -> tuple[DiffusionComponents, set[st
     words = _vocabulary(options.data)
     vocab = components.tokenizer.get_vocab()
     unknown = sorted(w for w in words if f"{w}</w>" not in vocab and w not in vocab)
-    if unknown:
+    if unknown and not options.grow_vocabulary:
         raise ValueError(
-            f"--init {options.init}: its tokenizer lacks prompt words {unknown[:10]}; train a fresh model."
+            f"--init {options.init}: its tokenizer lacks prompt words {unknown[:10]}; train a fresh model "
+            "or add them with --grow-vocabulary."
         )
+    if unknown:
+        # New words get new tokens and new embedding rows (initialised as the model's own rows are);
+        # every known token keeps its id and its trained row.
+        added = extend_tokenizer_files(components.tokenizer.name_or_path, unknown, scratch / "tokenizer")
+        components.tokenizer = load_tokenizer(scratch / "tokenizer")
+        components.text_encoder.resize_token_embeddings(len(components.tokenizer))
+        logger.info("--grow-vocabulary: %d new prompt words as tokens (%s ...)", len(added), added[:5])
     components = components.to("cpu")
     # The grown UNet's own config.json records its architecture; train.json records the --config file.
     trained = {name for name, _ in components.unet.named_parameters()}
