@@ -338,17 +338,7 @@ class Explainer:
             todo = [i for i, r in enumerate(results) if not r.success]
             if not todo:
                 break
-            rows = sample_rows(
-                self.components,
-                cf.inversion.noise.expand(len(todo), -1, -1, -1),
-                [requests[i].prompt for i in todo],
-                [requests[i].source_prompt for i in todo],
-                opts.steps,
-                strength,
-                opts.lever,
-                batch_size=len(todo) if opts.batched else 1,
-                blend=Blend(blend.masks[todo], blend.trajectory) if blend is not None else None,
-            )
+            rows = self._resample(cf, requests, todo, strength, blend.masks if blend is not None else None)
             # Judged against the same baseline as the first attempt (a retry is the same edit, stronger).
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
@@ -419,6 +409,39 @@ class Explainer:
             reference=cf.reference if separate else None,
         )
 
+    def _resample(
+        self,
+        cf: Counterfactuals,
+        requests: list[EditRequest],
+        rows: list[int],
+        strength: float,
+        masks: torch.Tensor | None,
+    ) -> np.ndarray:
+        """Sample the edits ``rows`` again from the image's z_T at ``strength`` (one batch).
+
+        Args:
+            cf: The image's first counterfactuals (z_T, the reconstruction's trajectory).
+            requests: All edits of the image.
+            rows: Which of them.
+            strength: Edit strength.
+            masks: ``[k, 1, h, w]`` edit masks of all k edits (None: unmasked).
+
+        Returns:
+            ``(len(rows), H, W)`` counterfactuals.
+        """
+        opts = self.options
+        return sample_rows(
+            self.components,
+            cf.inversion.noise.expand(len(rows), -1, -1, -1),
+            [requests[i].prompt for i in rows],
+            [requests[i].source_prompt for i in rows],
+            opts.steps,
+            strength,
+            opts.lever,
+            batch_size=len(rows) if opts.batched else 1,
+            blend=Blend(masks[rows], cf.trajectory) if masks is not None else None,
+        )
+
     def _spare(
         self,
         cf: Counterfactuals,
@@ -455,17 +478,7 @@ class Explainer:
             for strength in sorted({used[i] for i in todo}):  # one batch per strength
                 group = [n for n, i in enumerate(todo) if used[i] == strength]
                 picked = [todo[n] for n in group]
-                rows[group] = sample_rows(
-                    self.components,
-                    cf.inversion.noise.expand(len(picked), -1, -1, -1),
-                    [requests[i].prompt for i in picked],
-                    [requests[i].source_prompt for i in picked],
-                    opts.steps,
-                    strength,
-                    opts.lever,
-                    batch_size=len(picked) if opts.batched else 1,
-                    blend=Blend(masks[variant][picked], blend.trajectory),
-                )
+                rows[group] = self._resample(cf, requests, picked, strength, masks[variant])
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )

@@ -140,6 +140,30 @@ def prompt_words(texts: Iterable[str]) -> list[str]:
     return sorted({w for text in texts for w in _WORD.findall(text.lower())})
 
 
+def _learn_words(words: Iterable[str], vocab: dict[str, int], merges: list[str]) -> list[str]:
+    """Append to ``vocab`` / ``merges`` (in place) the merge chain of every word not yet a whole token.
+
+    A word becomes a chain of merges (``c a``, ``ca r``, ... ``cardiomegal y</w>``) whose tokens get the
+    next free ids; merges and tokens already present are reused. Returns the words learnt, in order.
+    """
+    seen = set(merges)
+    learnt = []
+    for word in sorted({w.lower() for w in words if w.strip()}):
+        if not re.fullmatch(r"[a-z]+", word) or len(word) < 2 or f"{word}</w>" in vocab:
+            continue
+        learnt.append(word)
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        left = symbols[0]
+        for right in symbols[1:]:
+            merge = f"{left} {right}"
+            if merge not in seen:
+                seen.add(merge)
+                merges.append(merge)
+            left = left + right
+            vocab.setdefault(left, len(vocab))
+    return learnt
+
+
 def write_clip_tokenizer_files(words: Iterable[str], folder: str | Path, max_length: int = 77) -> Path:
     """Write a CLIP BPE tokenizer (``vocab.json``, ``merges.txt`` + configs) for a word list, offline.
 
@@ -167,19 +191,7 @@ def write_clip_tokenizer_files(words: Iterable[str], folder: str | Path, max_len
         add(symbol)
         add(symbol + "</w>")
     merges: list[str] = []
-    seen_merges: set[str] = set()
-    for word in sorted({w.lower() for w in words if w.strip()}):
-        if not re.fullmatch(r"[a-z]+", word) or len(word) < 2:
-            continue
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        left = symbols[0]
-        for right in symbols[1:]:
-            merge = f"{left} {right}"
-            if merge not in seen_merges:
-                seen_merges.add(merge)
-                merges.append(merge)
-            left = left + right
-            add(left)
+    _learn_words(words, vocab, merges)
     add(BOS)
     add(EOS)
     (folder / "vocab.json").write_text(json.dumps(vocab, indent=0), encoding="utf-8")
@@ -222,21 +234,7 @@ def extend_tokenizer_files(source: str | Path, words: Iterable[str], folder: str
     vocab: dict[str, int] = json.loads((source / "vocab.json").read_text(encoding="utf-8"))
     lines = (source / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [line for line in lines[1:] if line.strip()]
-    seen = set(merges)
-    added = []
-    for word in sorted({w.lower() for w in words if w.strip()}):
-        if not re.fullmatch(r"[a-z]+", word) or len(word) < 2 or f"{word}</w>" in vocab:
-            continue
-        added.append(word)
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        left = symbols[0]
-        for right in symbols[1:]:
-            merge = f"{left} {right}"
-            if merge not in seen:
-                seen.add(merge)
-                merges.append(merge)
-            left = left + right
-            vocab.setdefault(left, len(vocab))
+    added = _learn_words(words, vocab, merges)
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (source / name).is_file():
             (folder / name).write_text((source / name).read_text(encoding="utf-8"), encoding="utf-8")
