@@ -92,6 +92,16 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
         values = [float(r[key]) for r in rows if r[key]]
         assert values and loc["cvlm"][key] == pytest.approx(np.mean(values)), (key, loc["cvlm"])
     assert "diffusion_attention" not in loc["saliency"]
+    # Preservation with and without the smaller-mask retries, and what they bought, from the table.
+    removals = [r for r in rows if r["kind"] == "remove"]
+    kept = [r["preserved"] == "True" for r in removals]
+    first = [r["preserved_without_spare"] == "True" for r in removals]
+    assert metrics["preservation_rate"] == pytest.approx(np.mean(kept))
+    assert metrics["preservation_without_spare"]["rate"] == pytest.approx(np.mean(first))
+    assert all(a or not b for a, b in zip(kept, first)), "a retry may only spare, never spoil"
+    gain, (low, high) = metrics["preservation_gain_from_spare"]
+    assert gain == pytest.approx(np.mean(kept) - np.mean(first)) and low <= gain <= high
+    assert {r["variant"] for r in removals} <= {"", "keep", "core"}
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["localization"]["saliency"]) == {"cvlm"}

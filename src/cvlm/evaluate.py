@@ -183,6 +183,13 @@ def _rate(values: Sequence[bool]) -> dict[str, Any]:
     return {"n": len(values), "rate": k / len(values), "ci": [low, high]}
 
 
+def _paired(a: Sequence[bool], b: Sequence[bool]) -> list[Any] | None:
+    if not a:
+        return None
+    estimate, (low, high) = paired_bootstrap([float(x) for x in a], [float(x) for x in b])
+    return [estimate, [low, high]]
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     values = [float(r[key]) for r in rows if r.get(key) is not None and r.get(key) != ""]
     return float(np.mean(values)) if values else None
@@ -232,6 +239,10 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
         "preservation_without_spare": _rate([r["preserved_without_spare"] for r in removals]),
+        # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
+        "preservation_gain_from_spare": _paired(
+            [r["preserved"] for r in removals], [r["preserved_without_spare"] for r in removals]
+        ),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],
         "addition": {
             "n_edits": len(additions),

@@ -458,8 +458,8 @@ class Explainer:
         The variants of :attr:`ExplainOptions.spare` are tried in order at the strength the edit closed
         at; the first variant edit that closes the cycle without collateral replaces the edit, otherwise
         the edit stays as it was. (Pushing a variant that spared the others but no longer closed the
-        cycle to the schedule's stronger strengths closed none of 5 such edits on the development world,
-        at 1.6 times the cost: not done.)
+        cycle to the schedule's stronger strengths closed none of 4 such edits on the development world:
+        not done.)
         """
         opts = self.options
         masks = {
