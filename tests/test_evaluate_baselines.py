@@ -98,7 +98,7 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     first = [r["preserved_without_spare"] == "True" for r in removals]
     assert metrics["preservation_rate"] == pytest.approx(np.mean(kept))
     assert metrics["preservation_without_spare"]["rate"] == pytest.approx(np.mean(first))
-    assert all(a or not b for a, b in zip(kept, first)), "a retry may only spare, never spoil"
+    assert all(a or not b for a, b in zip(kept, first, strict=True)), "a retry may only spare, never spoil"
     gain, (low, high) = metrics["preservation_gain_from_spare"]
     assert gain == pytest.approx(np.mean(kept) - np.mean(first)) and low <= gain <= high
     assert {r["variant"] for r in removals} <= {"", "keep", "core"}
