@@ -48,9 +48,9 @@ wait
 run_eval() {  # NAME MODEL
   [[ -f $ROOT/eval-$1/metrics.json ]] ||
     OMP_NUM_THREADS=$THREADS $PY -m cvlm.cli evaluate --generator "$G" --model "$2" --data "$EVAL_DATA" \
-      --n "$EVAL_N" --baselines random --threads "$THREADS" --out "$ROOT/eval-$1"
+      --n "$EVAL_N" --baselines random --threads "$THREADS" --out "$ROOT/eval-$1" "${@:3}"
 }
 run_eval tailored "$ROOT/tailored/model" & run_eval tailored-last "$ROOT/tailored/model/last" & wait
-run_eval gt "$ROOT/gt/model" & run_eval raw "$ROOT/raw/model" & wait
+run_eval gt "$ROOT/gt/model" & run_eval raw "$ROOT/raw/model" --prompts raw & wait
 $PY benchmarks/ablation_table.py "tailored (best PSNR)=$ROOT/eval-tailored" "tailored (last)=$ROOT/eval-tailored-last" \
   "GT model=$ROOT/eval-gt" "raw prompts=$ROOT/eval-raw"

@@ -362,3 +362,20 @@ def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer,
             assert not edit.preserved and edit.variant is None, edit.attempts
     if spare:
         assert any(edit.variant for edit in spared.edits), [e.attempts for e in spared.edits]
+
+
+def test_raw_prompts_edit_the_report_text_for_a_model_trained_on_it(world, explainer):
+    from cvlm.readout import read_reports
+
+    record = next(r for r in load_dataset(world) if r.true_findings)
+    options = ExplainOptions(steps=STEPS, prompts="raw", adaptive=False, spare=())
+    raw = Explainer(explainer.generator, explainer.components, "phantom-captioner", options=options)(
+        record.image_path
+    )
+    assert raw.findings and raw.prompt == raw.report, (raw.prompt, raw.report)
+    for edit in raw.edits:
+        # The edited prompt is the report without the sentences naming the finding.
+        assert edit.finding not in read_reports([edit.prompt]).findings[0], edit.prompt
+        assert len(edit.prompt) < len(raw.report) and not edit.prompt.startswith("lung with"), edit.prompt
+    with pytest.raises(ValueError, match="prompts must be one of"):
+        ExplainOptions(prompts="free text")

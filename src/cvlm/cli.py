@@ -686,6 +686,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "locality": args.locality,
         "background": args.background,
         "spare": [] if args.spare == "none" else _names(args.spare),
+        "prompts": args.prompts,
         "rank": args.rank,
     }
     return ExplainOptions(**{**shared, **overrides})
@@ -759,6 +760,13 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         choices=["inversion", "reconstruction"],
         help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
         "(the input, DiffEdit's) or the reconstruction's",
+    )
+    p.add_argument(
+        "--prompts",
+        default="structured",
+        choices=["structured", "raw"],
+        help="what the model was trained on: cvlm's structured prompts of the findings (default) or the "
+        "report text itself (cvlm prepare --prompts raw; an edit drops the sentences naming the finding)",
     )
     p.add_argument(
         "--spare",
@@ -838,6 +846,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         choices=["inversion", "reconstruction"],
         help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
         "(the input, DiffEdit's) or the reconstruction's",
+    )
+    p.add_argument(
+        "--prompts",
+        default="structured",
+        choices=["structured", "raw"],
+        help="what the model was trained on: cvlm's structured prompts of the findings (default) or the "
+        "report text itself (cvlm prepare --prompts raw; an edit drops the sentences naming the finding)",
     )
     p.add_argument(
         "--spare",

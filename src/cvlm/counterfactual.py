@@ -65,22 +65,27 @@ class EditRequest:
         kind: ``"remove"`` or ``"add"``.
         source: The findings the generator wrote (the image's own prompt).
         target: The findings after the edit.
+        source_text: For a model trained on report text (``cvlm prepare --prompts raw``): the report
+            itself is P (None: the structured prompt of ``source``).
+        text: With ``source_text``: the edited report P_e (:func:`cvlm.readout.edit_report`).
     """
 
     finding: str
     kind: str
     source: tuple[str, ...]
     target: tuple[str, ...]
+    source_text: str | None = None
+    text: str | None = None
 
     @property
     def prompt(self) -> str:
         """The edited prompt P_e."""
-        return build_prompt(self.target)
+        return self.text if self.text is not None else build_prompt(self.target)
 
     @property
     def source_prompt(self) -> str:
         """The image's own prompt P."""
-        return build_prompt(self.source)
+        return self.source_text if self.source_text is not None else build_prompt(self.source)
 
 
 def check_finding_names(
@@ -275,8 +280,7 @@ def invert_with_masks(
         ``(inversion, latent masks [k, 1, h, w] in {0, 1}, pixel masks (k, H, W) bool, response maps
         [k, h, w])``.
     """
-    source = requests[0].source if requests else ()
-    prompts = [build_prompt(source), *(r.prompt for r in requests)]
+    prompts = [requests[0].source_prompt if requests else build_prompt(()), *(r.prompt for r in requests)]
     text = embed(components, prompts)
     predict = unet_predictor(components.unet)
     response: list[torch.Tensor] = []
@@ -412,11 +416,16 @@ def invert_image(
     findings: Sequence[str],
     steps: int = 50,
     fixed_point: int = 0,
+    prompt: str | None = None,
 ) -> Inversion:
-    """Encode and DDIM-invert one image ``(H, W)`` at the model's size with prompt(findings), guidance 1."""
+    """Encode and DDIM-invert one image ``(H, W)`` at the model's size with prompt(findings), guidance 1.
+
+    ``prompt`` replaces the structured prompt of ``findings`` (a model trained on report text).
+    """
     pixels = to_tensor(model_input(components, image)[None], "minus_one_one")
     device = next(components.unet.parameters()).device
-    return invert(components, pixels.to(device), [build_prompt(findings)], steps, fixed_point)
+    text = build_prompt(findings) if prompt is None else prompt
+    return invert(components, pixels.to(device), [text], steps, fixed_point)
 
 
 @dataclass
@@ -462,6 +471,7 @@ def counterfactuals(
     fixed_point: int = 0,
     locality: str = "none",
     background: str = DEFAULT_BACKGROUND,
+    source_text: str | None = None,
 ) -> Counterfactuals:
     """Invert once, then sample the reconstruction and every edit of the image from the same z_T.
 
@@ -482,6 +492,8 @@ def counterfactuals(
             inversion's own latents, so outside the mask the counterfactual is the input's VAE round
             trip; the reconstruction then rides in the edits' batch) or ``"reconstruction"`` (the
             reconstruction's trajectory, sampled first).
+        source_text: The image's own prompt when there are no requests and the model reads report text
+            (with requests, theirs is used).
 
     Returns:
         :class:`Counterfactuals`.
@@ -489,14 +501,14 @@ def counterfactuals(
     Raises:
         ValueError: If the requests do not share one source.
     """
-    sources = {r.source for r in requests}
+    sources = {(r.source, r.source_prompt) for r in requests}
     if len(sources) > 1:
         raise ValueError("All edits of one call must start from the same findings (one image).")
     if locality not in LOCALITIES:
         raise ValueError(f"locality must be one of {LOCALITIES}, got {locality!r}.")
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
-    source = next(iter(sources)) if sources else ()
+    source, source_prompt = next(iter(sources)) if sources else ((), source_text or build_prompt(()))
     masks = pixel_masks = responses = None
     inverted: list[torch.Tensor] = []
     if locality == "mask":
@@ -504,8 +516,7 @@ def counterfactuals(
             components, image, requests, steps, fixed_point, record=inverted
         )
     elif inversion is None:
-        inversion = invert_image(components, image, source, steps, fixed_point)
-    source_prompt = build_prompt(source)
+        inversion = invert_image(components, image, source, steps, fixed_point, prompt=source_prompt)
     edit_prompts = [r.prompt for r in requests]
     together = masks is not None and bool(requests) and (background == "inversion" or batched)
     if together:

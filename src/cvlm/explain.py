@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +66,14 @@ from cvlm.labeler import Labeler, load_labeler
 from cvlm.metrics import psnr
 from cvlm.outputs import EXPLANATION_FILE, Edit, Explanation
 from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy, build_prompt
-from cvlm.readout import read_findings
+from cvlm.readout import edit_report, read_findings
 from cvlm.safeio import OutputWriteError, append_lines, explain_os_error
 from cvlm.xray import XrayReadError, read_xray
 
 logger = logging.getLogger(__name__)
 
 INDEX = "index.jsonl"
+PROMPT_STYLES = ("structured", "raw")
 TRUST_MARGIN_DB = 4.0
 """An input whose reconstruction PSNR falls more than this below the model's validated PSNR is untrusted."""
 
@@ -94,6 +95,10 @@ class ExplainOptions:
         rank: Frame order, ``"area"`` (the paper's) or ``"mass"`` (:func:`cvlm.frames.extract_frames`).
         locality: ``"mask"`` (default: edit only where the model's prediction answers the edited words,
             :func:`cvlm.counterfactual.invert_with_masks`) or ``"none"`` (edit everywhere, the paper's).
+        prompts: ``"structured"`` (the generator's findings as cvlm's structured prompt, what the tailored
+            models are trained on) or ``"raw"`` (the report text itself, for a model trained with
+            ``cvlm prepare --prompts raw``; an edit drops the sentences that name the finding,
+            :func:`cvlm.readout.edit_report`).
         spare: Variants tried, in order, for an edit that closed its cycle with collateral (another
             finding changed too); the first that closes it without collateral replaces it
             (:data:`cvlm.counterfactual.SPARE_VARIANTS`; empty: keep the first edit that closes).
@@ -116,6 +121,7 @@ class ExplainOptions:
     locality: str = "mask"
     background: str = "reconstruction"
     spare: Sequence[str] = ("keep", "core")
+    prompts: str = "structured"
     batched: bool = True
     fixed_point: int = 0
     seed: int = 0
@@ -132,6 +138,8 @@ class ExplainOptions:
             raise ValueError(f"locality must be one of {', '.join(LOCALITIES)}, got {self.locality!r}.")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}.")
+        if self.prompts not in PROMPT_STYLES:
+            raise ValueError(f"prompts must be one of {', '.join(PROMPT_STYLES)}, got {self.prompts!r}.")
         self.spare = tuple(self.spare)
         unknown = [v for v in self.spare if v not in SPARE_VARIANTS]
         if unknown:
@@ -299,6 +307,17 @@ class Explainer:
         readout = read_findings(self.generator, [image], self.labeler, opts.policy)
         report, findings = readout.reports[0], readout.findings[0]
         requests = plan_edits(findings, opts.remove, opts.add)
+        source_text = None
+        if opts.prompts == "raw":
+            source_text = report
+            requests = [
+                replace(
+                    r,
+                    source_text=report,
+                    text=edit_report(report, r.finding, r.kind, self.labeler, opts.policy),
+                )
+                for r in requests
+            ]
 
         # 4-5. Invert once; the reconstruction and every edit at the first strength in one batch.
         strengths = opts.strengths
@@ -313,6 +332,7 @@ class Explainer:
             fixed_point=opts.fixed_point,
             locality=opts.locality,
             background=opts.background,
+            source_text=source_text,
         )
         blend = Blend(cf.latent_masks, cf.trajectory) if cf.latent_masks is not None else None
         edited = cf.edited.copy()
@@ -395,7 +415,7 @@ class Explainer:
             findings=findings,
             reconstruction_findings=recon_findings,
             baseline_findings=baseline,
-            prompt=build_prompt(findings),
+            prompt=source_text if source_text is not None else build_prompt(findings),
             reconstruction_psnr=round(recon_psnr, 3),
             trusted=trusted,
             notes=notes,

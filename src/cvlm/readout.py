@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,48 @@ def read_findings(
     return read_reports(reports, labeler, policy)
 
 
+def _sentences(report: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", report) if s.strip()]
+
+
+def edit_report(
+    report: str,
+    finding: str,
+    kind: str,
+    labeler: Labeler | None = None,
+    policy: UncertaintyPolicy | str = DEFAULT_POLICY,
+) -> str:
+    """The report text with a finding removed or added: the edited prompt of a model trained on report text.
+
+    Removal drops every sentence in which the labeler reads ``finding`` as named (the same rule as
+    everywhere, per sentence); negated mentions ("No pneumothorax.") stay, and a sentence that names two
+    findings goes with both (report text has no finer unit). Addition appends one sentence.
+
+    Args:
+        report: The generator's report.
+        finding: Canonical finding name.
+        kind: ``"remove"`` or ``"add"``.
+        labeler: Default: the rule-based labeler.
+        policy: How uncertain mentions count.
+
+    Returns:
+        The edited report, sentences joined by single spaces.
+
+    Example:
+        >>> edit_report("Mild cardiomegaly. Small left effusion. No pneumothorax.", "Cardiomegaly", "remove")
+        'Small left effusion. No pneumothorax.'
+        >>> edit_report("No acute disease.", "Pleural Effusion", "add")
+        'No acute disease. There is pleural effusion.'
+    """
+    sentences = _sentences(report)
+    if kind == "add":
+        return " ".join([*sentences, f"There is {finding.lower()}."])
+    if kind != "remove":
+        raise ValueError(f"kind must be 'remove' or 'add', got {kind!r}.")
+    named = read_reports(sentences, labeler, policy).findings if sentences else []
+    return " ".join(s for s, found in zip(sentences, named, strict=True) if finding not in found)
+
+
 def names(
     labels: Mapping[str, object], finding: str, policy: UncertaintyPolicy | str = DEFAULT_POLICY
 ) -> bool:
@@ -101,4 +144,4 @@ def names(
     return finding in findings_from_labels(labels, policy=policy)
 
 
-__all__ = ["Readout", "findings_of", "names", "read_findings", "read_reports"]
+__all__ = ["Readout", "edit_report", "findings_of", "names", "read_findings", "read_reports"]
