@@ -692,6 +692,39 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
     return ExplainOptions(**{**shared, **overrides})
 
 
+def _add_edit_options(p: argparse.ArgumentParser) -> None:
+    """The options of how to edit and frame that ``explain`` and ``evaluate`` share."""
+    p.add_argument(
+        "--locality",
+        default="mask",
+        choices=["none", "mask"],
+        help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
+        "everywhere (the paper's)",
+    )
+    p.add_argument(
+        "--background",
+        default="reconstruction",
+        choices=["inversion", "reconstruction"],
+        help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
+        "(the input, DiffEdit's) or the reconstruction's",
+    )
+    p.add_argument(
+        "--prompts",
+        default="structured",
+        choices=["structured", "raw"],
+        help="what the model was trained on: cvlm's structured prompts of the findings (default) or the "
+        "report text itself (cvlm prepare --prompts raw; an edit drops the sentences naming the finding)",
+    )
+    p.add_argument(
+        "--spare",
+        default="keep,core",
+        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
+        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
+        "first edit that closes (default: keep,core)",
+    )
+    p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+
+
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = _add_command(
         sub,
@@ -747,35 +780,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         help="frame threshold L on 0..255 of the normalised difference, or 'auto' (Otsu) (default: 95)",
     )
     p.add_argument("--top-k", type=int, default=5, help="frames per edit (default: 5)")
-    p.add_argument(
-        "--locality",
-        default="mask",
-        choices=["none", "mask"],
-        help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
-        "everywhere (the paper's)",
-    )
-    p.add_argument(
-        "--background",
-        default="reconstruction",
-        choices=["inversion", "reconstruction"],
-        help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
-        "(the input, DiffEdit's) or the reconstruction's",
-    )
-    p.add_argument(
-        "--prompts",
-        default="structured",
-        choices=["structured", "raw"],
-        help="what the model was trained on: cvlm's structured prompts of the findings (default) or the "
-        "report text itself (cvlm prepare --prompts raw; an edit drops the sentences naming the finding)",
-    )
-    p.add_argument(
-        "--spare",
-        default="keep,core",
-        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
-        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
-        "first edit that closes (default: keep,core)",
-    )
-    p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+    _add_edit_options(p)
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
     p.add_argument("--no-batch-edits", action="store_true", help="sample edits one at a time (less memory)")
     _add_device(p, "the models")
@@ -833,35 +838,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lever", default="guidance", choices=["guidance", "embedding"], help="default: guidance")
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
     p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")
-    p.add_argument(
-        "--locality",
-        default="mask",
-        choices=["none", "mask"],
-        help="mask: edit only where the model answers the edited words and keep the rest; none: edit "
-        "everywhere (the paper's)",
-    )
-    p.add_argument(
-        "--background",
-        default="reconstruction",
-        choices=["inversion", "reconstruction"],
-        help="with --locality mask, what an edit keeps outside its mask: the inversion's own latents "
-        "(the input, DiffEdit's) or the reconstruction's",
-    )
-    p.add_argument(
-        "--prompts",
-        default="structured",
-        choices=["structured", "raw"],
-        help="what the model was trained on: cvlm's structured prompts of the findings (default) or the "
-        "report text itself (cvlm prepare --prompts raw; an edit drops the sentences naming the finding)",
-    )
-    p.add_argument(
-        "--spare",
-        default="keep,core",
-        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
-        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
-        "first edit that closes (default: keep,core)",
-    )
-    p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+    _add_edit_options(p)
     p.add_argument(
         "--add", default="", help="comma list of findings to add where not written (default: none)"
     )
