@@ -50,7 +50,15 @@ run_eval() {  # NAME MODEL
     OMP_NUM_THREADS=$THREADS $PY -m cvlm.cli evaluate --generator "$G" --model "$2" --data "$EVAL_DATA" \
       --n "$EVAL_N" --baselines random --threads "$THREADS" --out "$ROOT/eval-$1" "${@:3}"
 }
-run_eval tailored "$ROOT/tailored/model" & run_eval tailored-last "$ROOT/tailored/model/last" & wait
+# Best versus last: evaluated only where the strict best-PSNR step is not the last one.
+LAST=()
+if ! $PY -c "import json,sys; t=json.load(open('$ROOT/tailored/model/train.json')); sys.exit(t['best_step'] != t['step'])"; then
+  LAST=("tailored (last)=$ROOT/eval-tailored-last")
+fi
+run_eval tailored "$ROOT/tailored/model" & ((${#LAST[@]})) && run_eval tailored-last "$ROOT/tailored/model/last" & wait
 run_eval gt "$ROOT/gt/model" & run_eval raw "$ROOT/raw/model" --prompts raw & wait
-$PY benchmarks/ablation_table.py "tailored (best PSNR)=$ROOT/eval-tailored" "tailored (last)=$ROOT/eval-tailored-last" \
-  "GT model=$ROOT/eval-gt" "raw prompts=$ROOT/eval-raw"
+for r in tailored gt raw; do
+  $PY -c "import json; t=json.load(open('$ROOT/$r/model/train.json')); print('$r: best step', t['best_step'], 'of', t['step'], [h['psnr'] for h in t['history']])"
+done
+$PY benchmarks/ablation_table.py "tailored (best PSNR)=$ROOT/eval-tailored" "${LAST[@]}" "GT model=$ROOT/eval-gt" \
+  "raw prompts=$ROOT/eval-raw"

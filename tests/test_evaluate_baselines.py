@@ -102,6 +102,8 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     gain, (low, high) = metrics["preservation_gain_from_spare"]
     assert gain == pytest.approx(np.mean(kept) - np.mean(first)) and low <= gain <= high
     assert {r["variant"] for r in removals} <= {"", "keep", "core"}
+    control = [r["round_trip_kept"] == "True" for r in removals]
+    assert metrics["round_trip_preservation"]["rate"] == pytest.approx(np.mean(control))
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["localization"]["saliency"]) == {"cvlm"}

@@ -5,7 +5,9 @@ so a killed evaluation resumes), then scores every edit against the world's true
 
 * the **cycle**: cyclic rate (CR) with its Wilson 95 % interval, overall and per finding, with adaptive
   strength and without it (the first strength only, the paper's edit), the addition CR, and the
-  **preservation** rate (edits after which every other finding is still read the same);
+  **preservation** rate (edits after which every other finding is still read as on the reconstruction),
+  beside its control, ``round_trip_preservation`` (how often the other findings are read the same on the
+  input and on the reconstruction: what a change aimed at no finding does to G's reading);
 * **localisation** of removals of truly present findings: ``pointing_game`` (the largest frame's box
   overlaps the true mask), ``iou`` (union of the frame boxes against the mask), ``iou_region`` (the
   thresholded changed pixels against the mask), ``energy_in_mask`` (share of the difference map inside
@@ -137,6 +139,9 @@ def score_explanation(
             "baseline_holds": edit.baseline_holds,
             "preserved": edit.preserved,
             "preserved_without_spare": edit.preserved_without_spare,
+            # Control: do the *other* findings survive the round trip alone (input vs reconstruction)?
+            "round_trip_kept": set(explanation.findings) - {edit.finding}
+            == set(explanation.reconstruction_findings) - {edit.finding},
             "variant": edit.variant or "",
             "lost": ";".join(edit.collateral["lost"]),
             "gained": ";".join(edit.collateral["gained"]),
@@ -239,6 +244,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
         "preservation_without_spare": _rate([r["preserved_without_spare"] for r in removals]),
+        "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals]),
         # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
         "preservation_gain_from_spare": _paired(
             [r["preserved"] for r in removals], [r["preserved_without_spare"] for r in removals]

@@ -375,6 +375,11 @@ def _headline(metrics: Mapping[str, Any]) -> list[list[str]]:
             "preservation (other findings kept)",
             f"{fmt(metrics['preservation_rate'])} {fmt_ci((metrics.get('preservation') or {}).get('ci'))}",
         ],
+    ]
+    control = metrics.get("round_trip_preservation") or {}
+    if control.get("rate") is not None:  # absent in metrics written before it existed
+        rows.append(["control: other findings kept by the round trip alone", fmt(control["rate"])])
+    rows += [
         ["reconstruction PSNR (dB)", fmt(metrics["reconstruction_psnr"], 2)],
         [
             f"frames, pointing game (random boxes) on {loc['n']} true findings",
