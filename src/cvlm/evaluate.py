@@ -243,11 +243,15 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "baseline_holds_rate": _rate([r["baseline_holds"] for r in removals])["rate"],
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
-        "preservation_without_spare": _rate([r["preserved_without_spare"] for r in removals]),
-        "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals]),
+        # Rows of tables written before these columns existed lack them (no retries then; no control).
+        "preservation_without_spare": _rate(
+            [r.get("preserved_without_spare", r["preserved"]) for r in removals]
+        ),
+        "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals if "round_trip_kept" in r]),
         # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
         "preservation_gain_from_spare": _paired(
-            [r["preserved"] for r in removals], [r["preserved_without_spare"] for r in removals]
+            [r["preserved"] for r in removals],
+            [r.get("preserved_without_spare", r["preserved"]) for r in removals],
         ),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],
         "addition": {
