@@ -9,6 +9,8 @@ on the same kind of images.
 ``cvlm compare`` reports the same rate (:func:`cvlm.compare.shortcut_row`).
 
     python benchmarks/shortcut_frames.py --data runs/shortcut-world --out runs/shortcut-frames [--n 100]
+    python benchmarks/shortcut_frames.py --data W --out O --model-for tailored=phantom-shortcut=M1 \
+        --model-for gt=phantom-shortcut=M2      # one generator, two tailored models
 """
 
 from __future__ import annotations
@@ -32,11 +34,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=100, help="test images to read")
     parser.add_argument("--generators", default="phantom-shortcut,phantom-captioner")
+    parser.add_argument(
+        "--model-for",
+        action="append",
+        default=[],
+        metavar="LABEL=GENERATOR=MODEL",
+        help="explain GENERATOR with this tailored MODEL under the name LABEL (repeatable; replaces "
+        "--generators), e.g. gt=phantom-shortcut=runs/ablate-shortcut/gt/model",
+    )
     args = parser.parse_args()
+    runs = [tuple(spec.split("=", 2)) for spec in args.model_for] or [
+        (name, name, name) for name in args.generators.split(",")
+    ]
+    if any(len(run) != 3 for run in runs):
+        parser.error("--model-for takes LABEL=GENERATOR=MODEL")
     records = [r for r in load_dataset(args.data) if r.split == "test"][: args.n]
     summary = {}
-    for name in args.generators.split(","):
-        explainer = Explainer.load(name, name, options=ExplainOptions(remove=["Pneumothorax"]))
+    for name, generator, model in runs:
+        explainer = Explainer.load(generator, model, options=ExplainOptions(remove=["Pneumothorax"]))
         # Only the images where the generator writes the finding have an edit to explain.
         images = [read_xray(r.image_path) for r in records]
         written = read_findings(explainer.generator, images, explainer.labeler).findings
