@@ -32,3 +32,21 @@ def test_console_script_runs():
         [sys.executable, "-m", "cvlm.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "phantoms" in result.stdout
+
+
+def test_explain_and_evaluate_read_the_same_edit_options():
+    from cvlm.cli import _explain_options
+
+    parser = build_parser()
+    common = ["--generator", "g", "--model", "m"]
+    for argv in (
+        ["explain", *common, "x.png", "--out", "o"],
+        ["evaluate", *common, "--data", "d", "--out", "o"],
+    ):
+        args = parser.parse_args([*argv, "--schedule", "1,1.5,3", "--spare", "core", "--prompts", "raw"])
+        options = _explain_options(args)
+        assert options.schedule == (1.0, 1.5, 3.0), options
+        assert options.spare == ("core",) and options.prompts == "raw", options
+        defaults = _explain_options(parser.parse_args(argv))
+        assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == ("keep", "core"), defaults
+        assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()

@@ -687,6 +687,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "background": args.background,
         "spare": [] if args.spare == "none" else _names(args.spare),
         "prompts": args.prompts,
+        "schedule": [float(x) for x in _names(args.schedule)] if args.schedule else None,
         "rank": args.rank,
     }
     return ExplainOptions(**{**shared, **overrides})
@@ -721,6 +722,12 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
         help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
         "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
         "first edit that closes (default: keep,core)",
+    )
+    p.add_argument(
+        "--schedule",
+        default=None,
+        help="comma list of the strengths adaptive strength tries in order, the first the plain edit "
+        "(default: the lever's, 1,2,3.5,5 for guidance)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
 
