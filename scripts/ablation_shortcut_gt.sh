@@ -9,6 +9,8 @@
 #   bash scripts/ablation_shortcut_gt.sh     # 2-core CPU: about 1 hour (the two runs in parallel)
 #
 # Settings: STEPS [800] N_TRAIN [3000] SEED [2500] EVAL_N [150] (test images read) THREADS [1]
+#   INDEPENDENT [0]: 1 trains both on a world whose mark is independent of every finding in every split
+#   (cvlm phantoms --independent-mark): only the generator's findings can then tie the word to the mark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-800}
@@ -18,14 +20,16 @@ EVAL_N=${EVAL_N:-150}
 THREADS=${THREADS:-1}
 PY=${PY:-python}
 G=phantom-shortcut
-ROOT=runs/ablate-shortcut
+INDEPENDENT=${INDEPENDENT:-0}
+ROOT=runs/ablate-shortcut$([[ $INDEPENDENT == 1 ]] && echo -independent || true)
+MARK=(); [[ $INDEPENDENT == 1 ]] && MARK=(--independent-mark)
 EVAL_DATA=$ROOT/eval-world
 INIT=src/cvlm/bundled/diffusion/phantom-templater
 mkdir -p "$ROOT"
 [[ -f $ROOT/tailored/world/world.json ]] ||
-  $PY -m cvlm.cli phantoms --out "$ROOT/tailored/world" --n "$N_TRAIN" --seed "$SEED" --shortcut
+  $PY -m cvlm.cli phantoms --out "$ROOT/tailored/world" --n "$N_TRAIN" --seed "$SEED" --shortcut "${MARK[@]}"
 [[ -f $ROOT/tailored/test-world/world.json ]] ||
-  $PY -m cvlm.cli phantoms --out "$ROOT/tailored/test-world" --n 200 --seed $((SEED + 1)) --shortcut
+  $PY -m cvlm.cli phantoms --out "$ROOT/tailored/test-world" --n 200 --seed $((SEED + 1)) --shortcut "${MARK[@]}"
 [[ -f $EVAL_DATA/world.json ]] || $PY -m cvlm.cli phantoms --out "$EVAL_DATA" --n 1500 --seed $((SEED + 50)) --shortcut
 train() {  # MODE NAME
   local WORK=$ROOT/$2

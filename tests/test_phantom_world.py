@@ -210,6 +210,24 @@ def test_shortcut_mark_follows_the_finding_in_train_only(finding: str) -> None:
     assert not any(c.shortcut_mark for c in _cases(300))  # honest world: never a mark
 
 
+def test_an_independent_mark_ignores_the_finding_in_every_split(tmp_path: Path) -> None:
+    rng = [np.random.default_rng([11, i]) for i in range(3000)]
+    cases = [sample_case(r, "Pneumothorax", "train", independent_mark=True) for r in rng]
+    with_f = [c.shortcut_mark for c in cases if "Pneumothorax" in c.names]
+    without_f = [c.shortcut_mark for c in cases if "Pneumothorax" not in c.names]
+    assert len(with_f) > 100
+    assert abs(np.mean(with_f) - 0.5) < 0.08 and abs(np.mean(without_f) - 0.5) < 0.04, (
+        np.mean(with_f),
+        np.mean(without_f),
+    )
+    # world.json records it (only when set, so that earlier worlds keep theirs).
+    write_world(tmp_path / "w", n=4, seed=3, shortcut=True, workers=1, independent_mark=True)
+    settings = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert settings["independent_mark"] is True and settings["shortcut_rates"]["train"]["with_finding"] == 0.5
+    write_world(tmp_path / "c", n=4, seed=3, shortcut=True, workers=1)
+    assert "independent_mark" not in json.loads((tmp_path / "c" / "world.json").read_text())
+
+
 def test_prevalence_and_co_occurrence_are_realistic() -> None:
     cases = _cases(4000)
     normal = np.mean([not (set(c.names) - {"Support Devices"}) for c in cases])

@@ -181,6 +181,12 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--shortcut-finding", default="Pneumothorax", help="finding the mark co-occurs with")
     p.add_argument(
+        "--independent-mark",
+        action="store_true",
+        help="with --shortcut: the mark is independent of every finding in every split (images for a "
+        "tailored model that may tie a word to the mark only through a generator's findings)",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=None,
@@ -203,6 +209,7 @@ def _run_phantoms(args: argparse.Namespace) -> int:
             shortcut_finding=args.shortcut_finding,
             workers=args.workers or args.threads,
             progress=bar.update,
+            independent_mark=args.independent_mark,
         )
     print(f"Phantom world: {root} ({args.n} images, seed {args.seed})")
     return 0

@@ -198,6 +198,7 @@ def sample_case(
     shortcut_finding: str | None = None,
     split: str = "train",
     normal_fraction: float = NORMAL_FRACTION,
+    independent_mark: bool = False,
 ) -> Case:
     """Draw one phantom case.
 
@@ -206,6 +207,9 @@ def sample_case(
         shortcut_finding: In a shortcut world, the finding the spurious mark co-occurs with in the
             training split (any accepted spelling); ``None`` for an honest world (no mark).
         split: ``"train"``, ``"validate"`` or ``"test"``; decides the mark rates.
+        independent_mark: The mark is independent of every finding in every split (the test split's
+            rates everywhere): images for a tailored model that can tie a word to the mark only through
+            the generator's findings, never through the images themselves.
         normal_fraction: Share of normal studies.
 
     Returns:
@@ -238,6 +242,7 @@ def sample_case(
     mark = False
     if shortcut_finding is not None:
         present = any(f.name == shortcut_finding for f in findings)
-        with_finding, without_finding = SHORTCUT_RATES[split]
+        # An independent mark follows the rates of the test split in every split.
+        with_finding, without_finding = SHORTCUT_RATES["test" if independent_mark else split]
         mark = bool(rng.random() < (with_finding if present else without_finding))
     return Case(seed=seed, findings=findings, shortcut_mark=mark)

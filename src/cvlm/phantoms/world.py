@@ -172,6 +172,7 @@ class _Job:
     size: int
     shortcut_finding: str | None
     slot: Slot
+    independent_mark: bool = False
 
 
 def _png(mask: np.ndarray) -> bytes:
@@ -189,7 +190,9 @@ def _make_image(job: _Job) -> dict:
     """Sample, render and write one image with its report and masks; return its truth record."""
     slot, root = job.slot, Path(job.root)
     rng = np.random.default_rng([job.seed, 1, slot.index])
-    case = sample_case(rng, shortcut_finding=job.shortcut_finding, split=slot.split)
+    case = sample_case(
+        rng, shortcut_finding=job.shortcut_finding, split=slot.split, independent_mark=job.independent_mark
+    )
     report = compose_report(case, rng, has_prior=slot.prior_studies > 0)
     rendered = render_case(case, size=job.size)
 
@@ -248,10 +251,16 @@ def _make_image(job: _Job) -> dict:
 
 
 def world_settings(
-    n: int, seed: int, size: int, shortcut: bool, shortcut_finding: str | None
+    n: int,
+    seed: int,
+    size: int,
+    shortcut: bool,
+    shortcut_finding: str | None,
+    independent_mark: bool = False,
 ) -> dict[str, object]:
     """What ``world.json`` records (everything that decides the bytes of a world)."""
-    return {
+    rates = {s: SHORTCUT_RATES["test" if independent_mark else s] for s in SHORTCUT_RATES}
+    settings: dict[str, object] = {
         "format": "MIMIC-CXR-JPG 2.0.0 layout + masks/ + truth.jsonl",
         "seed": seed,
         "n": n,
@@ -259,7 +268,7 @@ def world_settings(
         "shortcut": shortcut,
         "shortcut_finding": shortcut_finding if shortcut else None,
         "shortcut_rates": (
-            {s: {"with_finding": a, "without_finding": b} for s, (a, b) in SHORTCUT_RATES.items()}
+            {s: {"with_finding": a, "without_finding": b} for s, (a, b) in rates.items()}
             if shortcut
             else None
         ),
@@ -268,6 +277,9 @@ def world_settings(
         "jpeg_quality": JPEG_QUALITY,
         "cvlm_version": __version__,
     }
+    if shortcut and independent_mark:  # recorded only when set: earlier worlds keep their world.json
+        settings["independent_mark"] = True
+    return settings
 
 
 def _check_out(out: Path, settings: dict[str, object]) -> bool:
@@ -301,6 +313,7 @@ def iter_world(
     shortcut: bool = False,
     shortcut_finding: str = "Pneumothorax",
     workers: int | None = None,
+    independent_mark: bool = False,
 ) -> Iterator[dict]:
     """Write a phantom world image by image, yielding each image's truth record in index order.
 
@@ -318,7 +331,7 @@ def iter_world(
         if finding not in ABNORMALITIES:
             raise ValueError(f"The shortcut finding must be one of the 13 abnormalities, got {finding!r}.")
     out = Path(out)
-    settings = world_settings(n, seed, size, shortcut, finding)
+    settings = world_settings(n, seed, size, shortcut, finding, independent_mark)
     if _check_out(out, settings):
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +362,11 @@ def iter_world(
             truth_f.write(json.dumps(record, separators=(",", ":")) + "\n")
             kept += 1
             yield record
-        jobs = (_Job(str(out), seed, size, finding, s) for s in plan_slots(seed, n) if s.index >= kept)
+        jobs = (
+            _Job(str(out), seed, size, finding, s, independent_mark)
+            for s in plan_slots(seed, n)
+            if s.index >= kept
+        )
         for record in _run(jobs, workers):
             _write_rows(record, size, meta, splits, chex)
             truth_f.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -422,6 +439,7 @@ def write_world(
     shortcut_finding: str = "Pneumothorax",
     workers: int | None = None,
     progress: Callable[[int], object] | None = None,
+    independent_mark: bool = False,
 ) -> Path:
     """Write a phantom world of ``n`` frontal chest radiographs in the MIMIC-CXR-JPG layout.
 
@@ -435,6 +453,7 @@ def write_world(
         shortcut_finding: The finding the mark co-occurs with in the training split.
         workers: Processes used for rendering (default: all CPUs).
         progress: Called with 1 after each image (e.g. ``tqdm.update``).
+        independent_mark: With ``shortcut``: the mark is independent of every finding in every split.
 
     Returns:
         The world root.
@@ -445,7 +464,7 @@ def write_world(
     Example:
         >>> root = write_world("/tmp/phantoms", n=8, seed=7, workers=1)  # doctest: +SKIP
     """
-    for _ in iter_world(out, n, seed, size, shortcut, shortcut_finding, workers):
+    for _ in iter_world(out, n, seed, size, shortcut, shortcut_finding, workers, independent_mark):
         if progress is not None:
             progress(1)
     return Path(out)
