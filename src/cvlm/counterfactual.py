@@ -47,8 +47,6 @@ LOCALITIES = ("none", "mask")
 BACKGROUNDS = ("inversion", "reconstruction")
 DEFAULT_BACKGROUND = "reconstruction"
 DEFAULT_LEVER = "guidance"
-SPARE_VARIANTS = ("keep", "core")
-"""Smaller masks tried for an edit that changed another finding too: see keep_others and core_masks."""
 DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
     "guidance": (1.0, 2.0, 3.5, 5.0),
     "embedding": (1.0, 2.0, 3.0, 4.0),
@@ -365,6 +363,11 @@ def keep_others(masks: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     return (masks[:, 0] * (scaled >= others).to(masks.dtype))[:, None]
 
 
+SMALLER_MASKS = {"keep": keep_others, "core": core_masks}
+"""The smaller masks tried, by name, for an edit that changed another finding too (``--spare``)."""
+SPARE_VARIANTS = tuple(SMALLER_MASKS)
+
+
 @dataclass
 class Counterfactuals:
     """One image, its reconstruction and its counterfactuals, all at the model's resolution.
@@ -593,12 +596,14 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "LEVERS",
     "LOCALITIES",
+    "SMALLER_MASKS",
     "SPARE_VARIANTS",
     "Blend",
     "BlendWithFirstRow",
     "Counterfactuals",
     "EditRequest",
     "check_finding_names",
+    "core_masks",
     "counterfactuals",
     "invert_image",
     "invert_with_masks",

@@ -44,14 +44,13 @@ from cvlm.counterfactual import (
     DEFAULT_SCHEDULE,
     LEVERS,
     LOCALITIES,
+    SMALLER_MASKS,
     SPARE_VARIANTS,
     Blend,
     Counterfactuals,
     EditRequest,
     check_finding_names,
-    core_masks,
     counterfactuals,
-    keep_others,
     model_input,
     plan_edits,
     sample_rows,
@@ -369,8 +368,8 @@ class Explainer:
                 results[i], edited[i], used[i] = result, row, strength
 
         # 6b. Spare the other findings (smaller masks for edits that closed with collateral).
-        if blend is not None and cf.responses is not None and opts.spare:
-            self._spare(cf, blend, requests, results, edited, used, attempts, baseline)
+        if cf.latent_masks is not None and opts.spare:
+            self._spare(cf, requests, results, edited, used, attempts, baseline)
 
         # 7. Frames on |reconstruction - counterfactual|, mapped back to the original's pixels.
         edits = []
@@ -465,7 +464,6 @@ class Explainer:
     def _spare(
         self,
         cf: Counterfactuals,
-        blend: Blend,
         requests: list[EditRequest],
         results: list[CycleResult],
         edited: np.ndarray,
@@ -482,15 +480,12 @@ class Explainer:
         not done.)
         """
         opts = self.options
-        masks = {
-            "keep": keep_others(blend.masks, cf.responses),
-            "core": core_masks(blend.masks, cf.responses),
-        }
         for variant in opts.spare:
+            masks = SMALLER_MASKS[variant](cf.latent_masks, cf.responses)
             todo = [
                 i
                 for i, r in enumerate(results)
-                if r.success and not r.preserved and not torch.equal(masks[variant][i], blend.masks[i])
+                if r.success and not r.preserved and not torch.equal(masks[i], cf.latent_masks[i])
             ]
             if not todo:
                 continue
@@ -498,7 +493,7 @@ class Explainer:
             for strength in sorted({used[i] for i in todo}):  # one batch per strength
                 group = [n for n, i in enumerate(todo) if used[i] == strength]
                 picked = [todo[n] for n in group]
-                rows[group] = self._resample(cf, requests, picked, strength, masks[variant])
+                rows[group] = self._resample(cf, requests, picked, strength, masks)
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )
