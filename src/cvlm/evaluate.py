@@ -233,6 +233,8 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "mean_strength": _mean(mine, "strength"),
         }
     spec, n_spec = _specificity(located)
+    # Rows of tables written before these columns existed lack them (no retries then; no control).
+    first_kept = [r.get("preserved_without_spare", r["preserved"]) for r in removals]
     return {
         "n_images": n_images,
         "n_edits": len(removals),
@@ -243,16 +245,10 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "baseline_holds_rate": _rate([r["baseline_holds"] for r in removals])["rate"],
         "preservation_rate": _rate([r["preserved"] for r in removals])["rate"],
         "preservation": _rate([r["preserved"] for r in removals]),
-        # Rows of tables written before these columns existed lack them (no retries then; no control).
-        "preservation_without_spare": _rate(
-            [r.get("preserved_without_spare", r["preserved"]) for r in removals]
-        ),
+        "preservation_without_spare": _rate(first_kept),
         "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals if "round_trip_kept" in r]),
         # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
-        "preservation_gain_from_spare": _paired(
-            [r["preserved"] for r in removals],
-            [r.get("preserved_without_spare", r["preserved"]) for r in removals],
-        ),
+        "preservation_gain_from_spare": _paired([r["preserved"] for r in removals], first_kept),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],
         "addition": {
             "n_edits": len(additions),
