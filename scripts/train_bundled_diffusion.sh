@@ -31,6 +31,9 @@
 #                                                its `unet` keys grow the init model's UNet (new modules
 #                                                start as identities), e.g. configs/tiny-attn32.json
 #   GROWN_LR_SCALE [1]                          learning-rate multiplier of those new modules
+#   INDEPENDENT_MARK [0]                        1 (shortcut generators): the training worlds' mark is independent
+#                                                of every finding (cvlm phantoms --independent-mark), so only the
+#                                                generator's own findings can tie a word to the mark
 #   DEVICE [auto]                               auto | cpu | cuda (bf16 autocast on a GPU)
 #   LAUNCH ["python -m cvlm.cli"]               e.g. "accelerate launch -m cvlm.cli" for several GPUs
 #   THREADS [2]                                 torch CPU threads
@@ -65,11 +68,12 @@ TEST_STEPS=${TEST_STEPS:-50}
 DEST=${DEST:-src/cvlm/bundled/diffusion/$G}
 SHORTCUT=()
 [[ $G == *shortcut* ]] && SHORTCUT=(--shortcut)
+[[ $G == *shortcut* && ${INDEPENDENT_MARK:-0} == 1 ]] && SHORTCUT+=(--independent-mark)
 mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 

@@ -7,6 +7,7 @@ import pytest
 
 import cvlm.counterfactual
 import cvlm.cyclic
+import cvlm.evaluate
 import cvlm.explain
 import cvlm.frames
 import cvlm.readout
@@ -15,7 +16,8 @@ from cvlm.validate import edit_specificity
 
 
 @pytest.mark.parametrize(
-    "module", [cvlm.readout, cvlm.frames, cvlm.counterfactual, cvlm.cyclic, cvlm.explain, cvlm.validate]
+    "module",
+    [cvlm.readout, cvlm.frames, cvlm.counterfactual, cvlm.cyclic, cvlm.evaluate, cvlm.explain, cvlm.validate],
 )
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -104,6 +104,10 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     assert {r["variant"] for r in removals} <= {"", "keep", "core"}
     control = [r["round_trip_kept"] == "True" for r in removals]
     assert metrics["round_trip_preservation"]["rate"] == pytest.approx(np.mean(control))
+    # The breakdown counts collateral only on findings the round trip leaves alone: never below the rate.
+    stable = [r["preserved_on_stable"] == "True" for r in removals]
+    assert metrics["preservation_on_stable_findings"]["rate"] == pytest.approx(np.mean(stable))
+    assert all(b or not a for a, b in zip(kept, stable, strict=True)), (kept, stable)
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["localization"]["saliency"]) == {"cvlm"}

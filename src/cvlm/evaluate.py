@@ -7,7 +7,9 @@ so a killed evaluation resumes), then scores every edit against the world's true
   strength and without it (the first strength only, the paper's edit), the addition CR, and the
   **preservation** rate (edits after which every other finding is still read as on the reconstruction),
   beside its control, ``round_trip_preservation`` (how often the other findings are read the same on the
-  input and on the reconstruction: what a change aimed at no finding does to G's reading);
+  input and on the reconstruction: what a change aimed at no finding does to G's reading), and a
+  breakdown, ``preservation_on_stable_findings``: collateral counted only on findings the round trip leaves
+  alone (:func:`attributable_collateral`);
 * **localisation** of removals of truly present findings: ``pointing_game`` (the largest frame's box
   overlaps the true mask), ``iou`` (union of the frame boxes against the mask), ``iou_region`` (the
   thresholded changed pixels against the mask), ``energy_in_mask`` (share of the difference map inside
@@ -110,6 +112,34 @@ def _overlaps(box: list[int], mask: np.ndarray) -> bool:
     return bool(mask[y0:y1, x0:x1].any())
 
 
+def attributable_collateral(
+    collateral: Mapping[str, Sequence[str]], findings: Sequence[str], reconstruction_findings: Sequence[str]
+) -> list[str]:
+    """The collateral of an edit on findings that the round trip alone leaves alone.
+
+    Collateral is judged against G's reading of the reconstruction. Where G reads a finding g
+    differently on the input and on its reconstruction, g flips under the round trip without any edit,
+    and the counterfactual's reading of g agrees with one of the two whatever it is: such a change cannot
+    be laid at the edit's door. This keeps the collateral on the findings both readings agree on.
+
+    Args:
+        collateral: ``{"lost": [...], "gained": [...]}`` of an :class:`~cvlm.outputs.Edit`.
+        findings: G's findings for the input.
+        reconstruction_findings: G's findings for the reconstruction.
+
+    Returns:
+        The collateral findings (lost or gained) on which input and reconstruction agree, sorted.
+
+    Example:
+        >>> attributable_collateral({"lost": ["Edema"], "gained": ["Lung Lesion"]},
+        ...                         ["Edema", "Lung Lesion"], ["Edema"])
+        ['Edema']
+    """
+    unstable = set(findings) ^ set(reconstruction_findings)
+    changed = set(collateral["lost"]) | set(collateral["gained"])
+    return sorted(changed - unstable)
+
+
 def score_explanation(
     explanation: Explanation,
     record: Record,
@@ -142,6 +172,10 @@ def score_explanation(
             # Control: do the *other* findings survive the round trip alone (input vs reconstruction)?
             "round_trip_kept": set(explanation.findings) - {edit.finding}
             == set(explanation.reconstruction_findings) - {edit.finding},
+            # Breakdown: collateral only on findings that input and reconstruction are read alike on.
+            "preserved_on_stable": not attributable_collateral(
+                edit.collateral, explanation.findings, explanation.reconstruction_findings
+            ),
             "variant": edit.variant or "",
             "lost": ";".join(edit.collateral["lost"]),
             "gained": ";".join(edit.collateral["gained"]),
@@ -247,6 +281,9 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "preservation": _rate([r["preserved"] for r in removals]),
         "preservation_without_spare": _rate(first_kept),
         "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals if "round_trip_kept" in r]),
+        "preservation_on_stable_findings": _rate(
+            [r["preserved_on_stable"] for r in removals if r.get("preserved_on_stable", "") != ""]
+        ),
         # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
         "preservation_gain_from_spare": _paired([r["preserved"] for r in removals], first_kept),
         "success_with_collateral": _rate([r["success"] and not r["preserved"] for r in removals])["rate"],

@@ -379,6 +379,14 @@ def _headline(metrics: Mapping[str, Any]) -> list[list[str]]:
     control = metrics.get("round_trip_preservation") or {}
     if control.get("rate") is not None:  # absent in metrics written before it existed
         rows.append(["control: other findings kept by the round trip alone", fmt(control["rate"])])
+    stable = metrics.get("preservation_on_stable_findings") or {}
+    if stable.get("rate") is not None:
+        rows.append(
+            [
+                "preservation, on findings the round trip leaves alone",
+                f"{fmt(stable['rate'])} {fmt_ci(stable.get('ci'))}",
+            ]
+        )
     rows += [
         ["reconstruction PSNR (dB)", fmt(metrics["reconstruction_psnr"], 2)],
         [
