@@ -48,5 +48,7 @@ def test_explain_and_evaluate_read_the_same_edit_options():
         assert options.schedule == (1.0, 1.5, 3.0), options
         assert options.spare == ("core",) and options.prompts == "raw", options
         defaults = _explain_options(parser.parse_args(argv))
-        assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == ("keep", "core"), defaults
+        assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == ("keep", "core", "weaker"), (
+            defaults
+        )
         assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()

@@ -725,10 +725,11 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--spare",
-        default="keep,core",
-        help="smaller-mask variants tried, in order, for an edit that also changed another finding: keep "
-        "(leave the other findings' regions alone), core (the mask's strongest half); none: keep the "
-        "first edit that closes (default: keep,core)",
+        default="keep,core,weaker",
+        help="variants tried, in order, for an edit that also changed another finding: keep (leave the "
+        "other findings' regions alone), core (the mask's strongest half), weaker (the own mask at a "
+        "strength halfway down to the schedule's previous one); none: keep the first edit that closes "
+        "(default: keep,core,weaker)",
     )
     p.add_argument(
         "--schedule",

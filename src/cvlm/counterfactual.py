@@ -365,7 +365,23 @@ def keep_others(masks: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
 
 SMALLER_MASKS = {"keep": keep_others, "core": core_masks}
 """The smaller masks tried, by name, for an edit that changed another finding too (``--spare``)."""
-SPARE_VARIANTS = tuple(SMALLER_MASKS)
+SPARE_VARIANTS = (*SMALLER_MASKS, "weaker")
+"""The ``--spare`` variants: the smaller masks, then ``weaker``: the edit's own mask at a strength halfway
+down to the schedule's previous strength (from the first strength: half of it, a partial edit)."""
+
+
+def weaker_strength(strength: float, schedule: Sequence[float]) -> float:
+    """Halfway between ``strength`` and the strongest schedule entry below it (0 if there is none).
+
+    Adaptive strength keeps the weakest *schedule* strength that closes the cycle; an edit that closed with
+    collateral may close without it somewhere below, where the schedule has not looked.
+
+    Example:
+        >>> weaker_strength(1.0, (1.0, 2.0, 3.5)), weaker_strength(3.5, (1.0, 2.0, 3.5))
+        (0.5, 2.75)
+    """
+    below = [s for s in schedule if s < strength]
+    return (max(below, default=0.0) + strength) / 2
 
 
 @dataclass
@@ -611,4 +627,5 @@ __all__ = [
     "model_input",
     "plan_edits",
     "sample_rows",
+    "weaker_strength",
 ]

@@ -54,6 +54,7 @@ from cvlm.counterfactual import (
     model_input,
     plan_edits,
     sample_rows,
+    weaker_strength,
 )
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
@@ -119,7 +120,7 @@ class ExplainOptions:
     rank: str = "area"
     locality: str = "mask"
     background: str = "reconstruction"
-    spare: Sequence[str] = ("keep", "core")
+    spare: Sequence[str] = ("keep", "core", "weaker")
     prompts: str = "structured"
     batched: bool = True
     fixed_point: int = 0
@@ -471,27 +472,30 @@ class Explainer:
         attempts: list[list[dict[str, Any]]],
         baseline: list[str],
     ) -> None:
-        """Retry each edit that closed its cycle with collateral on smaller masks; updates the lists in place.
+        """Retry each edit that closed its cycle with collateral; updates the lists in place.
 
-        The variants of :attr:`ExplainOptions.spare` are tried in order at the strength the edit closed
-        at; the first variant edit that closes the cycle without collateral replaces the edit, otherwise
-        the edit stays as it was. (Pushing a variant that spared the others but no longer closed the
-        cycle to the schedule's stronger strengths closed none of 4 such edits on the development world:
-        not done.)
+        The variants of :attr:`ExplainOptions.spare` are tried in order: the smaller masks at the strength
+        the edit closed at, ``weaker`` on the edit's own mask at :func:`~cvlm.counterfactual.weaker_strength`;
+        the first variant edit that closes the cycle without collateral replaces the edit, otherwise the
+        edit stays as it was. (Pushing a variant that spared the others but no longer closed the cycle to
+        the schedule's stronger strengths closed none of 4 such edits on the development world: not done.)
         """
         opts = self.options
         for variant in opts.spare:
-            masks = SMALLER_MASKS[variant](cf.latent_masks, cf.responses)
-            todo = [
-                i
-                for i, r in enumerate(results)
-                if r.success and not r.preserved and not torch.equal(masks[i], cf.latent_masks[i])
-            ]
+            if variant == "weaker":
+                masks = cf.latent_masks
+                strength_of = [weaker_strength(s, opts.strengths) for s in used]
+                changed = [True] * len(results)
+            else:
+                masks = SMALLER_MASKS[variant](cf.latent_masks, cf.responses)
+                strength_of = list(used)
+                changed = [not torch.equal(m, full) for m, full in zip(masks, cf.latent_masks, strict=True)]
+            todo = [i for i, r in enumerate(results) if r.success and not r.preserved and changed[i]]
             if not todo:
                 continue
             rows = np.zeros((len(todo), *edited.shape[1:]), np.float32)
-            for strength in sorted({used[i] for i in todo}):  # one batch per strength
-                group = [n for n, i in enumerate(todo) if used[i] == strength]
+            for strength in sorted({strength_of[i] for i in todo}):  # one batch per strength
+                group = [n for n, i in enumerate(todo) if strength_of[i] == strength]
                 picked = [todo[n] for n in group]
                 rows[group] = self._resample(cf, requests, picked, strength, masks)
             retried = close_cycle(
@@ -500,14 +504,14 @@ class Explainer:
             for i, row, result in zip(todo, rows, retried, strict=True):
                 attempts[i].append(
                     {
-                        "strength": used[i],
+                        "strength": strength_of[i],
                         "variant": variant,
                         "success": result.success,
                         "preserved": result.preserved,
                     }
                 )
                 if result.success and result.preserved:
-                    results[i], edited[i] = result, row
+                    results[i], edited[i], used[i] = result, row, strength_of[i]
 
     def _trust(
         self, recon_psnr: float, noise_std: float, findings: list[str], recon_findings: list[str]
