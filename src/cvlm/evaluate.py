@@ -282,7 +282,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         "preservation_without_spare": _rate(first_kept),
         "round_trip_preservation": _rate([r["round_trip_kept"] for r in removals if "round_trip_kept" in r]),
         "preservation_on_stable_findings": _rate(
-            [r["preserved_on_stable"] for r in removals if r.get("preserved_on_stable", "") != ""]
+            [r["preserved_on_stable"] for r in removals if "preserved_on_stable" in r]
         ),
         # What the smaller-mask retries bought, on the same edits (paired: [estimate, [low, high]]).
         "preservation_gain_from_spare": _paired([r["preserved"] for r in removals], first_kept),
