@@ -108,6 +108,24 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     stable = [r["preserved_on_stable"] == "True" for r in removals]
     assert metrics["preservation_on_stable_findings"]["rate"] == pytest.approx(np.mean(stable))
     assert all(b or not a for a, b in zip(kept, stable, strict=True)), (kept, stable)
+    # The perfect edit (the phantom drawn without f) beside CVLM on the same removals, from the table.
+    perfect, got = [r for r in removals if r["perfect_success"]], metrics["perfect_edit"]
+    assert perfect and len(perfect) == got["n"] == sum(r["truly_present"] == "True" for r in removals), got
+    for key, column in (
+        ("cyclic_rate", "perfect_success"),
+        ("preservation", "perfect_preserved"),
+        ("cvlm_preservation", "preserved"),
+    ):
+        assert got[key]["rate"] == pytest.approx(np.mean([r[column] == "True" for r in perfect])), (key, got)
+    diff, (low, high) = got["cvlm_minus_perfect_preservation"]
+    assert diff == pytest.approx(got["cvlm_preservation"]["rate"] - got["preservation"]["rate"]), got
+    assert low <= diff <= high, got
+    where = [r["preserved"] == "True" for r in perfect if r["perfect_preserved"] == "True"]
+    assert got["cvlm_preservation_where_perfect_preserves"]["n"] == len(where), got
+    assert got["iou"] == pytest.approx(np.mean([float(r["perfect_iou"]) for r in perfect])), got
+    # The exact difference lies inside the true mask: its largest frame always points into it.
+    assert got["pointing_game"] == 1.0 and 0 < got["iou"] <= 1, got
+    assert "perfect edit (the phantom drawn without f" in (out / "index.html").read_text(encoding="utf-8")
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["localization"]["saliency"]) == {"cvlm"}

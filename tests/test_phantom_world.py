@@ -546,3 +546,28 @@ def test_case_of_rebuilds_the_image_and_its_masks(shortcut_world: Path) -> None:
         assert (rendered.mark_mask is not None) == (record.mark_box is not None)
     with pytest.raises(ValueError, match="not from a phantom world"):
         case_of(replace(records[0], has_truth=False))
+
+
+def test_perfect_edit_takes_out_exactly_the_finding(shortcut_world: Path) -> None:
+    from cvlm.phantoms.render import render_case
+    from cvlm.phantoms.world import as_written, case_of, perfect_edit
+    from cvlm.xray import read_xray
+
+    records = [r for r in load_dataset(shortcut_world) if len(r.true_findings) >= 2][:3]
+    assert records, "the fixture world has no image with two findings"
+    for record in records:
+        # The world's own JPEG round trip: rendering the record again gives its file's pixels exactly.
+        as_read = read_xray(record.image_path)
+        again = as_written(render_case(case_of(record), size=SIZE).image)
+        assert np.array_equal(again, as_read), np.abs(again - as_read).max()
+        for name in record.true_findings:
+            edit = perfect_edit(record, name, SIZE)
+            mask = read_mask(record.masks[name])
+            # Only the finding's own pixels change, and they do change.
+            assert edit.difference[~mask].max(initial=0.0) == 0.0, (name, edit.difference[~mask].max())
+            assert edit.difference[mask].max() > 0.01, (name, edit.difference[mask].max())
+            assert edit.image.shape == as_read.shape and edit.image.dtype == np.float32
+            assert not np.array_equal(edit.image, as_read)
+    absent = next(f for f in ABNORMALITIES if f not in records[0].true_findings)
+    with pytest.raises(ValueError, match="not present"):
+        perfect_edit(records[0], absent, SIZE)

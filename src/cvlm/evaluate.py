@@ -22,7 +22,14 @@ so a killed evaluation resumes), then scores every edit against the world's true
   the diffusion model's cross-attention, random and centre floors) for the same image and finding, all
   scored with one protocol (pointing game = peak in the mask, IoU at a matched area = the top-|mask| pixels,
   energy in the mask), as ``loc_<method>_<metric>`` columns and ``localization["saliency"]``, with paired
-  bootstrap intervals of CVLM minus each baseline (``localization["cvlm_minus"]``).
+  bootstrap intervals of CVLM minus each baseline (``localization["cvlm_minus"]``);
+* the **perfect edit** (:func:`add_perfect_edit_columns`), a control no real data set can give: each
+  removed finding that is truly present is taken out of the phantom exactly (the same case drawn without
+  it, :func:`cvlm.phantoms.world.perfect_edit`) and G reads that image. Its cyclic rate and preservation
+  are what an editor that changes exactly the finding's pixels would get with this generator (a finding
+  G reads from another finding's pixels is lost by any faithful removal), and the frames of its exact
+  difference map are the localisation the frame rule itself allows (``perfect_edit`` in the metrics,
+  ``perfect_*`` columns).
 
 Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it),
 the explanations under ``explanations/``, each located case's saliency maps and true mask under
@@ -49,6 +56,8 @@ from cvlm.data import Record, load_dataset, read_mask
 from cvlm.environment import versions
 from cvlm.explain import INDEX, Explainer, explain_files
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, normalise
+from cvlm.generators import ReportGenerator
+from cvlm.labeler import Labeler
 from cvlm.metrics import (
     cyclic_rate,
     energy_in_mask,
@@ -61,9 +70,12 @@ from cvlm.metrics import (
     wilson_interval,
 )
 from cvlm.outputs import Explanation, Saliency, save_saliencies
+from cvlm.phantoms.world import perfect_edit
+from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy
+from cvlm.readout import read_findings
 from cvlm.report import write_report
 from cvlm.safeio import atomic_write_text
-from cvlm.xray import resize
+from cvlm.xray import read_xray, resize
 
 SALIENCY_DIR = "saliency"
 """Folder of ``cvlm evaluate``'s output holding the saved saliency maps of the located removals."""
@@ -214,6 +226,62 @@ def score_explanation(
     return rows
 
 
+def add_perfect_edit_columns(
+    rows: list[dict[str, Any]],
+    explanation: Explanation,
+    record: Record,
+    generator: ReportGenerator,
+    labeler: Labeler | None = None,
+    policy: UncertaintyPolicy | str = DEFAULT_POLICY,
+    threshold: float | str = PAPER_THRESHOLD,
+    top_k: int = TOP_K,
+) -> None:
+    """Add the perfect edit's columns to the removal rows of truly present findings (phantom worlds).
+
+    For each such row: ``perfect_success`` (G no longer writes f on the phantom drawn without f),
+    ``perfect_preserved`` (G reads every other finding as on the input), ``perfect_lost`` /
+    ``perfect_gained``, and the frames of the exact difference map with the same rule as CVLM's:
+    ``perfect_pointing_game`` and ``perfect_iou``. One batch through G per image; rows of other
+    kinds, and records without a case seed (real data), are left as they are.
+
+    Args:
+        rows: :func:`score_explanation`'s rows for ``explanation``; updated in place.
+        explanation: The explanation (its ``findings``: what G wrote for the input).
+        record: The image's world record.
+        generator: The generator the explanation was made for.
+        labeler: Its labeler (default: the rule-based one).
+        policy: Its uncertainty policy.
+        threshold: The frame threshold to score the exact difference with.
+        top_k: The number of frames kept.
+    """
+    if not record.has_truth or record.case_seed is None:
+        return
+    todo = [r for r in rows if r["kind"] == "remove" and r["finding"] in record.true_findings]
+    if not todo:
+        return
+    size = read_xray(record.image_path).shape
+    perfect = [perfect_edit(record, r["finding"], size[0]) for r in todo]
+    readout = read_findings(generator, [p.image for p in perfect], labeler, policy)
+    before = set(explanation.findings)
+    shape = explanation.input.shape
+    for row, edit, after in zip(todo, perfect, readout.findings, strict=True):
+        f, after = row["finding"], set(after)
+        difference = edit.difference if edit.difference.shape == shape else resize(edit.difference, shape)
+        boxes = [x.box for x in extract_frames(difference, threshold, top_k).frames]
+        mask = _mask(record, f, shape)
+        row.update(
+            perfect_success=f not in after,
+            perfect_preserved=after - {f} == before - {f},
+            perfect_lost=";".join(sorted((before - {f}) - after)),
+            perfect_gained=";".join(sorted((after - {f}) - before)),
+        )
+        if mask is not None:
+            row.update(
+                perfect_pointing_game=bool(boxes) and _overlaps(boxes[0], mask),
+                perfect_iou=iou(mask_from_boxes(boxes, shape), mask),
+            )
+
+
 def _rate(values: Sequence[bool]) -> dict[str, Any]:
     if not values:
         return {"n": 0, "rate": None, "ci": None}
@@ -240,6 +308,33 @@ def _specificity(rows: list[dict]) -> tuple[float | None, int]:
         return None, 0
     own, other = np.array(pairs, dtype=float).T
     return float(own.mean() / max(other.mean(), 1e-12)), len(pairs)
+
+
+def _perfect_edit(removals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The perfect edit's figures beside CVLM's on the same removals (:func:`add_perfect_edit_columns`)."""
+    mine = [r for r in removals if r.get("perfect_success") not in (None, "")]
+    kept = [r for r in mine if _true(r["perfect_preserved"])]
+    located = [r for r in mine if r.get("perfect_iou") not in (None, "")]
+    return {
+        "n": len(mine),
+        "cyclic_rate": _rate([_true(r["perfect_success"]) for r in mine]),
+        "preservation": _rate([_true(r["perfect_preserved"]) for r in mine]),
+        "cvlm_preservation": _rate([_true(r["preserved"]) for r in mine]),
+        # CVLM minus the perfect edit, paired on the same removals: [estimate, [low, high]].
+        "cvlm_minus_perfect_preservation": _paired(
+            [_true(r["preserved"]) for r in mine], [_true(r["perfect_preserved"]) for r in mine]
+        ),
+        # CVLM on the edits a perfect editor gets through without collateral: the engine's own share.
+        "cvlm_preservation_where_perfect_preserves": _rate([_true(r["preserved"]) for r in kept]),
+        "n_located": len(located),
+        "pointing_game": _mean(located, "perfect_pointing_game"),
+        "iou": _mean(located, "perfect_iou"),
+    }
+
+
+def _true(value: Any) -> bool:
+    """A bool cell, from a row in memory or from ``per_case.csv`` ("True" / "False")."""
+    return value in (True, "True", "true", 1, "1")
 
 
 def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: float | None = None) -> dict:
@@ -293,6 +388,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in additions]),
             "preservation_rate": _rate([r["preserved"] for r in additions])["rate"],
         },
+        "perfect_edit": _perfect_edit(removals),
         "reconstruction_psnr": _mean(rows, "reconstruction_psnr"),
         "localization": {
             "n": len(located),
@@ -371,6 +467,16 @@ def evaluate(
         scored = score_explanation(explanation, record, level, explainer.options.top_k)
         clock = time.perf_counter()
         add_saliency_columns(scored, explanation, record, methods, saliency_dir=out / SALIENCY_DIR)
+        add_perfect_edit_columns(
+            scored,
+            explanation,
+            record,
+            explainer.generator,
+            explainer.labeler,
+            explainer.options.policy,
+            level,
+            explainer.options.top_k,
+        )
         baseline_seconds.append(time.perf_counter() - clock)
         rows.extend(scored)
     metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None)

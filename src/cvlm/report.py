@@ -360,6 +360,11 @@ def _pick(rows: Sequence[Mapping[str, str]], k: int, key: str | None = None) -> 
     return chosen
 
 
+def _paired_text(perfect: Mapping[str, Any]) -> str:
+    paired = perfect.get("cvlm_minus_perfect_preservation")
+    return f", difference {fmt(paired[0])} {fmt_ci(paired[1])}" if paired else ""
+
+
 def _headline(metrics: Mapping[str, Any]) -> list[list[str]]:
     loc = metrics["localization"]
     plain = metrics["cyclic_rate_without_adaptation"]
@@ -387,6 +392,26 @@ def _headline(metrics: Mapping[str, Any]) -> list[list[str]]:
                 f"{fmt(stable['rate'])} {fmt_ci(stable.get('ci'))}",
             ]
         )
+    perfect = metrics.get("perfect_edit") or {}
+    if perfect.get("n"):  # phantom worlds only: the same image drawn without the finding
+        where = perfect["cvlm_preservation_where_perfect_preserves"]
+        rows += [
+            [
+                f"perfect edit (the phantom drawn without f; {perfect['n']} true findings): cyclic rate, "
+                "preservation",
+                f"{fmt(perfect['cyclic_rate']['rate'])}, {fmt(perfect['preservation']['rate'])} "
+                f"{fmt_ci(perfect['preservation']['ci'])} (CVLM on the same edits: "
+                f"{fmt(perfect['cvlm_preservation']['rate'])}{_paired_text(perfect)})",
+            ],
+            [
+                f"CVLM preservation where the perfect edit keeps every other finding (n={where['n']})",
+                f"{fmt(where['rate'])} {fmt_ci(where['ci'])}",
+            ],
+            [
+                "perfect edit's frames: pointing game / box IoU (the frame rule's ceiling)",
+                f"{fmt(perfect['pointing_game'])} / {fmt(perfect['iou'])}",
+            ],
+        ]
     rows += [
         ["reconstruction PSNR (dB)", fmt(metrics["reconstruction_psnr"], 2)],
         [

@@ -160,6 +160,57 @@ def case_of(record: Record) -> Case:
     return Case(seed=record.case_seed, findings=findings, shortcut_mark=record.mark_box is not None)
 
 
+@dataclass(frozen=True)
+class PerfectEdit:
+    """A phantom drawn again without one finding: the counterfactual a perfect editor would make.
+
+    Attributes:
+        image: ``(H, W)`` float32 in [0, 1], as :func:`cvlm.xray.read_xray` reads the world's JPEG of it.
+        difference: ``(H, W)`` float32, ``|with - without|`` before JPEG compression: nonzero only inside
+            the finding's mask (see :mod:`cvlm.phantoms.render`).
+    """
+
+    image: np.ndarray
+    difference: np.ndarray
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    """A rendered ``(H, W)`` image in [0, 1] as the world writes it: 8-bit grayscale JPEG."""
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def as_written(image: np.ndarray) -> np.ndarray:
+    """A rendered image after the world's JPEG round trip, in the pixel convention of ``read_xray``."""
+    with Image.open(io.BytesIO(jpeg_bytes(image))) as im:
+        return (np.asarray(im.convert("L"), dtype=np.float64) / 255.0).astype(np.float32)
+
+
+def perfect_edit(record: Record, finding: str, size: int) -> PerfectEdit:
+    """The record's phantom rendered without ``finding``: same anatomy, other findings and noise.
+
+    The control every edit of ``cvlm evaluate`` is judged beside: whatever the generator makes of this
+    image is what removing exactly the finding's own pixels does to its reading.
+
+    Args:
+        record: A phantom world record (with its case seed).
+        finding: A finding truly present in it.
+        size: The world's image side (the record's JPEG is ``size`` x ``size``).
+
+    Raises:
+        ValueError: If the record is not from a phantom world or ``finding`` is not present in it.
+    """
+    case = case_of(record)
+    if case.get(finding) is None:
+        present = list(case.names)
+        raise ValueError(f"{finding!r} is not present in image {record.dicom_id} (present: {present}).")
+    full = render_case(case, size).image
+    without = render_case(case.without(finding), size).image
+    return PerfectEdit(as_written(without), np.abs(full - without).astype(np.float32))
+
+
 def mask_file_name(finding: str) -> str:
     """``Pleural Effusion`` -> ``Pleural_Effusion.png``."""
     return finding.replace(" ", "_") + ".png"
@@ -196,10 +247,7 @@ def _make_image(job: _Job) -> dict:
     report = compose_report(case, rng, has_prior=slot.prior_studies > 0)
     rendered = render_case(case, size=job.size)
 
-    pixels = np.clip(np.rint(np.asarray(rendered.image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    _write_bytes(root / slot.image, buffer.getvalue())
+    _write_bytes(root / slot.image, jpeg_bytes(rendered.image))
     _write_bytes(root / slot.report, report.text.encode("utf-8"))
 
     findings = []
