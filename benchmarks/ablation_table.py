@@ -54,15 +54,17 @@ def print_per_finding(label: str, m: dict) -> None:
     """Removals per finding: n, cyclic rate (adaptive / plain), preservation, frames, specificity."""
     print(f"{label}: {m['n_images']} images, {m['n_edits']} removals")
     print(
-        "| finding | n | cyclic rate | plain edit | preserved | pointing (n located) | box IoU "
-        "| specificity (n) |"
+        "| finding | n | cyclic rate (perfect edit) | plain edit | preserved (perfect edit) "
+        "| pointing (n located) | box IoU | specificity (n) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for finding, v in sorted(m["per_finding"].items()):
         print(
-            f"| {finding} | {v['n']} | {_f(v['cyclic_rate'], 2)} | "
+            f"| {finding} | {v['n']} | "
+            f"{_f(v['cyclic_rate'], 2)} ({_f(v.get('perfect_edit_cyclic_rate'), 2)}) | "
             f"{_f(v['cyclic_rate_without_adaptation'], 2)} | "
-            f"{_f(v['preservation_rate'], 2)} | {_f(v['pointing_game'], 2)} ({v['n_located']}) | "
+            f"{_f(v['preservation_rate'], 2)} ({_f(v.get('perfect_edit_preservation_rate'), 2)}) | "
+            f"{_f(v['pointing_game'], 2)} ({v['n_located']}) | "
             f"{_f(v['iou'], 2)} | {_f(v['specificity'], 1)} ({v['n_specificity']}) |"
         )
 
@@ -98,6 +100,38 @@ def main() -> None:
             f"{_f(loc['pointing_game'])} | {_f(loc['iou'])} | "
             f"{_f(m['specificity'], 1)} ({m['n_specificity']}) | "
             f"{_f(m['reconstruction_psnr'], 2)} | {_f(m['seconds_per_image'], 1)} |"
+        )
+    print_perfect_edit(
+        [(s.rpartition("=")[0], metrics_of(Path(s.rpartition("=")[2]), images, n_images)) for s in args.runs]
+    )
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def print_perfect_edit(runs: list[tuple[str, dict]]) -> None:
+    """The perfect edit (the phantom drawn without f) beside CVLM on the same removals, where measured."""
+    runs = [(label, m) for label, m in runs if (m.get("perfect_edit") or {}).get("n")]
+    if not runs:
+        return
+    print()
+    print(
+        "| run | removals of true findings | perfect edit: cyclic rate | perfect edit: preservation "
+        "| CVLM: preservation | CVLM minus perfect | CVLM where the perfect edit preserves (n) "
+        "| frames box IoU: perfect edit / CVLM |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, m in runs:
+        p, cvlm_iou = m["perfect_edit"], m["localization"]["cvlm"]["iou"]
+        diff = p.get("cvlm_minus_perfect_preservation")
+        where = p["cvlm_preservation_where_perfect_preserves"]
+        print(
+            f"| {label} | {p['n']} | {_f(p['cyclic_rate']['rate'])} | "
+            f"{_f(p['preservation']['rate'])}{_ci(p['preservation']['ci'])} | "
+            f"{_f(p['cvlm_preservation']['rate'])} | "
+            f"{'–' if not diff else _f(diff[0]) + _ci(diff[1])} | "
+            f"{_f(where['rate'])}{_ci(where['ci'])} ({where['n']}) | {_f(p['iou'])} / {_f(cvlm_iou)} |"
         )
 
 

@@ -120,6 +120,13 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     diff, (low, high) = got["cvlm_minus_perfect_preservation"]
     assert diff == pytest.approx(got["cvlm_preservation"]["rate"] - got["preservation"]["rate"]), got
     assert low <= diff <= high, got
+    for finding in {r["finding"] for r in perfect}:
+        mine = [r["perfect_preserved"] == "True" for r in perfect if r["finding"] == finding]
+        rate = metrics["per_finding"][finding]["perfect_edit_preservation_rate"]
+        assert rate == pytest.approx(np.mean(mine)), (finding, rate, mine)
+        closed = [r["perfect_success"] == "True" for r in perfect if r["finding"] == finding]
+        rate = metrics["per_finding"][finding]["perfect_edit_cyclic_rate"]
+        assert rate == pytest.approx(np.mean(closed)), (finding, rate, closed)
     where = [r["preserved"] == "True" for r in perfect if r["perfect_preserved"] == "True"]
     assert got["cvlm_preservation_where_perfect_preserves"]["n"] == len(where), got
     assert got["iou"] == pytest.approx(np.mean([float(r["perfect_iou"]) for r in perfect])), got

@@ -353,6 +353,8 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "cyclic_rate": _rate([r["success"] for r in mine])["rate"],
             "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in mine])["rate"],
             "preservation_rate": _rate([r["preserved"] for r in mine])["rate"],
+            "perfect_edit_cyclic_rate": _perfect_edit(mine)["cyclic_rate"]["rate"],
+            "perfect_edit_preservation_rate": _perfect_edit(mine)["preservation"]["rate"],
             "n_located": len(here),
             "pointing_game": _mean(here, "pointing_game"),
             "iou": _mean(here, "iou"),

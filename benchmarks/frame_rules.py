@@ -1,0 +1,110 @@
+"""Which frame rule localises best? A grid of rules re-scored on an evaluation's saved difference maps.
+
+Nothing is explained again: every removal of a truly present finding in ``--run`` (a ``cvlm evaluate``
+folder) has its difference map on disk. Each rule turns it into boxes, scored like ``cvlm evaluate`` does
+(pointing game: the largest box overlaps the true mask; IoU of the boxes' union, and of the kept regions,
+with the mask). The rules vary what :func:`cvlm.frames.extract_frames` fixes:
+
+* ``L``: threshold on the blurred map scaled to 0..255 by its maximum (the paper: 95);
+* ``low``: hysteresis, a region above ``L`` grows through the pixels above ``low`` (none: no growth);
+* ``k``: regions kept (the paper: 5); ``rel``: drop regions smaller than this share of the largest;
+* ``blur``: Gaussian kernel (cvlm: 5).
+
+    python benchmarks/frame_rules.py --run runs/dev-eval-weaker --data runs/dev-world --n 40
+
+Tune on a development world only; report a chosen rule on a fresh one with ``cvlm evaluate --threshold``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cvlm.evaluate import INDEX, _mask, _overlaps, select_records
+from cvlm.frames import normalise
+from cvlm.metrics import iou, mask_from_boxes
+from cvlm.outputs import Explanation
+
+
+def frames(
+    difference: np.ndarray, level: float, low: float | None, k: int, rel: float, blur: int
+) -> tuple[list[list[int]], np.ndarray]:
+    """Boxes (largest region first) and the kept regions' mask of one ``(H, W)`` difference map."""
+    scaled = normalise(difference, blur).astype(np.uint8)
+    seeds = scaled > level
+    grown = scaled > low if low is not None else seeds
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(grown.astype(np.uint8), connectivity=8)
+    # A grown region counts only if it holds a pixel above L (hysteresis), and 4 pixels at least.
+    seeded = np.unique(labels[seeds])
+    keep = [i for i in seeded if i != 0 and stats[i, cv2.CC_STAT_AREA] >= 4]
+    keep.sort(key=lambda i: (-stats[i, cv2.CC_STAT_AREA], stats[i, 1], stats[i, 0]))
+    keep = keep[:k]
+    if keep and rel:
+        largest = stats[keep[0], cv2.CC_STAT_AREA]
+        keep = [i for i in keep if stats[i, cv2.CC_STAT_AREA] >= rel * largest]
+    boxes = [[int(x), int(y), int(x + w), int(y + h)] for x, y, w, h, _ in (stats[i] for i in keep)]
+    return boxes, np.isin(labels, keep)
+
+
+def cases(run: Path, data: str, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(finding, difference map, true mask) of every located removal of an evaluation."""
+    index = {}
+    for raw in (run / "explanations" / INDEX).read_text(encoding="utf-8").splitlines():
+        row = json.loads(raw)
+        index[row["input"]] = row
+    out = []
+    for record in select_records(data, n):
+        entry = index.get(str(record.image_path))
+        if not entry or entry["status"] != "ok":
+            continue
+        explanation = Explanation.load(run / "explanations" / entry["folder"])
+        for edit in explanation.edits:
+            if edit.kind != "remove" or edit.difference is None:
+                continue
+            mask = _mask(record, edit.finding, explanation.input.shape)
+            if mask is not None:
+                out.append((edit.finding, edit.difference, mask))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a cvlm evaluate output folder")
+    parser.add_argument("--data", required=True, help="the phantom world it evaluated")
+    parser.add_argument("--n", type=int, default=None, help="the images it evaluated (its --n)")
+    parser.add_argument("--top", type=int, default=10, help="rules to print, best box IoU first")
+    args = parser.parse_args()
+    found = cases(args.run, args.data, args.n)
+    if not found:
+        raise SystemExit(f"{args.run}: no located removal to score")
+    rows = []
+    for level, low, k, rel, blur in itertools.product(
+        (60, 95, 140), (None, 20, 40), (1, 2, 3, 5), (0.0, 0.1, 0.25), (5, 9)
+    ):
+        if low is not None and low >= level:
+            continue
+        pointing, box_iou, region_iou = [], [], []
+        for _, difference, mask in found:
+            boxes, kept = frames(difference, level, low, k, rel, blur)
+            pointing.append(bool(boxes) and _overlaps(boxes[0], mask))
+            box_iou.append(iou(mask_from_boxes(boxes, mask.shape), mask))
+            region_iou.append(iou(kept, mask))
+        rule = f"L={level} low={low} k={k} rel={rel} blur={blur}"
+        rows.append((float(np.mean(box_iou)), float(np.mean(pointing)), float(np.mean(region_iou)), rule))
+    rows.sort(key=lambda r: -r[0])
+    paper_rule = "L=95 low=None k=5 rel=0.0 blur=5"
+    print(f"{len(found)} located removals, {len(rows)} rules; the paper's rule is {paper_rule}")
+    print("| rule | box IoU | pointing game | region IoU |")
+    print("|---|---|---|---|")
+    paper = next(r for r in rows if r[3] == paper_rule)
+    for box, point, region, rule in [*rows[: args.top], paper]:
+        print(f"| {rule} | {box:.3f} | {point:.3f} | {region:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
