@@ -513,8 +513,12 @@ def case_section(
     labeler: Labeler | None = None,
     mask: np.ndarray | None = None,
     title: str = "",
+    row: Mapping[str, str] | None = None,
 ) -> str:
-    """One case: the 4-panel figure and the two reports with the edit's changes marked."""
+    """One case: the 4-panel figure and the two reports with the edit's changes marked.
+
+    With the case's ``per_case.csv`` row from a phantom world, also what G made of the perfect edit.
+    """
     case_figure(explanation, edit, figure_path, mask)
     lost, gained = edit.collateral["lost"], edit.collateral["gained"]
     before = mark_report(explanation.report, [edit.finding], {f: "lost" for f in lost}, labeler)
@@ -529,10 +533,35 @@ def case_section(
         f"{html_figure(src, caption, cls='wide')}"
         f"<p><b>{html.escape(verdict)}</b> at strength {edit.strength:g}; {collateral}; reconstruction "
         f"{explanation.reconstruction_psnr:.1f} dB.</p>"
+        f"{perfect_edit_line(edit.finding, row)}"
         "<table><thead><tr><th>report</th><th>regenerated report (on the counterfactual)</th></tr></thead>"
         f"<tbody><tr><td class='report-cell'>{before}</td><td class='report-cell'>{after}</td></tr>"
         "</tbody></table>"
         "</div>"
+    )
+
+
+def perfect_edit_line(finding: str, row: Mapping[str, str] | None) -> str:
+    """What G wrote for the phantom drawn without the finding, from a ``per_case.csv`` row's ``perfect_*``.
+
+    Example:
+        >>> perfect_edit_line("Edema", {"perfect_success": "True", "perfect_lost": "Atelectasis"})
+        "<p class='perfect'>Perfect edit (the same phantom drawn without edema): the generator no longer \
+writes it; other findings changed: lost Atelectasis, gained –.</p>"
+        >>> perfect_edit_line("Edema", {"perfect_success": ""})  # a false positive, or real data
+        ''
+    """
+    if not row or row.get("perfect_success") in (None, ""):
+        return ""
+    closed = "no longer writes it" if _true(row["perfect_success"]) else "still writes it"
+    lost, gained = row.get("perfect_lost") or "–", row.get("perfect_gained") or "–"
+    changed = (
+        f"lost {lost}, gained {gained}" if row.get("perfect_lost") or row.get("perfect_gained") else "none"
+    )
+    return (
+        "<p class='perfect'>Perfect edit (the same phantom drawn without "
+        f"{html.escape(finding.lower())}): the generator {closed}; other findings changed: "
+        f"{html.escape(changed)}.</p>"
     )
 
 
@@ -563,6 +592,7 @@ def _cases(
                 labeler,
                 load_saliencies(eval_dir / row["saliency"])[1] if row.get("saliency") else None,
                 f"{row['image'][:8]}: remove {row['finding'].lower()}",
+                row,
             )
         )
     return "".join(parts) or "<p>No removal to show.</p>"
