@@ -337,7 +337,7 @@ class _CollateralOnFirstReading(ReportGenerator):
         return reports
 
 
-@pytest.mark.parametrize("spare", [("keep", "core"), ("weaker",), ()])
+@pytest.mark.parametrize("spare", [("keep", "core"), ("weaker",), ("stronger",), ("wider",), ()])
 def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer, spare):
     record = next(r for r in load_dataset(world) if r.true_findings)
     generator = _CollateralOnFirstReading(explainer.generator)
@@ -353,17 +353,22 @@ def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer,
         if not spare:
             assert not variants and not edit.preserved and edit.variant is None, edit.attempts
             continue
-        if spare == ("weaker",):
-            # Every edit that closed (all with collateral) is retried once, on its mask at half strength.
-            first = edit.attempts[0]
-            assert [a["variant"] for a in variants] == (["weaker"] if first["success"] else []), edit.attempts
-            assert all(a["strength"] == 0.5 for a in variants), edit.attempts
-            assert edit.strength == (0.5 if edit.variant else 1.0), (edit.strength, edit.attempts)
+        if spare in (("weaker",), ("stronger",)):
+            # Every edit that closed (all with collateral) is retried once, on its mask, at half strength
+            # (weaker) or at the schedule's next strength (stronger).
+            first, retry = edit.attempts[0], {"weaker": 0.5, "stronger": 2.0}[spare[0]]
+            assert [a["variant"] for a in variants] == ([spare[0]] if first["success"] else []), edit.attempts
+            assert all(a["strength"] == retry for a in variants), edit.attempts
+            assert edit.strength == (retry if edit.variant else 1.0), (edit.strength, edit.attempts)
         else:
             # Every variant whose mask differs was tried, at the strength the edit closed at, in order.
-            assert [a["variant"] for a in variants] in (["keep", "core"], ["core"], ["keep"], []), (
-                edit.attempts
-            )
+            assert [a["variant"] for a in variants] in (
+                ["keep", "core"],
+                ["core"],
+                ["keep"],
+                ["wider"],
+                [],
+            ), edit.attempts
             assert all(a["strength"] == edit.strength for a in variants), edit.attempts
         if edit.success and variants and any(a["success"] and a["preserved"] for a in variants):
             assert edit.preserved and edit.variant in spare, edit.attempts

@@ -363,9 +363,24 @@ def keep_others(masks: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     return (masks[:, 0] * (scaled >= others).to(masks.dtype))[:, None]
 
 
-SMALLER_MASKS = {"keep": keep_others, "core": core_masks}
-"""The smaller masks tried, by name, for an edit that changed another finding too (``--spare``)."""
-SPARE_VARIANTS = (*SMALLER_MASKS, "weaker")
+def wider_masks(masks: torch.Tensor, responses: torch.Tensor | None = None, pixels: int = 1) -> torch.Tensor:
+    """Each edit mask grown by ``pixels`` latent pixels in every direction (a 3x3 dilation per pixel).
+
+    A removal whose seam the generator reads as another finding (a line's residue as a nodule) may
+    lose it when the edit blends in further out.
+
+    Example:
+        >>> m = torch.zeros(1, 1, 1, 5); m[..., 2] = 1
+        >>> wider_masks(m)[0, 0, 0].tolist()
+        [0.0, 1.0, 1.0, 1.0, 0.0]
+    """
+    size = 2 * pixels + 1
+    return torch.nn.functional.max_pool2d(masks, size, stride=1, padding=pixels)
+
+
+SMALLER_MASKS = {"keep": keep_others, "core": core_masks, "wider": wider_masks}
+"""The other masks tried, by name, for an edit that changed another finding too (``--spare``)."""
+SPARE_VARIANTS = (*SMALLER_MASKS, "weaker", "stronger")
 """The ``--spare`` variants: the smaller masks, then ``weaker``: the edit's own mask at a strength halfway
 down to the schedule's previous strength (from the first strength: half of it, a partial edit)."""
 
@@ -382,6 +397,17 @@ def weaker_strength(strength: float, schedule: Sequence[float]) -> float:
     """
     below = [s for s in schedule if s < strength]
     return (max(below, default=0.0) + strength) / 2
+
+
+def stronger_strength(strength: float, schedule: Sequence[float]) -> float | None:
+    """The schedule's next strength above ``strength`` (None at its top).
+
+    Example:
+        >>> stronger_strength(1.0, (1.0, 2.0, 3.5)), stronger_strength(3.5, (1.0, 2.0, 3.5))
+        (2.0, None)
+    """
+    above = [s for s in schedule if s > strength]
+    return min(above) if above else None
 
 
 @dataclass
@@ -627,5 +653,7 @@ __all__ = [
     "model_input",
     "plan_edits",
     "sample_rows",
+    "stronger_strength",
     "weaker_strength",
+    "wider_masks",
 ]

@@ -54,6 +54,7 @@ from cvlm.counterfactual import (
     model_input,
     plan_edits,
     sample_rows,
+    stronger_strength,
     weaker_strength,
 )
 from cvlm.cyclic import CycleResult, close_cycle, judge
@@ -482,10 +483,14 @@ class Explainer:
         """
         opts = self.options
         for variant in opts.spare:
-            if variant == "weaker":
+            if variant in ("weaker", "stronger"):
                 masks = cf.latent_masks
-                strength_of = [weaker_strength(s, opts.strengths) for s in used]
-                changed = [True] * len(results)
+                if variant == "weaker":
+                    strength_of = [weaker_strength(s, opts.strengths) for s in used]
+                else:
+                    # The schedule's next strength, tried even with adaptive strength off: asked for.
+                    strength_of = [stronger_strength(s, opts.schedule) for s in used]
+                changed = [s is not None for s in strength_of]
             else:
                 masks = SMALLER_MASKS[variant](cf.latent_masks, cf.responses)
                 strength_of = list(used)
