@@ -69,6 +69,8 @@ def test_demo_links_the_evaluation_and_the_comparison_with_their_headline_number
         assert (demo_index.parent / link).is_file(), link
     evaluation = json.loads((demo_index.parent / "evaluate" / "metrics.json").read_text())
     assert summary["evaluate"]["cyclic_rate"] == evaluation["cyclic_rate"]
+    perfect = evaluation["perfect_edit"]["preservation"]["rate"]
+    assert summary["evaluate"]["perfect_edit_preservation"] == perfect, summary["evaluate"]
     assert summary["evaluate"]["n_images"] == 3
     assert set(summary["evaluate"]["pointing_game"]) >= {"cvlm", "gradcam", "attention", "random", "centre"}
     compared = json.loads((demo_index.parent / "compare" / "compare.json").read_text())

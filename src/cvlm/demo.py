@@ -161,6 +161,10 @@ def _evaluate_headline(metrics: dict) -> dict:
         "cyclic_rate": metrics["cyclic_rate"],
         "cyclic_rate_ci": metrics["cyclic_rate_ci"],
         "preservation_rate": metrics["preservation_rate"],
+        # What the same generator does on the phantom drawn without each finding (None: no true finding).
+        "perfect_edit_preservation": ((metrics.get("perfect_edit") or {}).get("preservation") or {}).get(
+            "rate"
+        ),
         "reconstruction_psnr": metrics["reconstruction_psnr"],
         "n_located": loc["n"],
         "pointing_game": {m: s["pointing_game"] for m, s in loc.get("saliency", {}).items()},
@@ -191,10 +195,12 @@ def headline_lines(summary: dict) -> list[str]:
     if "evaluate" in summary:
         e = summary["evaluate"]
         pointing = ", ".join(f"{m} {fmt(v, 2)}" for m, v in e["pointing_game"].items())
+        kept = e.get("perfect_edit_preservation")
+        perfect = f" (the perfect edit: {fmt(kept)})" if kept is not None else ""
         lines.append(
             f"{e['generator']} on {e['n_images']} images: cyclic rate {fmt(e['cyclic_rate'])} "
             f"{fmt_ci(e['cyclic_rate_ci'])} over {e['n_edits']} removals, preservation "
-            f"{fmt(e['preservation_rate'])}, reconstruction {fmt(e['reconstruction_psnr'], 1)} dB"
+            f"{fmt(e['preservation_rate'])}{perfect}, reconstruction {fmt(e['reconstruction_psnr'], 1)} dB"
         )
         if pointing:
             lines.append(f"pointing game on {e['n_located']} true findings: {pointing}")
