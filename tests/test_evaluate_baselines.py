@@ -139,3 +139,33 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--baselines", "lime"]) != 0
     assert "Unknown baseline(s) lime" in capsys.readouterr().err
+
+
+def test_evaluate_scores_additions_beside_a_true_addition(tmp_path):
+    world, out = tmp_path / "world", tmp_path / "eval"
+    assert main(["phantoms", "--out", str(world), "--n", "3", "--seed", "5"]) == 0
+    args = [
+        "evaluate",
+        "--generator",
+        "phantom-captioner",
+        "--model",
+        "phantom-captioner",
+        "--data",
+        str(world),
+    ]
+    args += ["--out", str(out), "--n", "3", "--steps", "4", "--no-adaptive", "--baselines", "none"]
+    assert main([*args, "--add", "Cardiomegaly,Support Devices"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "per_case.csv").open() as handle:
+        additions = [r for r in csv.DictReader(handle) if r["kind"] == "add"]
+    # Every addition of a finding the image truly lacks has its true counterpart, and only those.
+    truly_absent = [r for r in additions if r["truly_present"] == "False"]
+    assert truly_absent, additions
+    assert all((r["perfect_success"] != "") == (r["truly_present"] == "False") for r in additions), additions
+    got = metrics["addition"]["perfect_edit"]
+    assert got["n"] == len(truly_absent), got
+    written = [r["perfect_success"] == "True" for r in truly_absent]
+    assert got["cyclic_rate"]["rate"] == pytest.approx(np.mean(written)), got
+    kept = [r["perfect_preserved"] == "True" for r in truly_absent]
+    assert got["preservation"]["rate"] == pytest.approx(np.mean(kept)), got
+    assert got["n_located"] == 0 and got["iou"] is None, got  # additions are not localised

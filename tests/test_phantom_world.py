@@ -571,3 +571,12 @@ def test_perfect_edit_takes_out_exactly_the_finding(shortcut_world: Path) -> Non
     absent = next(f for f in ABNORMALITIES if f not in records[0].true_findings)
     with pytest.raises(ValueError, match="not present"):
         perfect_edit(records[0], absent, SIZE)
+    # Addition: one instance of an absent finding drawn into the same phantom, the same one every time.
+    added = perfect_edit(records[0], absent, SIZE, kind="add")
+    again = perfect_edit(records[0], absent, SIZE, kind="add")
+    assert np.array_equal(added.image, again.image) and added.difference.max() > 0.01, absent
+    assert not np.array_equal(added.image, read_xray(records[0].image_path))
+    with pytest.raises(ValueError, match="already present"):
+        perfect_edit(records[0], records[0].true_findings[0], SIZE, kind="add")
+    with pytest.raises(ValueError, match="kind must be"):
+        perfect_edit(records[0], absent, SIZE, kind="swap")

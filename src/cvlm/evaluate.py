@@ -236,13 +236,17 @@ def add_perfect_edit_columns(
     threshold: float | str = PAPER_THRESHOLD,
     top_k: int = TOP_K,
 ) -> None:
-    """Add the perfect edit's columns to the removal rows of truly present findings (phantom worlds).
+    """Add the perfect edit's columns to the edit rows of a phantom world's image.
 
-    For each such row: ``perfect_success`` (G no longer writes f on the phantom drawn without f),
+    A removal of a truly present finding is compared with the phantom drawn without it; an addition of a
+    truly absent one with the phantom drawn with one instance of it
+    (:func:`cvlm.phantoms.world.perfect_edit`).
+    For each such row: ``perfect_success`` (G no longer writes f / now writes it on that image),
     ``perfect_preserved`` (G reads every other finding as on the input), ``perfect_lost`` /
-    ``perfect_gained``, and the frames of the exact difference map with the same rule as CVLM's:
-    ``perfect_pointing_game`` and ``perfect_iou``. One batch through G per image; rows of other
-    kinds, and records without a case seed (real data), are left as they are.
+    ``perfect_gained``, and for removals the frames of the exact difference map with the same rule as
+    CVLM's: ``perfect_pointing_game`` and ``perfect_iou``. One batch through G per image; other rows (a
+    removal of a finding G wrote but the image lacks), and records without a case seed (real data), are
+    left as they are.
 
     Args:
         rows: :func:`score_explanation`'s rows for ``explanation``; updated in place.
@@ -256,26 +260,26 @@ def add_perfect_edit_columns(
     """
     if not record.has_truth or record.case_seed is None:
         return
-    todo = [r for r in rows if r["kind"] == "remove" and r["finding"] in record.true_findings]
+    todo = [r for r in rows if (r["finding"] in record.true_findings) == (r["kind"] == "remove")]
     if not todo:
         return
     size = read_xray(record.image_path).shape
-    perfect = [perfect_edit(record, r["finding"], size[0]) for r in todo]
+    perfect = [perfect_edit(record, r["finding"], size[0], r["kind"]) for r in todo]
     readout = read_findings(generator, [p.image for p in perfect], labeler, policy)
     before = set(explanation.findings)
     shape = explanation.input.shape
     for row, edit, after in zip(todo, perfect, readout.findings, strict=True):
         f, after = row["finding"], set(after)
-        difference = edit.difference if edit.difference.shape == shape else resize(edit.difference, shape)
-        boxes = [x.box for x in extract_frames(difference, threshold, top_k).frames]
-        mask = _mask(record, f, shape)
         row.update(
-            perfect_success=f not in after,
+            perfect_success=(f not in after) == (row["kind"] == "remove"),
             perfect_preserved=after - {f} == before - {f},
             perfect_lost=";".join(sorted((before - {f}) - after)),
             perfect_gained=";".join(sorted((after - {f}) - before)),
         )
+        mask = _mask(record, f, shape) if row["kind"] == "remove" else None
         if mask is not None:
+            difference = edit.difference if edit.difference.shape == shape else resize(edit.difference, shape)
+            boxes = [x.box for x in extract_frames(difference, threshold, top_k).frames]
             row.update(
                 perfect_pointing_game=bool(boxes) and _overlaps(boxes[0], mask),
                 perfect_iou=iou(mask_from_boxes(boxes, shape), mask),
@@ -389,6 +393,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "cyclic_rate": _rate([r["success"] for r in additions]),
             "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in additions]),
             "preservation_rate": _rate([r["preserved"] for r in additions])["rate"],
+            "perfect_edit": _perfect_edit(additions),
         },
         "perfect_edit": _perfect_edit(removals),
         "reconstruction_psnr": _mean(rows, "reconstruction_psnr"),

@@ -184,6 +184,16 @@ def _instance(rng: np.random.Generator, name: str, side: str) -> FindingInstance
     )
 
 
+def sample_instance(rng: np.random.Generator, name: str) -> FindingInstance:
+    """One instance of ``name`` drawn as a world draws it (side, severity, variant), e.g. to add it to a case.
+
+    Example:
+        >>> sample_instance(np.random.default_rng(0), "Pleural Effusion").name
+        'Pleural Effusion'
+    """
+    return _instance(rng, name, "left" if rng.random() < 0.5 else "right")
+
+
 def _abnormal_names(rng: np.random.Generator) -> list[str]:
     scenario = _choice(rng, {k: w for k, (w, _) in _SCENARIOS.items()})
     table = _SCENARIOS[scenario][1]

@@ -37,7 +37,7 @@ from cvlm.findings import ABNORMALITIES, CHEXPERT_FINDINGS, normalize_finding
 from cvlm.phantoms.case import Case, FindingInstance
 from cvlm.phantoms.render import MARK_NAME, bbox, render_case
 from cvlm.phantoms.reports import compose_report
-from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case
+from cvlm.phantoms.sampling import NORMAL_FRACTION, SHORTCUT_RATES, sample_case, sample_instance
 from cvlm.threads import available_cores
 
 METADATA_COLUMNS: tuple[str, ...] = (
@@ -188,27 +188,40 @@ def as_written(image: np.ndarray) -> np.ndarray:
         return (np.asarray(im.convert("L"), dtype=np.float64) / 255.0).astype(np.float32)
 
 
-def perfect_edit(record: Record, finding: str, size: int) -> PerfectEdit:
-    """The record's phantom rendered without ``finding``: same anatomy, other findings and noise.
+def perfect_edit(record: Record, finding: str, size: int, kind: str = "remove") -> PerfectEdit:
+    """The record's phantom drawn without ``finding`` (or with it added): a perfect editor's counterfactual.
 
-    The control every edit of ``cvlm evaluate`` is judged beside: whatever the generator makes of this
-    image is what removing exactly the finding's own pixels does to its reading.
+    Same anatomy, other findings and noise: the control every edit of ``cvlm evaluate`` is judged
+    beside. Whatever the generator makes of this image is what changing exactly the finding's own pixels
+    does to its reading. An added finding is one instance drawn as a world draws it (side, severity,
+    variant), from a stream keyed by the case seed and the finding, so a record always gets the same one.
 
     Args:
         record: A phantom world record (with its case seed).
-        finding: A finding truly present in it.
+        finding: A finding truly present in it (``remove``) or absent from it (``add``).
         size: The world's image side (the record's JPEG is ``size`` x ``size``).
+        kind: ``"remove"`` or ``"add"``.
 
     Raises:
-        ValueError: If the record is not from a phantom world or ``finding`` is not present in it.
+        ValueError: If the record is not from a phantom world, or ``finding`` is absent (``remove``) or
+            present (``add``).
     """
     case = case_of(record)
-    if case.get(finding) is None:
-        present = list(case.names)
-        raise ValueError(f"{finding!r} is not present in image {record.dicom_id} (present: {present}).")
-    full = render_case(case, size).image
-    without = render_case(case.without(finding), size).image
-    return PerfectEdit(as_written(without), np.abs(full - without).astype(np.float32))
+    present = list(case.names)
+    if kind == "remove":
+        if case.get(finding) is None:
+            raise ValueError(f"{finding!r} is not present in image {record.dicom_id} (present: {present}).")
+        full, other = case, case.without(finding)
+    elif kind == "add":
+        if case.get(finding) is not None:
+            raise ValueError(f"{finding!r} is already present in image {record.dicom_id}; nothing to add.")
+        rng = np.random.default_rng([case.seed, ABNORMALITIES.index(finding), 1])
+        full, other = case.with_finding(sample_instance(rng, finding)), case
+    else:
+        raise ValueError(f"kind must be 'remove' or 'add', got {kind!r}.")
+    with_it, without_it = render_case(full, size).image, render_case(other, size).image
+    edited = without_it if kind == "remove" else with_it
+    return PerfectEdit(as_written(edited), np.abs(with_it - without_it).astype(np.float32))
 
 
 def mask_file_name(finding: str) -> str:
