@@ -144,8 +144,8 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
 def test_evaluate_scores_additions_beside_a_true_addition(tmp_path):
     world, out = tmp_path / "world", tmp_path / "eval"
     assert main(["phantoms", "--out", str(world), "--n", "3", "--seed", "5"]) == 0
-    args = "evaluate --generator phantom-captioner --model phantom-captioner --n 3 --steps 4".split()
-    args += ["--data", str(world), "--out", str(out), "--no-adaptive", "--baselines", "none"]
+    args = ["evaluate", "--generator", "phantom-captioner", "--model", "phantom-captioner", "--n", "3"]
+    args += ["--data", str(world), "--out", str(out), "--steps", "4", "--no-adaptive", "--baselines", "none"]
     assert main([*args, "--add", "Cardiomegaly,Support Devices"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     with (out / "per_case.csv").open() as handle:
