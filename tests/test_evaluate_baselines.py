@@ -133,6 +133,8 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     # The exact difference lies inside the true mask: its largest frame always points into it.
     assert got["pointing_game"] == 1.0 and 0 < got["iou"] <= 1, got
     assert "perfect edit (the phantom drawn without f" in (out / "index.html").read_text(encoding="utf-8")
+    printed = capsys.readouterr().out
+    assert f"the perfect edit (the phantom drawn without the finding, {got['n']} true findings)" in printed
     assert main([*args, "--baselines", "none"]) == 0  # explanations reused; CVLM's map is still scored
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["localization"]["saliency"]) == {"cvlm"}

@@ -887,6 +887,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"{f(loc['cvlm']['pointing_game'])} (random {f(loc['random']['pointing_game'])}), IoU "
         f"{f(loc['cvlm']['iou'])} (random {f(loc['random']['iou'])}); written to {args.out / 'metrics.json'}"
     )
+    perfect = m.get("perfect_edit") or {}
+    if perfect.get("n"):
+        print(
+            f"the perfect edit (the phantom drawn without the finding, {perfect['n']} true findings): "
+            f"cyclic rate {f(perfect['cyclic_rate']['rate'])}, preservation "
+            f"{f(perfect['preservation']['rate'])} (CVLM on the same removals "
+            f"{f(perfect['cvlm_preservation']['rate'])}), frames' IoU {f(perfect['iou'])}"
+        )
     scores = [
         f"{k} {f(v['pointing_game'])} / {f(v['iou'])}" for k, v in loc.get("saliency", {}).items() if v["n"]
     ]
