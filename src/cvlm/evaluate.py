@@ -75,7 +75,7 @@ from cvlm.prompts import DEFAULT_POLICY, UncertaintyPolicy
 from cvlm.readout import read_findings
 from cvlm.report import write_report
 from cvlm.safeio import atomic_write_text
-from cvlm.xray import read_xray, resize
+from cvlm.xray import resize
 
 SALIENCY_DIR = "saliency"
 """Folder of ``cvlm evaluate``'s output holding the saved saliency maps of the located removals."""
@@ -263,8 +263,9 @@ def add_perfect_edit_columns(
     todo = [r for r in rows if (r["finding"] in record.true_findings) == (r["kind"] == "remove")]
     if not todo:
         return
-    size = read_xray(record.image_path).shape
-    perfect = [perfect_edit(record, r["finding"], size[0], r["kind"]) for r in todo]
+    # The world's image side: the explanation's input as read, before resizing to the model.
+    size = explanation.original_size[0]
+    perfect = [perfect_edit(record, r["finding"], size, r["kind"]) for r in todo]
     readout = read_findings(generator, [p.image for p in perfect], labeler, policy)
     before = set(explanation.findings)
     shape = explanation.input.shape
@@ -314,31 +315,31 @@ def _specificity(rows: list[dict]) -> tuple[float | None, int]:
     return float(own.mean() / max(other.mean(), 1e-12)), len(pairs)
 
 
+def perfect_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that have a perfect edit beside them (:func:`add_perfect_edit_columns`)."""
+    return [r for r in rows if r.get("perfect_success") not in (None, "")]
+
+
 def _perfect_edit(removals: list[dict[str, Any]]) -> dict[str, Any]:
     """The perfect edit's figures beside CVLM's on the same removals (:func:`add_perfect_edit_columns`)."""
-    mine = [r for r in removals if r.get("perfect_success") not in (None, "")]
-    kept = [r for r in mine if _true(r["perfect_preserved"])]
+    mine = perfect_of(removals)
+    kept = [r for r in mine if r["perfect_preserved"]]
     located = [r for r in mine if r.get("perfect_iou") not in (None, "")]
     return {
         "n": len(mine),
-        "cyclic_rate": _rate([_true(r["perfect_success"]) for r in mine]),
-        "preservation": _rate([_true(r["perfect_preserved"]) for r in mine]),
-        "cvlm_preservation": _rate([_true(r["preserved"]) for r in mine]),
+        "cyclic_rate": _rate([r["perfect_success"] for r in mine]),
+        "preservation": _rate([r["perfect_preserved"] for r in mine]),
+        "cvlm_preservation": _rate([r["preserved"] for r in mine]),
         # CVLM minus the perfect edit, paired on the same removals: [estimate, [low, high]].
         "cvlm_minus_perfect_preservation": _paired(
-            [_true(r["preserved"]) for r in mine], [_true(r["perfect_preserved"]) for r in mine]
+            [r["preserved"] for r in mine], [r["perfect_preserved"] for r in mine]
         ),
         # CVLM on the edits a perfect editor gets through without collateral: the engine's own share.
-        "cvlm_preservation_where_perfect_preserves": _rate([_true(r["preserved"]) for r in kept]),
+        "cvlm_preservation_where_perfect_preserves": _rate([r["preserved"] for r in kept]),
         "n_located": len(located),
         "pointing_game": _mean(located, "perfect_pointing_game"),
         "iou": _mean(located, "perfect_iou"),
     }
-
-
-def _true(value: Any) -> bool:
-    """A bool cell, from a row in memory or from ``per_case.csv`` ("True" / "False")."""
-    return value in (True, "True", "true", 1, "1")
 
 
 def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: float | None = None) -> dict:
@@ -352,13 +353,14 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         mine = [r for r in removals if r["finding"] == finding]
         here = [r for r in located if r["finding"] == finding]
         spec, n_spec = _specificity(here)
+        exact = perfect_of(mine)
         per_finding[finding] = {
             "n": len(mine),
             "cyclic_rate": _rate([r["success"] for r in mine])["rate"],
             "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in mine])["rate"],
             "preservation_rate": _rate([r["preserved"] for r in mine])["rate"],
-            "perfect_edit_cyclic_rate": _perfect_edit(mine)["cyclic_rate"]["rate"],
-            "perfect_edit_preservation_rate": _perfect_edit(mine)["preservation"]["rate"],
+            "perfect_edit_cyclic_rate": _rate([r["perfect_success"] for r in exact])["rate"],
+            "perfect_edit_preservation_rate": _rate([r["perfect_preserved"] for r in exact])["rate"],
             "n_located": len(here),
             "pointing_game": _mean(here, "pointing_game"),
             "iou": _mean(here, "iou"),
