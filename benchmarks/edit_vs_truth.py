@@ -15,7 +15,13 @@ change is known pixel by pixel. Printed per finding (means over the pairs):
 A low ``ratio`` with a high ``undone`` means the edit removes the sign but also changes the rest of the
 image; a low ``undone`` means the model does not remove the sign.
 
+``--edits`` compares several edit settings on the same inversions, one table each: ``W`` is guidance W at
+every step, ``late:W`` guidance W only on the steps below the ``late`` lever's timestep
+(:data:`cvlm.counterfactual.LATE_GUIDANCE_BELOW`), both pushing away from the *source* prompt as the engine
+does; ``--guidance W`` is the older setting (away from the empty prompt), kept so earlier figures reproduce.
+
 python benchmarks/edit_vs_truth.py [--model phantom-templater] [--n 8] [--severity moderate] [--steps 50]
+python benchmarks/edit_vs_truth.py --n 6 --edits 1 3 late:3 late:5 late:8
 """
 
 import argparse
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 from cvlm.bundled import resolve_model
+from cvlm.counterfactual import LATE_GUIDANCE_BELOW
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import reconstruct, sample
 from cvlm.findings import ABNORMALITIES
@@ -40,20 +47,28 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="anatomies per finding")
     parser.add_argument("--severity", default="moderate", choices=("mild", "moderate", "severe"))
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps T")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance of the edit")
+    parser.add_argument(
+        "--guidance", type=float, default=1.0, help="guidance of the edit away from the empty prompt"
+    )
+    parser.add_argument(
+        "--edits",
+        nargs="*",
+        default=None,
+        help="edit settings compared on the same inversions: W or late:W, away from the source prompt",
+    )
     parser.add_argument("--findings", nargs="*", default=list(ABNORMALITIES), help="default: all")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     components = load_components(resolve_model(args.model, "diffusion"))
     size = components.image_size
+    settings = [parse_edit(e) for e in args.edits] if args.edits else [(args.guidance, None, False)]
     print(
         f"{args.model}: {args.n} single-finding phantoms per finding ({args.severity}), {size} px, "
-        f"T={args.steps}, guidance {args.guidance}\n"
+        f"T={args.steps}\n"
     )
-    print("| finding | true |Δ| in mask | edit |Δ| in / out | ratio | undone |")
-    print("|---|---|---|---|---|")
-    summary = []
+    tables: list[list[str]] = [[] for _ in settings]
+    summary: list[list[float]] = [[] for _ in settings]
     for name in args.findings:
         withs, withouts, masks = [], [], []
         for k, finding in enumerate(cycled_instances(name, args.n, args.severity)):
@@ -63,30 +78,51 @@ def main() -> None:
             withouts.append(render_case(Case(seed), size).image)
             masks.append(with_f.masks[name])
         images = torch.from_numpy(np.stack(withs))[:, None].float() * 2.0 - 1.0
-        result = reconstruct(components, images, [build_prompt([name])] * args.n, args.steps)
+        source = [build_prompt([name])] * args.n
+        result = reconstruct(components, images, source, args.steps)
         empty = [build_prompt([])] * args.n
-        edited = from_tensor(sample(components, result.noise, empty, args.steps, args.guidance))
-        edited = edited.reshape(args.n, size, size)
-        rows = []
-        for recon, edit, w, wo, mask in zip(
-            result.reconstructions, edited, withs, withouts, masks, strict=True
-        ):
-            change, true = edit - recon, wo - w
-            rows.append(
-                (
-                    np.abs(true[mask]).mean(),
-                    np.abs(change[mask]).mean(),
-                    np.abs(change[~mask]).mean(),
-                    float((change[mask] * true[mask]).sum() / max((true[mask] ** 2).sum(), 1e-12)),
+        for k, (w, below, from_source) in enumerate(settings):
+            negative = source if from_source else None
+            edited = sample(components, result.noise, empty, args.steps, w, negative, guidance_below=below)
+            edited = from_tensor(edited).reshape(args.n, size, size)
+            rows = []
+            for recon, edit, a, b, mask in zip(
+                result.reconstructions, edited, withs, withouts, masks, strict=True
+            ):
+                change, true = edit - recon, b - a
+                rows.append(
+                    (
+                        np.abs(true[mask]).mean(),
+                        np.abs(change[mask]).mean(),
+                        np.abs(change[~mask]).mean(),
+                        float((change[mask] * true[mask]).sum() / max((true[mask] ** 2).sum(), 1e-12)),
+                    )
                 )
+            true_d, inside, outside, undone = np.mean(rows, axis=0)
+            summary[k].append(undone)
+            tables[k].append(
+                f"| {name} | {true_d:.4f} | {inside:.4f} / {outside:.4f} | "
+                f"{inside / max(outside, 1e-9):.1f} | {100 * undone:.0f} % |"
             )
-        true_d, inside, outside, undone = np.mean(rows, axis=0)
-        summary.append(undone)
-        print(
-            f"| {name} | {true_d:.4f} | {inside:.4f} / {outside:.4f} | {inside / max(outside, 1e-9):.1f} "
-            f"| {100 * undone:.0f} % |"
-        )
-    print(f"\nmedian undone: {100 * float(np.median(summary)):.0f} %")
+    for (w, below, from_source), table, undone in zip(settings, tables, summary, strict=True):
+        away = "the source prompt" if from_source else "the empty prompt"
+        steps = f"steps at t < {below:g}" if below is not None else "every step"
+        print(f"guidance {w:g} away from {away}, {steps}:\n")
+        print("| finding | true |Δ| in mask | edit |Δ| in / out | ratio | undone |")
+        print("|---|---|---|---|---|")
+        print("\n".join(table))
+        print(f"\nmedian undone: {100 * float(np.median(undone)):.0f} %\n")
+
+
+def parse_edit(text: str) -> tuple[float, float | None, bool]:
+    """``"3"`` or ``"late:3"`` -> (guidance, guidance_below, away from the source prompt).
+
+    Example:
+        >>> parse_edit("3"), parse_edit("late:5")
+        ((3.0, None, True), (5.0, 300, True))
+    """
+    late = text.startswith("late:")
+    return float(text.removeprefix("late:")), LATE_GUIDANCE_BELOW if late else None, True
 
 
 if __name__ == "__main__":

@@ -7,8 +7,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
-from cvlm.counterfactual import EditRequest, check_finding_names, counterfactuals, plan_edits, sample_rows
+from cvlm.counterfactual import (
+    LATE_GUIDANCE_BELOW,
+    LEVERS,
+    EditRequest,
+    check_finding_names,
+    counterfactuals,
+    plan_edits,
+    sample_rows,
+)
 from cvlm.cyclic import close_cycle, judge
 from cvlm.data import load_dataset
 from cvlm.diffusion.reconstruction import invert
@@ -131,14 +140,15 @@ def test_masked_edits_agree_batched_or_not_and_keep_their_background(world, expl
         )
 
 
-def test_strength_one_is_the_plain_edit_for_both_levers(world, explainer):
+def test_strength_one_is_the_plain_edit_for_every_lever(world, explainer):
     record = next(r for r in load_dataset(world) if r.true_findings)
     c = explainer.components
     pixels = to_tensor(read_xray(record.image_path)[None], "minus_one_one")
     inversion = invert(c, pixels, ["The lung with abnormalities cardiomegaly"], STEPS)
     prompts, sources = ["The lung with no abnormalities"], ["The lung with abnormalities cardiomegaly"]
     plain = sample_rows(c, inversion.noise, prompts, None, STEPS)
-    for lever in ("guidance", "embedding"):
+    assert set(LEVERS) == {"guidance", "late", "embedding"}
+    for lever in LEVERS:
         same = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=1.0, lever=lever)
         np.testing.assert_allclose(same, plain, atol=1e-5, err_msg=lever)
         stronger = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=3.0, lever=lever)
@@ -147,6 +157,28 @@ def test_strength_one_is_the_plain_edit_for_both_levers(world, explainer):
         assert np.abs(stronger - recon).mean() > np.abs(plain - recon).mean(), lever
     with pytest.raises(ValueError, match="Unknown strength lever"):
         sample_rows(c, inversion.noise, prompts, sources, STEPS, lever="magic")
+
+
+def test_the_late_lever_guides_only_the_nearly_clean_steps(world, explainer):
+    record = next(r for r in load_dataset(world) if r.true_findings)
+    c = explainer.components
+    pixels = to_tensor(read_xray(record.image_path)[None], "minus_one_one")
+    source = "The lung with abnormalities cardiomegaly"
+    inversion = invert(c, pixels, [source], STEPS)
+    prompts, sources = ["The lung with no abnormalities"], [source]
+    paths: dict[str, list[torch.Tensor]] = {"plain": [], "late": [], "guidance": []}
+    sample_rows(c, inversion.noise, prompts, sources, STEPS, record=paths["plain"])
+    for lever in ("late", "guidance"):
+        sample_rows(c, inversion.noise, prompts, sources, STEPS, 3.0, lever, record=paths[lever])
+    scheduler = DDIMScheduler.from_config(c.scheduler.config)
+    scheduler.set_timesteps(STEPS)
+    early = int((scheduler.timesteps >= LATE_GUIDANCE_BELOW).sum())
+    assert 0 < early < STEPS, scheduler.timesteps
+    for i in range(early):  # until the window opens, the late edit is the plain edit, step for step
+        torch.testing.assert_close(paths["late"][i], paths["plain"][i], msg=f"step {i}")
+    assert not torch.allclose(paths["guidance"][0], paths["plain"][0])  # full guidance differs at once
+    gap = (paths["late"][-1] - paths["plain"][-1]).abs().mean().item()
+    assert gap > 1e-4, f"the late steps' guidance changed nothing: {gap}"
 
 
 # --------------------------------------------------------------------------------------- explain

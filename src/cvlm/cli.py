@@ -786,8 +786,9 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lever",
         default="guidance",
-        choices=["guidance", "embedding"],
-        help="edit-strength lever that adaptive strength escalates (default: guidance)",
+        choices=["guidance", "late", "embedding"],
+        help="edit-strength lever that adaptive strength escalates: guidance (every step), late (guidance on "
+        "the nearly clean steps only), embedding (default: guidance)",
     )
     p.add_argument("--no-adaptive", action="store_true", help="one strength only (the paper's plain edit)")
     p.add_argument(
@@ -851,7 +852,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n", type=int, default=100, help="images, test split first (default: 100)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default: 50)")
-    p.add_argument("--lever", default="guidance", choices=["guidance", "embedding"], help="default: guidance")
+    p.add_argument(
+        "--lever", default="guidance", choices=["guidance", "late", "embedding"], help="default: guidance"
+    )
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
     p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")
     _add_edit_options(p)

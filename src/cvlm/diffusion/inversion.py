@@ -140,6 +140,7 @@ def ddim_sample(
     guidance: float = 1.0,
     uncond: torch.Tensor | None = None,
     callback: StepCallback | None = None,
+    guidance_below: float | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM sampling (eta = 0): z_T -> z_0.
 
@@ -152,16 +153,29 @@ def ddim_sample(
         guidance: Classifier-free guidance scale (1 = conditional only).
         uncond: Empty-prompt embeddings ``[1 or B, L, D]``, needed when ``guidance != 1``.
         callback: Called with the latents after each step; a tensor it returns replaces them.
+        guidance_below: Guide only the steps at timesteps below this (the nearly clean end, where fine
+            detail is decided); the steps above it use the conditional prediction alone. None: every step.
 
     Returns:
         z_0, ``[B, c, h, w]``, float32.
+
+    Example:
+        >>> from diffusers import DDIMScheduler
+        >>> by_text = lambda z, t, h: h.mean() * torch.ones_like(z)  # eps depends on the prompt only
+        >>> zT, cond, neg = torch.zeros(1, 4, 2, 2), torch.ones(1, 1, 8), torch.zeros(1, 1, 8)
+        >>> config = DDIMScheduler().config
+        >>> run = lambda below: ddim_sample(by_text, config, zT, cond, 4, 3.0, neg, guidance_below=below)
+        >>> plain = ddim_sample(by_text, config, zT, cond, 4)
+        >>> torch.equal(run(0), plain), torch.equal(run(None), run(1000)), torch.equal(run(None), plain)
+        (True, True, False)
     """
     _check(noise, text, steps)
     scheduler = DDIMScheduler.from_config(scheduler_config)
     scheduler.set_timesteps(steps, device=noise.device)
     z = noise.float()
     for i, t in enumerate(scheduler.timesteps):
-        eps = _guided(predict, z, t, text, uncond, guidance)
+        guided = guidance_below is None or float(t) < guidance_below
+        eps = _guided(predict, z, t, text, uncond, guidance if guided else 1.0)
         z = scheduler.step(eps, t, z, eta=0.0).prev_sample
         if callback is not None:
             replaced = callback(i, t, z)

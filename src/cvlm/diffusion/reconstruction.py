@@ -122,6 +122,7 @@ def sample(
     negative_prompts: Sequence[str] | None = None,
     text: torch.Tensor | None = None,
     callback: StepCallback | None = None,
+    guidance_below: float | None = None,
 ) -> torch.Tensor:
     """z_T ``[B, c, h, w]`` + one prompt per row -> images ``[B, 1, H, W]`` in [-1, 1] (DDIM, eta 0).
 
@@ -136,6 +137,8 @@ def sample(
         text: Prompt embeddings ``[B, L, D]`` to use instead of embedding ``prompts`` (for edits made in
             embedding space).
         callback: Called after each DDIM step (:data:`cvlm.diffusion.inversion.StepCallback`).
+        guidance_below: Guide only the steps at timesteps below this (None: every step;
+            :func:`cvlm.diffusion.inversion.ddim_sample`).
     """
     text = embed(components, prompts) if text is None else text
     uncond = None
@@ -143,7 +146,7 @@ def sample(
         uncond = embed(components, list(negative_prompts) if negative_prompts is not None else [""])
     predict = unet_predictor(components.unet)
     latents = ddim_sample(
-        predict, components.scheduler.config, noise, text, steps, guidance, uncond, callback
+        predict, components.scheduler.config, noise, text, steps, guidance, uncond, callback, guidance_below
     )
     return decode_latents(components, latents)
 
