@@ -107,7 +107,8 @@ def main() -> None:
     for (w, below, from_source), table, undone in zip(settings, tables, summary, strict=True):
         away = "the source prompt" if from_source else "the empty prompt"
         steps = f"steps at t < {below:g}" if below is not None else "every step"
-        print(f"guidance {w:g} away from {away}, {steps}:\n")
+        plain = w == 1.0
+        print("the plain edit (guidance 1):\n" if plain else f"guidance {w:g} away from {away}, {steps}:\n")
         print("| finding | true |Δ| in mask | edit |Δ| in / out | ratio | undone |")
         print("|---|---|---|---|---|")
         print("\n".join(table))

@@ -369,12 +369,14 @@ class _CollateralOnFirstReading(ReportGenerator):
         return reports
 
 
-@pytest.mark.parametrize("spare", [("keep", "core"), ("weaker",), ("stronger",), ("wider",), ()])
+@pytest.mark.parametrize("spare", [("keep", "core"), ("weaker",), ("stronger",), ("wider",), ("late",), ()])
 def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer, spare):
     record = next(r for r in load_dataset(world) if r.true_findings)
     generator = _CollateralOnFirstReading(explainer.generator)
     generator.batch_size = 64  # one call per reading, so that "the second call" is one batch
-    options = ExplainOptions(steps=STEPS, spare=spare, adaptive=False)
+    # The late variant re-samples a guided edit (strength above 1): the edits start at 2 for it.
+    schedule = (2.0,) if spare == ("late",) else None
+    options = ExplainOptions(steps=STEPS, spare=spare, adaptive=False, schedule=schedule)
     spared = Explainer(generator, explainer.components, "phantom-captioner", options=options)(
         record.image_path
     )
@@ -392,6 +394,12 @@ def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer,
             assert [a["variant"] for a in variants] == ([spare[0]] if first["success"] else []), edit.attempts
             assert all(a["strength"] == retry for a in variants), edit.attempts
             assert edit.strength == (retry if edit.variant else 1.0), (edit.strength, edit.attempts)
+        elif spare == ("late",):
+            # Every edit that closed is retried once at its own strength, guided on the late steps only.
+            first = edit.attempts[0]
+            assert [a["variant"] for a in variants] == (["late"] if first["success"] else []), edit.attempts
+            assert edit.strength == 2.0 and all(a["strength"] == 2.0 for a in variants), edit.attempts
+            assert edit.lever == ("late" if edit.variant else "guidance"), (edit.lever, edit.attempts)
         else:
             # Every variant whose mask differs was tried, at the strength the edit closed at, in order.
             assert [a["variant"] for a in variants] in (

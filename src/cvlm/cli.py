@@ -729,8 +729,9 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
         help="variants tried, in order, for an edit that also changed another finding: keep (leave the "
         "other findings' regions alone), core (the mask's strongest half), weaker (the own mask at a "
         "strength halfway down to the schedule's previous one); also wider (the mask grown by one latent "
-        "pixel) and stronger (the schedule's next strength), measured but not default; none: keep the "
-        "first edit that closes (default: keep,core,weaker)",
+        "pixel), stronger (the schedule's next strength) and late (a guided edit again at its strength, "
+        "guided on the nearly clean steps only), measured but not default; none: keep the first edit that "
+        "closes (default: keep,core,weaker)",
     )
     p.add_argument(
         "--schedule",

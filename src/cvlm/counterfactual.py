@@ -398,9 +398,11 @@ def wider_masks(masks: torch.Tensor, responses: torch.Tensor | None = None, pixe
 
 SMALLER_MASKS = {"keep": keep_others, "core": core_masks, "wider": wider_masks}
 """The other masks tried, by name, for an edit that changed another finding too (``--spare``)."""
-SPARE_VARIANTS = (*SMALLER_MASKS, "weaker", "stronger")
+SPARE_VARIANTS = (*SMALLER_MASKS, "weaker", "stronger", "late")
 """The ``--spare`` variants: the smaller masks, then ``weaker``: the edit's own mask at a strength halfway
-down to the schedule's previous strength (from the first strength: half of it, a partial edit)."""
+down to the schedule's previous strength (from the first strength: half of it, a partial edit); ``stronger``:
+the schedule's next strength; ``late``: a guided edit (strength above 1) again at its strength with the
+``late`` lever, guided on the nearly clean steps only."""
 
 
 def weaker_strength(strength: float, schedule: Sequence[float]) -> float:

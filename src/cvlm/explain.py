@@ -373,6 +373,14 @@ class Explainer:
         if cf.latent_masks is not None and opts.spare:
             self._spare(cf, requests, results, edited, used, attempts, baseline)
 
+        # The lever each kept counterfactual was sampled with (the late variant's, where it spared).
+        lever_of = [
+            "late"
+            if any(a.get("variant") == "late" and a["success"] and a["preserved"] for a in tried)
+            else opts.lever
+            for tried in attempts
+        ]
+
         # 7. Frames on |reconstruction - counterfactual|, mapped back to the original's pixels.
         edits = []
         for i, request in enumerate(requests):
@@ -387,7 +395,7 @@ class Explainer:
                     success=result.success,
                     collateral=result.collateral,
                     strength=used[i],
-                    lever=opts.lever,
+                    lever=lever_of[i],
                     attempts=attempts[i],
                     regenerated_report=result.regenerated_report,
                     findings_after=result.findings_after,
@@ -437,6 +445,7 @@ class Explainer:
         rows: list[int],
         strength: float,
         masks: torch.Tensor | None,
+        lever: str | None = None,
     ) -> np.ndarray:
         """Sample the edits ``rows`` again from the image's z_T at ``strength`` (one batch).
 
@@ -446,6 +455,7 @@ class Explainer:
             rows: Which of them.
             strength: Edit strength.
             masks: ``[k, 1, h, w]`` edit masks of all k edits (None: unmasked).
+            lever: The strength lever (None: the options').
 
         Returns:
             ``(len(rows), H, W)`` counterfactuals.
@@ -458,7 +468,7 @@ class Explainer:
             [requests[i].source_prompt for i in rows],
             opts.steps,
             strength,
-            opts.lever,
+            lever or opts.lever,
             batch_size=len(rows) if opts.batched else 1,
             blend=Blend(masks[rows], cf.trajectory) if masks is not None else None,
         )
@@ -483,7 +493,13 @@ class Explainer:
         """
         opts = self.options
         for variant in opts.spare:
-            if variant in ("weaker", "stronger"):
+            lever = None
+            if variant == "late":
+                # The same strength guided on the nearly clean steps only: less change far from the sign.
+                # It differs from the edit only where that was guided at every step.
+                masks, strength_of, lever = cf.latent_masks, list(used), "late"
+                changed = [opts.lever == "guidance" and s > 1.0 for s in used]
+            elif variant in ("weaker", "stronger"):
                 masks = cf.latent_masks
                 if variant == "weaker":
                     strength_of = [weaker_strength(s, opts.strengths) for s in used]
@@ -502,7 +518,7 @@ class Explainer:
             for strength in sorted({strength_of[i] for i in todo}):  # one batch per strength
                 group = [n for n, i in enumerate(todo) if strength_of[i] == strength]
                 picked = [todo[n] for n in group]
-                rows[group] = self._resample(cf, requests, picked, strength, masks)
+                rows[group] = self._resample(cf, requests, picked, strength, masks, lever)
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )
