@@ -54,15 +54,16 @@ def print_per_finding(label: str, m: dict) -> None:
     """Removals per finding: n, cyclic rate (adaptive / plain), preservation, frames, specificity."""
     print(f"{label}: {m['n_images']} images, {m['n_edits']} removals")
     print(
-        "| finding | n | cyclic rate (perfect edit) | plain edit | preserved (perfect edit) "
-        "| pointing (n located) | box IoU | specificity (n) |"
+        "| finding | n | cyclic rate (perfect edit) | plain edit | still written on the reconstruction "
+        "| preserved (perfect edit) | pointing (n located) | box IoU | specificity (n) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for finding, v in sorted(m["per_finding"].items()):
         print(
             f"| {finding} | {v['n']} | "
             f"{_f(v['cyclic_rate'], 2)} ({_f(v.get('perfect_edit_cyclic_rate'), 2)}) | "
             f"{_f(v['cyclic_rate_without_adaptation'], 2)} | "
+            f"{_f(v.get('baseline_holds_rate'), 2)} | "
             f"{_f(v['preservation_rate'], 2)} ({_f(v.get('perfect_edit_preservation_rate'), 2)}) | "
             f"{_f(v['pointing_game'], 2)} ({v['n_located']}) | "
             f"{_f(v['iou'], 2)} | {_f(v['specificity'], 1)} ({v['n_specificity']}) |"
@@ -78,7 +79,11 @@ def main() -> None:
     if args.per_finding:
         for spec in args.runs:
             label, _, folder = spec.rpartition("=")
-            print_per_finding(label, metrics_of(Path(folder), None))
+            # Re-aggregated from the run's own per-case table: columns added since it ran appear too.
+            with (Path(folder) / "per_case.csv").open() as handle:
+                own = {r["image"] for r in csv.DictReader(handle)}
+            n_images = json.loads((Path(folder) / "metrics.json").read_text())["n_images"]
+            print_per_finding(label, metrics_of(Path(folder), own, n_images))
         return
     images, n_images = None, None
     if args.images_of:

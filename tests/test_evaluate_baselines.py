@@ -127,6 +127,14 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
         closed = [r["perfect_success"] == "True" for r in perfect if r["finding"] == finding]
         rate = metrics["per_finding"][finding]["perfect_edit_cyclic_rate"]
         assert rate == pytest.approx(np.mean(closed)), (finding, rate, closed)
+    for finding, got_f in metrics["per_finding"].items():
+        mine = [r for r in removals if r["finding"] == finding]
+        holds = [r["baseline_holds"] == "True" for r in mine]
+        assert got_f["baseline_holds_rate"] == pytest.approx(np.mean(holds)), (finding, got_f, holds)
+        assert got_f["n_baseline_holds"] == sum(holds), (finding, got_f)
+        closed = [r["success"] == "True" for r in mine if r["baseline_holds"] == "True"]
+        where = got_f["cyclic_rate_where_baseline_holds"]
+        assert where == (pytest.approx(np.mean(closed)) if closed else None), (finding, got_f)
     where = [r["preserved"] == "True" for r in perfect if r["perfect_preserved"] == "True"]
     assert got["cvlm_preservation_where_perfect_preserves"]["n"] == len(where), got
     assert got["iou"] == pytest.approx(np.mean([float(r["perfect_iou"]) for r in perfect])), got

@@ -354,11 +354,17 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
         here = [r for r in located if r["finding"] == finding]
         spec, n_spec = _specificity(here)
         exact = perfect_of(mine)
+        held = [r for r in mine if r["baseline_holds"]]
         per_finding[finding] = {
             "n": len(mine),
             "cyclic_rate": _rate([r["success"] for r in mine])["rate"],
             "cyclic_rate_without_adaptation": _rate([r["success_at_base"] for r in mine])["rate"],
             "preservation_rate": _rate([r["preserved"] for r in mine])["rate"],
+            # Where G no longer writes f on the reconstruction, removing f closes the cycle with nothing to
+            # remove: the share where it still does, and the cyclic rate there.
+            "baseline_holds_rate": _rate([r["baseline_holds"] for r in mine])["rate"],
+            "n_baseline_holds": len(held),
+            "cyclic_rate_where_baseline_holds": _rate([r["success"] for r in held])["rate"],
             "perfect_edit_cyclic_rate": _rate([r["perfect_success"] for r in exact])["rate"],
             "perfect_edit_preservation_rate": _rate([r["perfect_preserved"] for r in exact])["rate"],
             "n_located": len(here),

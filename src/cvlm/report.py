@@ -636,13 +636,19 @@ def write_report(
         "<h2>2. Cyclic rate per finding</h2>",
         "<p>Of the removals of each finding the generator wrote, the share after which the same generator "
         "no longer writes it (Wilson 95 % intervals; dots: the first strength only, the paper's plain "
-        "edit).</p>",
+        "edit). Where G no longer writes a finding on the reconstruction (the round trip, before any edit), "
+        "its removal closes the cycle with nothing to remove: the column <i>still written on the "
+        "reconstruction</i> says how often a finding's cycle is evidence at all.</p>",
     ]
     if metrics["n_edits"]:
         cyclic_rate_figure(by_finding, figures / "cyclic_rate.png")
         parts.append(html_figure(f"{FIGURES}/cyclic_rate.png", "cyclic rate per finding", cls="wide"))
     # metrics.json's per-finding figures, with the overall ones as the row "all".
-    overall = {"preservation_rate": metrics["preservation_rate"], **metrics["localization"]["cvlm"]}
+    overall = {
+        "preservation_rate": metrics["preservation_rate"],
+        "baseline_holds_rate": metrics.get("baseline_holds_rate"),
+        **metrics["localization"]["cvlm"],
+    }
     per_finding_all = {"all": overall, **metrics.get("per_finding", {})}
     per_finding_all.update({t["finding"]: {} for t in by_finding if t["finding"] not in per_finding_all})
     parts.append(
@@ -653,6 +659,7 @@ def write_report(
                     str(t["n"]),
                     f"{fmt(t['rate'])} {fmt_ci(t['ci'])}",
                     fmt(t["rate_plain"]),
+                    fmt(per_finding_all[t["finding"]].get("baseline_holds_rate")),
                     fmt(per_finding_all[t["finding"]].get("preservation_rate")),
                     fmt(per_finding_all[t["finding"]].get("pointing_game")),
                     fmt(per_finding_all[t["finding"]].get("iou")),
@@ -664,6 +671,7 @@ def write_report(
                 "n",
                 "cyclic rate [95 %]",
                 "plain edit",
+                "still written on the reconstruction",
                 "preservation",
                 "frames pointing",
                 "frames IoU",
