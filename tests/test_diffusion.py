@@ -471,6 +471,23 @@ def test_decoder_only_vae_finetune_keeps_the_latents(world, tmp_path):
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
 
 
+def test_the_vae_edge_term_adds_the_error_of_neighbour_differences(world):
+    from diffusers import AutoencoderKL
+
+    from cvlm.diffusion.train import VaeLoss, edge_error
+
+    vae = AutoencoderKL.from_pretrained(world["vae"]).eval()
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        eps = torch.zeros_like(vae.encode(images).latent_dist.mean)  # the posterior mean: no sampling noise
+        plain = VaeLoss(vae, 0.0)(images, eps)
+        edged = VaeLoss(vae, 0.0, edge_weight=0.5)(images, eps)
+        recon = vae.decode(vae.encode(images).latent_dist.mean).sample
+    assert plain == pytest.approx(float(torch.nn.functional.mse_loss(recon, images)), rel=1e-5)
+    assert edged - plain == pytest.approx(0.5 * float(edge_error(recon, images)), rel=1e-4), (plain, edged)
+    assert edge_error(images, images) == 0 and edge_error(recon, images) > 0
+
+
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
     from diffusers import DDPMScheduler
 

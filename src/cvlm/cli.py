@@ -495,6 +495,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vae-crop", type=_positive_int, default=64, help="VAE training crop side")
     p.add_argument("--decoder-only", action="store_true", help="vae: fine-tune only the decoder of --vae")
     p.add_argument(
+        "--edge-weight",
+        type=float,
+        default=0.0,
+        help="vae: weight of an L1 term on the image's neighbour differences, which keeps thin faint lines "
+        "sharp (default: 0, MSE alone)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -569,6 +576,7 @@ def _run_train(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             vae_crop=args.vae_crop,
             decoder_only=args.decoder_only,
+            edge_weight=args.edge_weight,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,
