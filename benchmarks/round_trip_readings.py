@@ -15,7 +15,7 @@ which G still writes it after each round trip; then over all of G's findings, th
 reading survives.
 
 python benchmarks/round_trip_readings.py --data runs/eval-1601 [--generator phantom-captioner] [--n 200]
-    [--fixed-point 0 2] [--steps 50]
+    [--fixed-point 0 2] [--steps 50] [--vae FOLDER]      # --fixed-point with no value: the VAE alone
 """
 
 import argparse
@@ -23,12 +23,14 @@ import time
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
 from cvlm.bundled import resolve_model
 from cvlm.data import load_dataset
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.reconstruction import decode_latents, encode_images, reconstruct
 from cvlm.generators import load_generator
+from cvlm.metrics import psnr as metric_psnr
 from cvlm.prompts import build_prompt
 from cvlm.readout import read_findings
 from cvlm.xray import from_tensor, read_xray, resize, to_tensor
@@ -42,12 +44,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="images, world order")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps T")
     parser.add_argument("--fixed-point", type=int, nargs="*", default=[0, 2], help="K values to compare")
+    parser.add_argument("--vae", default=None, help="a VAE folder instead of the model's (e.g. fine-tuned)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = load_generator(args.generator, device="cpu")
     components = load_components(resolve_model(args.model or args.generator, "diffusion"))
+    if args.vae:
+        components.vae = AutoencoderKL.from_pretrained(args.vae, local_files_only=True).eval()
     size = components.image_size
     records = load_dataset(args.data, views=None)[: args.n]
     inputs = [resize(read_xray(r.image_path), size) for r in records]
@@ -67,7 +72,7 @@ def main() -> None:
     vae_images = np.concatenate([v.reshape(-1, size, size) for v in vae])
     readings["VAE"] = read_findings(generator, list(vae_images)).findings
     seconds["VAE"] = time.perf_counter() - start
-    psnr = {"VAE": float("nan")}
+    psnr = {"VAE": float(np.mean([metric_psnr(a, b) for a, b in zip(inputs, vae_images, strict=True)]))}
     for k in args.fixed_point:
         start = time.perf_counter()
         result = reconstruct(
@@ -77,11 +82,10 @@ def main() -> None:
         readings[name] = read_findings(generator, list(result.reconstructions)).findings
         seconds[name] = time.perf_counter() - start
         psnr[name] = result.reconstruction_psnr
-        psnr["VAE"] = result.vae_psnr
 
     print(
-        f"{args.generator} on {len(records)} images of {args.data}; model {args.model or args.generator}, "
-        f"T={args.steps}\n"
+        f"{args.generator} on {len(records)} images of {args.data}; model {args.model or args.generator}"
+        f"{', VAE ' + args.vae if args.vae else ''}, T={args.steps}\n"
     )
     names = list(readings)
     print("| finding | n (written and true) | " + " | ".join(f"kept: {n}" for n in names) + " |")
