@@ -6,6 +6,7 @@ cycle's baseline, `baseline_holds` in `explanation.json`): where the round trip 
 phantom world with the generator G, then reads three round trips of every image:
 
 * **VAE**: encode -> decode only (no diffusion);
+* **blur s px** (``--blur``, a control with no model): a Gaussian blur of sigma s, how fine a detail G reads;
 * **DDIM, K = k**: encode -> DDIM inversion with G's own prompt (k fixed-point iterations per step; 0 = the
   paper's plain inversion) -> sampling with the same prompt -> decode, T = ``--steps``: the engine's
   reconstruction.
@@ -20,7 +21,9 @@ python benchmarks/round_trip_readings.py --data runs/eval-1601 [--generator phan
 
 import argparse
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
@@ -45,9 +48,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps T")
     parser.add_argument("--fixed-point", type=int, nargs="*", default=[0, 2], help="K values to compare")
     parser.add_argument("--vae", default=None, help="a VAE folder instead of the model's (e.g. fine-tuned)")
+    parser.add_argument(
+        "--blur", type=float, nargs="*", default=[], help="controls: Gaussian blurs of these sigmas (px)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.vae and not (Path(args.vae) / "config.json").is_file():
+        parser.error(f"--vae {args.vae}: not a VAE folder (no config.json)")
     torch.set_num_threads(args.threads)
     generator = load_generator(args.generator, device="cpu")
     components = load_components(resolve_model(args.model or args.generator, "diffusion"))
@@ -73,6 +81,13 @@ def main() -> None:
     readings["VAE"] = read_findings(generator, list(vae_images)).findings
     seconds["VAE"] = time.perf_counter() - start
     psnr = {"VAE": float(np.mean([metric_psnr(a, b) for a, b in zip(inputs, vae_images, strict=True)]))}
+    for sigma in args.blur:
+        # How fine a detail G reads: the same images a little smoothed, no model involved.
+        name = f"blur {sigma:g} px"
+        blurred = [cv2.GaussianBlur(x, (0, 0), sigma) for x in inputs]
+        readings[name] = read_findings(generator, blurred).findings
+        psnr[name] = float(np.mean([metric_psnr(a, b) for a, b in zip(inputs, blurred, strict=True)]))
+        seconds[name] = 0.0
     for k in args.fixed_point:
         start = time.perf_counter()
         result = reconstruct(

@@ -43,12 +43,14 @@ def test_explain_and_evaluate_read_the_same_edit_options():
         ["explain", *common, "x.png", "--out", "o"],
         ["evaluate", *common, "--data", "d", "--out", "o"],
     ):
-        args = parser.parse_args([*argv, "--schedule", "1,1.5,3", "--spare", "core", "--prompts", "raw"])
-        options = _explain_options(args)
+        extra = ["--schedule", "1,1.5,3", "--spare", "core", "--prompts", "raw", "--fixed-point", "2"]
+        options = _explain_options(parser.parse_args([*argv, *extra, "--lever", "late"]))
         assert options.schedule == (1.0, 1.5, 3.0), options
         assert options.spare == ("core",) and options.prompts == "raw", options
+        assert options.fixed_point == 2 and options.lever == "late", options
         defaults = _explain_options(parser.parse_args(argv))
         assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == ("keep", "core", "weaker"), (
             defaults
         )
+        assert defaults.fixed_point == 0 and defaults.lever == "guidance", defaults
         assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()

@@ -704,6 +704,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "prompts": args.prompts,
         "schedule": [float(x) for x in _names(args.schedule)] if args.schedule else None,
         "rank": args.rank,
+        "fixed_point": args.fixed_point,
     }
     return ExplainOptions(**{**shared, **overrides})
 
@@ -748,6 +749,14 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
         "(default: the lever's, 1,2,3.5,5 for guidance)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+    p.add_argument(
+        "--fixed-point",
+        type=int,
+        default=0,
+        metavar="K",
+        help="fixed-point iterations per DDIM inversion step: the exact inversion, which keeps thin signs "
+        "(rib breaks) through the round trip, K+1 UNet calls per step (default: 0, the paper's plain one)",
+    )
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
