@@ -413,3 +413,24 @@ def test_resume_before_the_first_checkpoint_starts_from_step_0(tiny_training, tm
     result = train(_tiny(tiny_training, out, steps=2, resume=True))
     assert result.step == 2 and result.finished
     assert [int(r["step"]) for r in csv.DictReader((out / "log.csv").open())] == [2]
+
+
+def test_a_checkpoint_becomes_a_model_folder_with_that_steps_weights(tiny_training, tmp_path, capsys):
+    from cvlm.diffusion.checkpoint import main as export_main
+    from cvlm.diffusion.components import load_components
+
+    out = tmp_path / "m"
+    train(_tiny(tiny_training, out))  # checkpoints at steps 2 and 4; last/ holds step 4
+    assert export_main([str(out), "4", str(tmp_path / "at-4")]) == 0
+    at4 = load_components(tmp_path / "at-4")
+    last = load_components(out / "last")
+    for a, b in zip(at4.unet.state_dict().values(), last.unet.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)  # last/ may be saved in float16
+    assert export_main([str(out), "2", str(tmp_path / "at-2")]) == 0
+    at2 = load_components(tmp_path / "at-2")
+    pairs = zip(at2.unet.parameters(), at4.unet.parameters(), strict=True)
+    moved = [not torch.allclose(a, b) for a, b in pairs]
+    assert any(moved), "step 2 and step 4 hold the same weights"
+    capsys.readouterr()
+    assert export_main([str(out), "3", str(tmp_path / "at-3")]) == 2
+    assert "no complete checkpoint at step 3" in capsys.readouterr().err
