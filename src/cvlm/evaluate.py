@@ -9,7 +9,9 @@ so a killed evaluation resumes), then scores every edit against the world's true
   beside its control, ``round_trip_preservation`` (how often the other findings are read the same on the
   input and on the reconstruction: what a change aimed at no finding does to G's reading), and a
   breakdown, ``preservation_on_stable_findings``: collateral counted only on findings the round trip leaves
-  alone (:func:`attributable_collateral`);
+  alone (:func:`attributable_collateral`); and whether the cycle is evidence at all: the share of removals
+  whose baseline holds (G still writes the finding on the reconstruction; otherwise the removal closes the
+  cycle with nothing to remove), overall and per finding, with the CR over those removals;
 * **localisation** of removals of truly present findings: ``pointing_game`` (the largest frame's box
   overlaps the true mask), ``iou`` (union of the frame boxes against the mask), ``iou_region`` (the
   thresholded changed pixels against the mask), ``energy_in_mask`` (share of the difference map inside
