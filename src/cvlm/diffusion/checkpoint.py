@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from cvlm.diffusion.train import CHECKPOINTS, STATE_FILE
+from cvlm.diffusion.train import CHECKPOINTS, STATE_FILE, _checkpoints
 
 PARTS = {"unet": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors"}
 """The trained parts of a tiny model and their weight files (the VAE is frozen while they train)."""
@@ -44,8 +44,7 @@ def export_checkpoint(model: Path, step: int, out: Path) -> Path:
     model, out = Path(model), Path(out)
     folder = model / CHECKPOINTS / f"step-{step:07d}"
     if not (folder / STATE_FILE).is_file():
-        there = sorted(p.name for p in (model / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
-        listed = ", ".join(there) or "none"
+        listed = ", ".join(p.name for p in _checkpoints(model)) or "none"
         raise FileNotFoundError(f"{model}: no complete checkpoint at step {step}; there are: {listed}.")
     tensors = load_file(str(folder / "model.safetensors"))
     out.mkdir(parents=True, exist_ok=True)
