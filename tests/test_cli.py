@@ -54,3 +54,12 @@ def test_explain_and_evaluate_read_the_same_edit_options():
         )
         assert defaults.fixed_point == 0 and defaults.lever == "guidance", defaults
         assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()
+
+
+def test_train_takes_a_reader_and_its_weight_together(tmp_path, capsys):
+    for half in (["--reader", "phantom-captioner"], ["--reader-weight", "0.1"]):
+        argv = ["train", "--config", "vae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *half]
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert "--reader and --reader-weight go together" in err, err
+        assert not (tmp_path / "o").exists()

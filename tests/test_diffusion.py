@@ -488,6 +488,48 @@ def test_the_vae_edge_term_adds_the_error_of_neighbour_differences(world):
     assert edge_error(images, images) == 0 and edge_error(recon, images) > 0
 
 
+def test_the_vae_reading_term_adds_what_the_generator_encoder_sees_differently(world):
+    from diffusers import AutoencoderKL
+
+    from cvlm.diffusion.train import VaeLoss, reading_error
+    from cvlm.generators import load_generator, reader
+
+    generator = load_generator("phantom-captioner", device="cpu")
+    read = reader(generator)
+    vae = AutoencoderKL.from_pretrained(world["vae"]).eval()
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        eps = torch.zeros_like(vae.encode(images).latent_dist.mean)
+        plain = VaeLoss(vae, 0.0)(images, eps)
+        read_loss = VaeLoss(vae, 0.0, reader=read, reader_weight=0.5)(images, eps)
+        recon = vae.decode(vae.encode(images).latent_dist.mean).sample
+        seen, target = read(recon), read(images)
+    # The mean Bernoulli KL divergence of the reading of the reconstruction from that of the original.
+    t, q = target.double(), seen.double()
+    logsig = torch.nn.functional.logsigmoid
+    p = torch.sigmoid(t)
+    expected = float((p * (logsig(t) - logsig(q)) + (1 - p) * (logsig(-t) - logsig(-q))).mean())
+    difference = read_loss - plain
+    assert difference == pytest.approx(0.5 * expected, rel=1e-3, abs=1e-6), (plain, read_loss, expected)
+    assert expected > 0 and abs(float(reading_error(read, images, images))) < 1e-6
+    # The generator stays frozen and in eval mode; the gradient reaches the image.
+    x = images.clone().requires_grad_(True)
+    reading_error(read, x, images.flip(0)).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert not generator.net.training and all(p.grad is None for p in generator.net.parameters())
+    assert seen.shape == (2, len(generator.findings)), seen.shape
+
+
+def test_train_refuses_a_reader_weight_without_a_reader(world, tmp_path):
+    from cvlm.diffusion.train import TrainOptions, train
+
+    options = TrainOptions(
+        config="vae", data=world["data"], out=tmp_path / "v", steps=1, reader_weight=0.1, device="cpu"
+    )
+    with pytest.raises(ValueError, match="needs a reader"):
+        train(options)
+
+
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
     from diffusers import DDPMScheduler
 

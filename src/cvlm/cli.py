@@ -502,6 +502,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "sharp (default: 0, MSE alone)",
     )
     p.add_argument(
+        "--reader",
+        help="vae: a report generator (bundled name or folder) whose CNN encoder must see the "
+        "reconstruction as it sees the original, weighted by --reader-weight (default: none)",
+    )
+    p.add_argument(
+        "--reader-weight",
+        type=float,
+        default=0.0,
+        help="vae: weight of the --reader term, its feature error over the features' variance (e.g. 0.01)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -549,6 +560,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from cvlm.diffusion.train import TrainOptions, train
 
+    if (args.reader is None) != (args.reader_weight == 0):
+        raise ValueError("--reader and --reader-weight go together (a generator and a weight above 0).")
+    reader = None
+    if args.reader is not None:
+        from cvlm.generators import load_generator
+        from cvlm.generators import reader as generator_reader
+
+        device = "cpu" if args.device == "cpu" else None
+        reader = generator_reader(load_generator(args.reader, device=device))
     result = train(
         TrainOptions(
             config=args.config,
@@ -577,6 +597,8 @@ def _run_train(args: argparse.Namespace) -> int:
             vae_crop=args.vae_crop,
             decoder_only=args.decoder_only,
             edge_weight=args.edge_weight,
+            reader=args.reader,
+            reader_weight=args.reader_weight,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,
@@ -584,7 +606,8 @@ def _run_train(args: argparse.Namespace) -> int:
             snr_gamma=args.snr_gamma,
             grown_lr_scale=args.grown_lr_scale,
             stream=args.stream_images,
-        )
+        ),
+        reader,
     )
     print(
         f"step {result.step}: best validation PSNR {result.best_psnr} dB at step {result.best_step}; "

@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,9 @@ class TrainOptions:
         kl_weight: Weight of the VAE's KL term.
         edge_weight: Weight of the VAE's edge term (:class:`VaeLoss`): thin lines that a per-pixel error
             hardly sees (a pleural line, a pneumothorax rim) keep their sharpness.
+        reader: VAE run: the report generator (a name or folder, for the record) whose visual encoder
+            must see the reconstruction as it sees the original; :func:`train` takes its feature function.
+        reader_weight: Weight of that reading term (:func:`reading_error`); 0 = none.
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -158,6 +162,8 @@ class TrainOptions:
     psnr_tolerance: float = 0.25
     kl_weight: float = 1e-6
     edge_weight: float = 0.0
+    reader: str | None = None
+    reader_weight: float = 0.0
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -316,19 +322,34 @@ def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gam
     return snr.clamp(max=gamma) / snr
 
 
-class VaeLoss(torch.nn.Module):
-    """SD's VAE objective minus LPIPS/GAN, and an optional edge term.
+Reader = Callable[[torch.Tensor], torch.Tensor]
 
-    Reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) + ``edge_weight`` * :func:`edge_error`. A
-    squared per-pixel error barely sees a one-pixel line of low contrast (a pleural line, a pneumothorax
-    rim): blurring it costs little, yet a report generator reads the line, not the blur.
+
+class VaeLoss(torch.nn.Module):
+    """SD's VAE objective minus LPIPS/GAN, and optional edge and reading terms.
+
+    Reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) + ``edge_weight`` * :func:`edge_error` +
+    ``reader_weight`` * :func:`reading_error`. A squared per-pixel error barely sees a one-pixel line of
+    low contrast (a pleural line, a pneumothorax rim): blurring it costs little, yet a report generator
+    reads the line, not the blur. The reading term is LPIPS's idea with the explained generator's own
+    encoder as the network: the reconstruction must look the same *to it*.
     """
 
-    def __init__(self, vae: AutoencoderKL, kl_weight: float, edge_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        kl_weight: float,
+        edge_weight: float = 0.0,
+        reader: Reader | None = None,
+        reader_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
         self.edge_weight = edge_weight
+        # A plain callable, not a submodule: the generator stays frozen, unwrapped and out of checkpoints.
+        self.reader = reader
+        self.reader_weight = reader_weight
 
     def forward(self, images: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Loss for images ``[B, C, H, W]`` in [-1, 1]; ``eps`` is the reparameterisation noise."""
@@ -339,6 +360,8 @@ class VaeLoss(torch.nn.Module):
         loss = F.mse_loss(recon.float(), images.float()) + self.kl_weight * kl
         if self.edge_weight:
             loss = loss + self.edge_weight * edge_error(recon.float(), images.float())
+        if self.reader is not None and self.reader_weight:
+            loss = loss + self.reader_weight * reading_error(self.reader, recon.float(), images.float())
         return loss
 
 
@@ -357,6 +380,31 @@ def edge_error(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     rows = F.l1_loss(recon.diff(dim=-2), images.diff(dim=-2))
     cols = F.l1_loss(recon.diff(dim=-1), images.diff(dim=-1))
     return rows + cols
+
+
+def reading_error(reader: Reader, recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """How differently a generator reads the reconstruction: ``[B, C, H, W]`` -> scalar.
+
+    ``reader`` gives presence logits ``(B, F)``; the error is the mean over images and findings of the
+    KL divergence of the Bernoulli read on ``recon`` from the one read on ``images`` (no gradient through
+    the latter): 0 when the generator is exactly as sure of every finding, large when a sign it was sure
+    of has gone.
+
+    Example (a reader whose one logit is the mean of a pixel row):
+        >>> x = torch.full((2, 1, 4, 4), -1.0); x[:, :, 1] = 1.0
+        >>> def reader(im):
+        ...     return 8 * im[:, 0, 1].mean(-1, keepdim=True)
+        >>> blurred = x.clone(); blurred[:, :, 1] = 0.25
+        >>> abs(float(reading_error(reader, x, x))) < 1e-6, round(float(reading_error(reader, blurred, x)), 2)
+        (True, 0.12)
+    """
+    with torch.no_grad():
+        target = torch.sigmoid(reader(images))
+    seen = reader(recon)
+    # KL(p || q) = BCE(q; p) - H(p); the entropy term carries no gradient but makes 0 the minimum.
+    cross = F.binary_cross_entropy_with_logits(seen, target)
+    entropy = F.binary_cross_entropy(target, target)
+    return cross - entropy
 
 
 # ------------------------------------------------------------------------------------- the runner
@@ -469,7 +517,7 @@ class _Task:
 class _VaeTask(_Task):
     default_lr = 1e-3
 
-    def __init__(self, options: TrainOptions) -> None:
+    def __init__(self, options: TrainOptions, reader: Reader | None = None) -> None:
         self.options = options
         self.config = resolve_config("tiny" if options.config == "vae" else options.config)
         size = self.config["image_size"]
@@ -490,8 +538,14 @@ class _VaeTask(_Task):
             # Frozen encoder = unchanged latents, so a UNet trained on them stays valid with the new decoder.
             self.vae.encoder.requires_grad_(False)
             self.vae.quant_conv.requires_grad_(False)
+        if options.reader_weight and reader is None:
+            raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
         self.loss_module = VaeLoss(
-            self.vae, 0.0 if options.decoder_only else options.kl_weight, options.edge_weight
+            self.vae,
+            0.0 if options.decoder_only else options.kl_weight,
+            options.edge_weight,
+            reader,
+            options.reader_weight,
         )
 
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
@@ -693,11 +747,13 @@ def _validation_subset(options: TrainOptions, size: int) -> PromptedImages:
         return load_split(options.data, "train", size, limit=options.val_n)
 
 
-def train(options: TrainOptions) -> TrainResult:
+def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
     """Run (or resume) one training run; see the module docstring.
 
     Args:
         options: The run's settings.
+        reader: VAE runs with ``reader_weight``: the feature function of the generator named by
+            ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> features (its frozen visual encoder).
 
     Returns:
         A :class:`TrainResult` (also in ``out/train.json``).
@@ -727,7 +783,7 @@ def train(options: TrainOptions) -> TrainResult:
         )
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "work"
-    task: _Task = _VaeTask(options) if _is_vae(options) else _DiffusionTask(options, scratch)
+    task: _Task = _VaeTask(options, reader) if _is_vae(options) else _DiffusionTask(options, scratch)
     if isinstance(task, _DiffusionTask):
         task.cache_latents(accelerator.device)
 

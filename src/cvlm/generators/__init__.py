@@ -31,7 +31,7 @@ import torch
 from cvlm.bundled import BUNDLED_ROOT, resolve_model
 from cvlm.generators.base import GeneratorAttention, GeneratorError, ReportGenerator, check_images
 from cvlm.generators.command import CommandGenerator
-from cvlm.generators.features import image_features
+from cvlm.generators.features import image_features, reader
 from cvlm.generators.python_callable import CallableGenerator
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "check_images",
     "image_features",
     "load_generator",
+    "reader",
 ]
 
 ADAPTERS = ("hf", "r2gen", "command", "callable")

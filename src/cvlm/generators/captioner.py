@@ -95,4 +95,8 @@ class PhantomCaptioner(PhantomGenerator):
         The head reads the same region features the decoder attends to, so Grad-CAM of it shows where the
         encoder sees the finding.
         """
-        return self.net.encode(images)[1][:, self.finding_index(finding)]
+        return self.finding_logits(images)[:, self.finding_index(finding)]
+
+    def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The auxiliary finding head's logits ``(B, F)``."""
+        return self.net.encode(images)[1]

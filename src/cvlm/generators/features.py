@@ -4,11 +4,14 @@ FID (Heusel et al., NeurIPS 2017) compares Gaussians fitted to Inception-v3 pool
 weights would have to be downloaded and know nothing of chest X-rays; the bundled phantom generators
 ship with cvlm and their encoders were trained to see the findings of the phantom world. Their last
 conv block's output, average-pooled over the grid (as Inception's pool3 is), is the feature vector.
+
+:func:`reader` gives a generator's finding logits as a differentiable function, for a VAE that must keep
+what the generator reads (``cvlm train --config vae --reader G``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,3 +58,29 @@ def image_features(generator: ReportGenerator, images: Sequence[np.ndarray]) -> 
         for start in range(0, len(checked), generator.batch_size)
     ]
     return torch.cat([fmap.mean((2, 3)) for fmap in batches]).to("cpu", torch.float64).numpy()
+
+
+def reader(generator: ReportGenerator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A differentiable view of what a generator reads in an image, for training a VAE to keep it.
+
+    The returned function maps a batch in the phantom generators' input convention, ``(B, 1, H, W)`` in
+    ``[-1, 1]`` (the tiny VAE's too), to the generator's presence logits of every finding ``(B, F)``.
+    The network is fully convolutional up to a global pooling, so crops work as long as their pixels are
+    at the generator's own scale (no resizing here: upsampling a crop would show it signs of the wrong
+    size). The network is frozen and in eval mode (batch-norm statistics fixed); gradients flow to the
+    input only.
+
+    Raises:
+        GeneratorError: If the generator has no finding logits to offer.
+    """
+    if not isinstance(generator, PhantomGenerator):
+        raise GeneratorError(
+            f"{generator.name} offers no differentiable finding logits in the [-1, 1] convention; use a "
+            "bundled phantom generator (phantom-templater, phantom-captioner) or a folder trained by cvlm."
+        )
+    generator.net.eval().requires_grad_(False)
+
+    def read(images: torch.Tensor) -> torch.Tensor:
+        return generator.finding_logits(images.to(generator.device)).to(images.device)
+
+    return read

@@ -107,6 +107,13 @@ class PhantomGenerator(ReportGenerator):
         """
         return self.net.encoder(images)
 
+    def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Every finding's presence logit ``(B, F)`` (F = ``len(self.findings)``), differentiably.
+
+        It is what the subclass's :meth:`score` reads one column of.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no finding logits.")
+
     def finding_index(self, finding: str) -> int:
         """Position of ``finding`` (any accepted spelling) among the model's findings.
 

@@ -204,4 +204,8 @@ class PhantomTemplater(PhantomGenerator):
 
     def score(self, images: torch.Tensor, finding: str) -> torch.Tensor:
         """The classifier's presence logit ``(B,)`` of one finding: what decides whether it is written."""
-        return self.net(images)[0][:, self.finding_index(finding)]
+        return self.finding_logits(images)[:, self.finding_index(finding)]
+
+    def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's presence logits ``(B, F)``."""
+        return self.net(images)[0]
