@@ -13,7 +13,8 @@ phantom world with the generator G, then reads three round trips of every image:
 
 Printed per finding: n = images on which G writes it (and the world truly shows it), and the share of those on
 which G still writes it after each round trip; then over all of G's findings, the share of images whose whole
-reading survives.
+reading survives. A second table is the control for a round trip that makes G write more: per finding, among
+the images on which G does *not* write it, the share on which it does after the round trip (added).
 
 python benchmarks/round_trip_readings.py --data runs/eval-1601 [--generator phantom-captioner] [--n 200]
     [--fixed-point 0 2] [--steps 50] [--vae FOLDER]      # --fixed-point with no value: the VAE alone
@@ -121,6 +122,14 @@ def main() -> None:
         f"| **every finding read as on the input** | {len(written)} | "
         + " | ".join(f"{w:.2f}" for w in whole)
     )
+    print("\n| finding | n (not written) | " + " | ".join(f"added: {n}" for n in names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for f in findings:
+        cases = [i for i, fs in enumerate(written) if f not in fs]
+        added = [np.mean([f in readings[n][i] for i in cases]) for n in names]
+        print(f"| {f} | {len(cases)} | " + " | ".join(f"{a:.3f}" for a in added) + " |")
+    extra = [np.mean([bool(set(readings[n][i]) - set(fs)) for i, fs in enumerate(written)]) for n in names]
+    print(f"| **any finding added** | {len(written)} | " + " | ".join(f"{e:.2f}" for e in extra))
     print("\n" + ", ".join(f"{n}: {psnr[n]:.2f} dB, {seconds[n]:.0f} s" for n in names))
 
 

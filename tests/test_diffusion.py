@@ -512,6 +512,11 @@ def test_the_vae_reading_term_adds_what_the_generator_encoder_sees_differently(w
     difference = read_loss - plain
     assert difference == pytest.approx(0.5 * expected, rel=1e-3, abs=1e-6), (plain, read_loss, expected)
     assert expected > 0 and abs(float(reading_error(read, images, images))) < 1e-6
+    # The logit kind: the plain squared difference of the logits, both directions alike.
+    logit = float(reading_error(read, recon, images, "logit"))
+    assert logit == pytest.approx(float(((seen - target) ** 2).mean()), rel=1e-5), logit
+    with pytest.raises(ValueError, match="reader_loss 'l2'"):
+        VaeLoss(vae, 0.0, reader=read, reader_weight=0.5, reader_loss="l2")
     # The generator stays frozen and in eval mode; the gradient reaches the image.
     x = images.clone().requires_grad_(True)
     reading_error(read, x, images.flip(0)).backward()

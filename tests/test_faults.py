@@ -434,3 +434,37 @@ def test_a_checkpoint_becomes_a_model_folder_with_that_steps_weights(tiny_traini
     capsys.readouterr()
     assert export_main([str(out), "3", str(tmp_path / "at-3")]) == 2
     assert "no complete checkpoint at step 3" in capsys.readouterr().err
+
+
+def test_a_vae_runs_checkpoint_becomes_a_vae_folder_and_the_reader_trains_it(tiny_training, tmp_path, capsys):
+    from diffusers import AutoencoderKL
+
+    from cvlm.diffusion.checkpoint import main as export_main
+    from cvlm.generators import load_generator, reader
+
+    out = tmp_path / "vae"
+    options = TrainOptions(
+        config="vae",
+        data=tiny_training["data"],
+        vae=tiny_training["vae"],
+        out=out,
+        device="cpu",
+        steps=4,
+        batch_size=2,
+        checkpoint_every=2,
+        val_every=2,
+        val_n=2,
+        vae_crop=32,
+        reader="phantom-captioner",
+        reader_weight=0.2,
+        reader_loss="logit",
+    )
+    result = train(options, reader(load_generator("phantom-captioner", device="cpu")))
+    assert result.finished and json.loads((out / "train.json").read_text())["step"] == 4
+    assert export_main([str(out), "4", str(tmp_path / "at-4")]) == 0, capsys.readouterr().err
+    at4 = AutoencoderKL.from_pretrained(tmp_path / "at-4").state_dict()
+    last = AutoencoderKL.from_pretrained(out / "last").state_dict()
+    start = AutoencoderKL.from_pretrained(tiny_training["vae"]).state_dict()
+    for name, weights in at4.items():
+        torch.testing.assert_close(weights, last[name], atol=1e-3, rtol=1e-3)
+    assert any(not torch.allclose(w, start[name]) for name, w in at4.items()), "the VAE did not train"

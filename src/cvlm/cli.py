@@ -513,6 +513,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="vae: weight of the --reader term, its feature error over the features' variance (e.g. 0.01)",
     )
     p.add_argument(
+        "--reader-loss",
+        choices=("kl", "logit"),
+        default="kl",
+        help="vae: the --reader term, kl (of the finding probabilities) or logit (squared logit difference, "
+        "as strict with a finding that appears as with one that goes) (default: kl)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -599,6 +606,7 @@ def _run_train(args: argparse.Namespace) -> int:
             edge_weight=args.edge_weight,
             reader=args.reader,
             reader_weight=args.reader_weight,
+            reader_loss=args.reader_loss,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,

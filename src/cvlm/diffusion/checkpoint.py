@@ -7,7 +7,9 @@ runs compared at equal steps, while both go on), turn that checkpoint into a mod
     python -m cvlm.diffusion.checkpoint runs/scratch-tiny/model 4400 runs/scratch-tiny/at-4400
 
 The folder is the run's model folder (VAE, tokenizer, scheduler, configs) with the checkpoint's UNet and text
-encoder weights; it loads with :func:`cvlm.diffusion.components.load_components` like any other.
+encoder weights; it loads with :func:`cvlm.diffusion.components.load_components` like any other. A VAE run
+(``cvlm train --config vae``) gives a VAE folder: the checkpoint's weights with the config (and so the latent
+scaling factor) of the run's kept VAE.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from cvlm.diffusion.train import CHECKPOINTS, STATE_FILE, _checkpoints
 PARTS = {"unet": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors"}
 """The trained parts of a tiny model and their weight files (the VAE is frozen while they train)."""
 COPIED = ("vae", "tokenizer", "scheduler", "model_index.json", "config.json")
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+VAE_MARK = "cvlm_vae.json"
+"""A VAE run's folder holds its VAE at the top level, marked by this file."""
 
 
 def export_checkpoint(model: Path, step: int, out: Path) -> Path:
@@ -48,6 +53,8 @@ def export_checkpoint(model: Path, step: int, out: Path) -> Path:
         raise FileNotFoundError(f"{model}: no complete checkpoint at step {step}; there are: {listed}.")
     tensors = load_file(str(folder / "model.safetensors"))
     out.mkdir(parents=True, exist_ok=True)
+    if (model / VAE_MARK).is_file():
+        return _export_vae(model, folder, tensors, out)
     for name in COPIED:
         source = model / name
         if source.is_dir():
@@ -65,6 +72,20 @@ def export_checkpoint(model: Path, step: int, out: Path) -> Path:
         (out / part).mkdir(exist_ok=True)
         shutil.copy2(model / part / "config.json", out / part / "config.json")
         save_file({k: v.contiguous() for k, v in weights.items()}, str(out / part / filename))
+    return out
+
+
+def _export_vae(model: Path, folder: Path, tensors: dict, out: Path) -> Path:
+    reference = load_file(str(model / VAE_WEIGHTS))
+    weights = {k.removeprefix("vae."): v for k, v in tensors.items() if k.startswith("vae.")}
+    if set(weights) != set(reference):
+        raise ValueError(
+            f"{folder}: its VAE weights do not match {model / VAE_WEIGHTS} "
+            f"({len(set(weights) ^ set(reference))} names differ): not a checkpoint of this VAE."
+        )
+    shutil.copy2(model / "config.json", out / "config.json")
+    dtype = next(iter(reference.values())).dtype
+    save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, str(out / VAE_WEIGHTS))
     return out
 
 

@@ -113,6 +113,8 @@ class TrainOptions:
         reader: VAE run: the report generator (a name or folder, for the record) whose visual encoder
             must see the reconstruction as it sees the original; :func:`train` takes its feature function.
         reader_weight: Weight of that reading term (:func:`reading_error`); 0 = none.
+        reader_loss: ``kl`` (the Bernoulli KL divergence of the finding probabilities) or ``logit`` (the
+            squared difference of the logits, as strict with a finding that appears as with one that goes).
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -164,6 +166,7 @@ class TrainOptions:
     edge_weight: float = 0.0
     reader: str | None = None
     reader_weight: float = 0.0
+    reader_loss: str = "kl"
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -342,6 +345,7 @@ class VaeLoss(torch.nn.Module):
         edge_weight: float = 0.0,
         reader: Reader | None = None,
         reader_weight: float = 0.0,
+        reader_loss: str = "kl",
     ) -> None:
         super().__init__()
         self.vae = vae
@@ -350,6 +354,9 @@ class VaeLoss(torch.nn.Module):
         # A plain callable, not a submodule: the generator stays frozen, unwrapped and out of checkpoints.
         self.reader = reader
         self.reader_weight = reader_weight
+        if reader_loss not in READING_LOSSES:
+            raise ValueError(f"reader_loss {reader_loss!r}: expected one of {', '.join(READING_LOSSES)}.")
+        self.reader_loss = reader_loss
 
     def forward(self, images: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Loss for images ``[B, C, H, W]`` in [-1, 1]; ``eps`` is the reparameterisation noise."""
@@ -361,7 +368,8 @@ class VaeLoss(torch.nn.Module):
         if self.edge_weight:
             loss = loss + self.edge_weight * edge_error(recon.float(), images.float())
         if self.reader is not None and self.reader_weight:
-            loss = loss + self.reader_weight * reading_error(self.reader, recon.float(), images.float())
+            error = reading_error(self.reader, recon.float(), images.float(), self.reader_loss)
+            loss = loss + self.reader_weight * error
         return loss
 
 
@@ -382,13 +390,19 @@ def edge_error(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return rows + cols
 
 
-def reading_error(reader: Reader, recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+READING_LOSSES = ("kl", "logit")
+
+
+def reading_error(
+    reader: Reader, recon: torch.Tensor, images: torch.Tensor, kind: str = "kl"
+) -> torch.Tensor:
     """How differently a generator reads the reconstruction: ``[B, C, H, W]`` -> scalar.
 
-    ``reader`` gives presence logits ``(B, F)``; the error is the mean over images and findings of the
-    KL divergence of the Bernoulli read on ``recon`` from the one read on ``images`` (no gradient through
-    the latter): 0 when the generator is exactly as sure of every finding, large when a sign it was sure
-    of has gone.
+    ``reader`` gives presence logits ``(B, F)`` (no gradient through those of ``images``). ``kl``: the
+    mean over images and findings of the KL divergence of the Bernoulli read on ``recon`` from the one
+    read on ``images``: 0 when the generator is exactly as sure of every finding, large when a sign it was
+    sure of has gone, small when a sign it was sure was absent becomes a little likely. ``logit``: the mean
+    squared difference of the logits, which counts both directions alike.
 
     Example (a reader whose one logit is the mean of a pixel row):
         >>> x = torch.full((2, 1, 4, 4), -1.0); x[:, :, 1] = 1.0
@@ -399,8 +413,11 @@ def reading_error(reader: Reader, recon: torch.Tensor, images: torch.Tensor) -> 
         (True, 0.12)
     """
     with torch.no_grad():
-        target = torch.sigmoid(reader(images))
+        logits = reader(images)
     seen = reader(recon)
+    if kind == "logit":
+        return F.mse_loss(seen, logits)
+    target = torch.sigmoid(logits)
     # KL(p || q) = BCE(q; p) - H(p); the entropy term carries no gradient but makes 0 the minimum.
     cross = F.binary_cross_entropy_with_logits(seen, target)
     entropy = F.binary_cross_entropy(target, target)
@@ -546,6 +563,7 @@ class _VaeTask(_Task):
             options.edge_weight,
             reader,
             options.reader_weight,
+            options.reader_loss,
         )
 
     def batch(self, local: torch.Tensor, generator: torch.Generator, device: torch.device) -> tuple:
