@@ -384,6 +384,7 @@ def _tiny(tiny_training, out: Path, **overrides) -> TrainOptions:
     settings = dict(steps=4, batch_size=4, checkpoint_every=2, val_every=2, val_n=2, val_steps=2)
     settings.update(overrides)
     paths = dict(config=str(tiny_training["config"]), vae=tiny_training["vae"], data=tiny_training["data"])
+    paths.update({key: settings.pop(key) for key in list(settings) if key in paths})
     return TrainOptions(**paths, out=out, device="cpu", **settings)
 
 
@@ -443,22 +444,16 @@ def test_a_vae_runs_checkpoint_becomes_a_vae_folder_and_the_reader_trains_it(tin
     from cvlm.generators import load_generator, reader
 
     out = tmp_path / "vae"
-    options = TrainOptions(
+    options = _tiny(
+        tiny_training,
+        out,
         config="vae",
-        data=tiny_training["data"],
-        vae=tiny_training["vae"],
-        out=out,
-        device="cpu",
-        steps=4,
         batch_size=2,
-        checkpoint_every=2,
-        val_every=2,
-        val_n=2,
         vae_crop=32,
         reader="phantom-captioner",
         reader_weight=0.2,
-        reader_loss="logit",
     )
+    options.reader_loss = "logit"
     result = train(options, reader(load_generator("phantom-captioner", device="cpu")))
     assert result.finished and json.loads((out / "train.json").read_text())["step"] == 4
     assert export_main([str(out), "4", str(tmp_path / "at-4")]) == 0, capsys.readouterr().err
