@@ -503,14 +503,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--reader",
-        help="vae: a report generator (bundled name or folder) whose CNN encoder must see the "
-        "reconstruction as it sees the original, weighted by --reader-weight (default: none)",
+        help="vae: a report generator (bundled name or folder) that must read the reconstruction as it "
+        "reads the original (its finding logits), weighted by --reader-weight (default: none)",
     )
     p.add_argument(
         "--reader-weight",
         type=float,
         default=0.0,
-        help="vae: weight of the --reader term, its feature error over the features' variance (e.g. 0.01)",
+        help="vae: weight of the --reader term (e.g. 0.2 with --reader-loss kl, 0.005 with logit)",
     )
     p.add_argument(
         "--reader-loss",

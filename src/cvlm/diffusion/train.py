@@ -110,8 +110,8 @@ class TrainOptions:
         kl_weight: Weight of the VAE's KL term.
         edge_weight: Weight of the VAE's edge term (:class:`VaeLoss`): thin lines that a per-pixel error
             hardly sees (a pleural line, a pneumothorax rim) keep their sharpness.
-        reader: VAE run: the report generator (a name or folder, for the record) whose visual encoder
-            must see the reconstruction as it sees the original; :func:`train` takes its feature function.
+        reader: VAE run: the report generator (a name or folder, for the record) that must read the
+            reconstruction as it reads the original; :func:`train` takes its finding-logit function.
         reader_weight: Weight of that reading term (:func:`reading_error`); 0 = none.
         reader_loss: ``kl`` (the Bernoulli KL divergence of the finding probabilities) or ``logit`` (the
             squared difference of the logits, as strict with a finding that appears as with one that goes).
@@ -334,8 +334,8 @@ class VaeLoss(torch.nn.Module):
     Reconstruction MSE + ``kl_weight`` * KL(q(z|x) || N(0, I)) + ``edge_weight`` * :func:`edge_error` +
     ``reader_weight`` * :func:`reading_error`. A squared per-pixel error barely sees a one-pixel line of
     low contrast (a pleural line, a pneumothorax rim): blurring it costs little, yet a report generator
-    reads the line, not the blur. The reading term is LPIPS's idea with the explained generator's own
-    encoder as the network: the reconstruction must look the same *to it*.
+    reads the line, not the blur. The reading term is LPIPS's idea with the explained generator as the
+    network: the reconstruction must read the same *to it* (its presence logit of every finding).
     """
 
     def __init__(
@@ -770,8 +770,8 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
 
     Args:
         options: The run's settings.
-        reader: VAE runs with ``reader_weight``: the feature function of the generator named by
-            ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> features (its frozen visual encoder).
+        reader: VAE runs with ``reader_weight``: the finding-logit function of the generator named by
+            ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> ``(B, F)`` (:func:`cvlm.generators.reader`).
 
     Returns:
         A :class:`TrainResult` (also in ``out/train.json``).
