@@ -89,14 +89,10 @@ class PhantomCaptioner(PhantomGenerator):
         """The encoder's last conv block (8x8 output)."""
         return self.net.encoder.last_conv
 
-    def score(self, images: torch.Tensor, finding: str) -> torch.Tensor:
-        """The auxiliary finding head's logit ``(B,)``.
-
-        The head reads the same region features the decoder attends to, so Grad-CAM of it shows where the
-        encoder sees the finding.
-        """
-        return self.finding_logits(images)[:, self.finding_index(finding)]
-
     def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The auxiliary finding head's logits ``(B, F)``."""
+        """The auxiliary finding head's logits ``(B, F)``.
+
+        The head reads the same region features the decoder attends to, so Grad-CAM of one of them
+        (:meth:`score`) shows where the encoder sees the finding.
+        """
         return self.net.encode(images)[1]

@@ -108,11 +108,12 @@ class PhantomGenerator(ReportGenerator):
         return self.net.encoder(images)
 
     def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Every finding's presence logit ``(B, F)`` (F = ``len(self.findings)``), differentiably.
-
-        It is what the subclass's :meth:`score` reads one column of.
-        """
+        """Every finding's presence logit ``(B, F)`` (F = ``len(self.findings)``), differentiably."""
         raise NotImplementedError(f"{type(self).__name__} has no finding logits.")
+
+    def score(self, images: torch.Tensor, finding: str) -> torch.Tensor:
+        """One finding's column of :meth:`finding_logits`, ``(B,)``: the Grad-CAM target."""
+        return self.finding_logits(images)[:, self.finding_index(finding)]
 
     def finding_index(self, finding: str) -> int:
         """Position of ``finding`` (any accepted spelling) among the model's findings.

@@ -202,10 +202,6 @@ class PhantomTemplater(PhantomGenerator):
         """The classifier's last conv block (8x8 output)."""
         return self.net.encoder.last_conv
 
-    def score(self, images: torch.Tensor, finding: str) -> torch.Tensor:
-        """The classifier's presence logit ``(B,)`` of one finding: what decides whether it is written."""
-        return self.finding_logits(images)[:, self.finding_index(finding)]
-
     def finding_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The classifier's presence logits ``(B, F)``."""
+        """The classifier's presence logits ``(B, F)``: what decides whether each finding is written."""
         return self.net(images)[0]
