@@ -535,6 +535,83 @@ def test_train_refuses_a_reader_weight_without_a_reader(world, tmp_path):
         train(options)
 
 
+def test_the_unet_reading_term_asks_the_generator_to_read_the_predicted_image_as_the_clean_one(world):
+    from diffusers import AutoencoderKL, DDPMScheduler
+
+    from cvlm.diffusion.train import DiffusionLoss, predicted_clean, reading_error
+    from cvlm.generators import load_generator, reader
+
+    generator = load_generator("phantom-captioner", device="cpu")
+    read = reader(generator)
+    vae = AutoencoderKL.from_pretrained(world["vae"]).eval().requires_grad_(False)
+    config = write_test_config(world["root"] / "r.json")
+    c = build_tiny(prompt_words(PROMPTS.values()), world["root"] / "tok-read", config)
+    scheduler = DDPMScheduler.from_config(c.scheduler.config)
+    torch.manual_seed(3)
+    latents, noise = torch.randn(4, 4, 16, 16), torch.randn(4, 4, 16, 16)
+    t = torch.tensor([50, 300, 450, 900])
+    ids = tokenize(c.tokenizer, [PROMPTS["bar"]] * 4)
+    rows = torch.tensor([True, False, True, False])
+    plain = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)(latents, ids, noise, t)
+    loss = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, vae=vae, reader=read, reader_weight=0.3)
+    with_term = loss(latents, ids, noise, t, rows)
+    # No marked sample, or no mask at all: the plain objective.
+    unmarked = loss(latents, ids, noise, t, torch.zeros(4, dtype=torch.bool)).detach()
+    assert float(unmarked) == pytest.approx(float(plain.detach()))
+    assert float(loss(latents, ids, noise, t).detach()) == pytest.approx(float(plain.detach()))
+    # By hand: the clean latent the prediction implies, decoded, read against the decoded clean latent.
+    with torch.no_grad():
+        noisy = scheduler.add_noise(latents, noise, t)
+        eps = c.unet(noisy, t, c.text_encoder(ids)[0]).sample
+        z0 = predicted_clean(scheduler, noisy[rows], eps[rows], t[rows])
+        decode = lambda z: vae.decode(z / vae.config.scaling_factor).sample.mean(1, keepdim=True)  # noqa: E731
+        expected = float(reading_error(read, decode(z0), decode(latents[rows])))
+    assert expected > 0
+    difference = float((with_term - plain).detach())
+    assert difference == pytest.approx(0.3 * expected, rel=1e-3, abs=1e-6), (plain, with_term, expected)
+    # The term's gradient reaches the UNet (and the text encoder), never the VAE or the generator; the
+    # frozen modules are not the loss module's parameters (not optimized, not checkpointed).
+    (with_term - plain).backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c.unet.parameters())
+    assert all(p.grad is None for p in vae.parameters())
+    assert all(p.grad is None for p in generator.net.parameters()) and not generator.net.training
+    names = {n.split(".")[0] for n, _ in loss.named_parameters()}
+    assert names == {"unet", "text_encoder"}, names
+    with pytest.raises(ValueError, match="needs the VAE"):
+        DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, reader=read, reader_weight=0.3)
+
+
+def test_the_unet_reading_term_marks_kept_prompts_at_low_noise_up_to_a_budget(world, tmp_path):
+    from cvlm.diffusion.train import _DiffusionTask
+    from cvlm.generators import load_generator, reader
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    options = _options(
+        world,
+        tmp_path / "m",
+        batch_size=32,
+        reader="phantom-captioner",
+        reader_weight=0.1,
+        reader_max_t=400,
+        reader_images=5,
+        prompt_dropout=0.3,
+    )
+    task = _DiffusionTask(options, tmp_path / "scratch", read)
+    task.cache_latents(torch.device("cpu"))
+    local = torch.arange(32) % len(task.train_set)
+    _, ids, _, t, marked = task.batch(local, torch.Generator().manual_seed(1), torch.device("cpu"))
+    empty = (ids == task.empty_ids[None]).all(dim=1)
+    eligible = (t < 400) & ~empty
+    assert int(marked.sum()) == min(5, int(eligible.sum())), (marked, t, empty)
+    assert not bool((marked & ~eligible).any()), (marked, t, empty)
+    # Without a reader the batch is the plain four tensors.
+    plain = _DiffusionTask(_options(world, tmp_path / "p"), tmp_path / "scratch2")
+    plain.cache_latents(torch.device("cpu"))
+    assert len(plain.batch(local, torch.Generator().manual_seed(1), torch.device("cpu"))) == 4
+    with pytest.raises(ValueError, match="needs a reader"):
+        _DiffusionTask(_options(world, tmp_path / "q", reader_weight=0.1), tmp_path / "scratch3")
+
+
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
     from diffusers import DDPMScheduler
 

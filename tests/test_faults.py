@@ -463,3 +463,21 @@ def test_a_vae_runs_checkpoint_becomes_a_vae_folder_and_the_reader_trains_it(tin
     for name, weights in at4.items():
         torch.testing.assert_close(weights, last[name], atol=1e-3, rtol=1e-3)
     assert any(not torch.allclose(w, start[name]) for name, w in at4.items()), "the VAE did not train"
+
+
+def test_a_unet_run_with_the_reading_term_trains_resumes_and_records_it(tiny_training, tmp_path):
+    from cvlm.diffusion.card import write_card
+    from cvlm.diffusion.components import load_components
+    from cvlm.generators import load_generator, reader
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    out = tmp_path / "m"
+    settings = dict(reader="phantom-captioner", reader_weight=0.2, reader_max_t=1000, reader_images=2)
+    train(_tiny(tiny_training, out, stop_after=2, **settings), read)
+    result = train(_tiny(tiny_training, out, resume=True, **settings), read)
+    assert result.finished and result.step == 4, result
+    info = load_components(out / "last").info
+    recorded = (info["reader"], info["reader_weight"], info["reader_max_t"])
+    assert recorded == ("phantom-captioner", 0.2, 1000), info
+    card = write_card(out, None, None, "phantom-captioner", tmp_path / "card").read_text()
+    assert "--reader phantom-captioner --reader-weight 0.2" in card, card

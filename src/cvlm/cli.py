@@ -503,14 +503,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--reader",
-        help="vae: a report generator (bundled name or folder) that must read the reconstruction as it "
-        "reads the original (its finding logits), weighted by --reader-weight (default: none)",
+        help="vae / tiny: a report generator (bundled name or folder) whose finding logits join the "
+        "loss, weighted by --reader-weight: a VAE's reconstruction, or the clean image a UNet predicts from "
+        "a noisy latent and its prompt, must read to it as the original does (default: none)",
     )
     p.add_argument(
         "--reader-weight",
         type=float,
         default=0.0,
-        help="vae: weight of the --reader term (e.g. 0.2 with --reader-loss kl, 0.005 with logit)",
+        help="weight of the --reader term (vae: e.g. 0.2 with --reader-loss kl, 0.005 with logit)",
     )
     p.add_argument(
         "--reader-loss",
@@ -518,6 +519,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default="kl",
         help="vae: the --reader term, kl (of the finding probabilities) or logit (squared logit difference, "
         "as strict with a finding that appears as with one that goes) (default: kl)",
+    )
+    p.add_argument(
+        "--reader-max-t",
+        type=int,
+        default=500,
+        help="tiny: the --reader term covers samples noised below this timestep (default: 500)",
+    )
+    p.add_argument(
+        "--reader-images",
+        type=int,
+        default=8,
+        help="tiny: at most this many samples per step go through the VAE decoder and the reader "
+        "(default: 8)",
     )
     p.add_argument(
         "--init",
@@ -607,6 +621,8 @@ def _run_train(args: argparse.Namespace) -> int:
             reader=args.reader,
             reader_weight=args.reader_weight,
             reader_loss=args.reader_loss,
+            reader_max_t=args.reader_max_t,
+            reader_images=args.reader_images,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,

@@ -90,6 +90,12 @@ def write_card(
     }
     defaults = {"--balance": 0.0, "--snr-gamma": 0.0, "--grown-lr-scale": 1.0}
     chosen = [f"{k} {v}" for k, v in levers.items() if v != defaults[k]]
+    if options.get("reader_weight"):
+        chosen += [
+            f"--reader {options['reader']} --reader-weight {options['reader_weight']}",
+            f"--reader-loss {options.get('reader_loss', 'kl')}",
+            f"--reader-max-t {options.get('reader_max_t', 500)}",
+        ]
     if options["config"] not in ("tiny", "sd-v1"):
         chosen.insert(0, f"--config {options['config']}")
     if chosen:

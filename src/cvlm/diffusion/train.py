@@ -110,11 +110,18 @@ class TrainOptions:
         kl_weight: Weight of the VAE's KL term.
         edge_weight: Weight of the VAE's edge term (:class:`VaeLoss`): thin lines that a per-pixel error
             hardly sees (a pleural line, a pneumothorax rim) keep their sharpness.
-        reader: VAE run: the report generator (a name or folder, for the record) that must read the
-            reconstruction as it reads the original; :func:`train` takes its finding-logit function.
+        reader: The report generator (a name or folder, for the record) whose finding logits join the
+            loss; :func:`train` takes its finding-logit function. VAE run: it must read the
+            reconstruction as it reads the original. Tiny UNet run: it must read the image the UNet
+            predicts from a noisy latent and the prompt as it reads the clean image (:class:`DiffusionLoss`).
         reader_weight: Weight of that reading term (:func:`reading_error`); 0 = none.
         reader_loss: ``kl`` (the Bernoulli KL divergence of the finding probabilities) or ``logit`` (the
             squared difference of the logits, as strict with a finding that appears as with one that goes).
+        reader_max_t: UNet run: the reading term covers the samples noised at timesteps below this (the
+            predicted clean image of a nearly pure-noise latent is a blur no generator should be asked
+            to read), and whose prompt was not dropped (an empty prompt names nothing to keep).
+        reader_images: UNet run: at most this many such samples per step go through the VAE decoder
+            and the generator (the term's cost grows with them).
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -167,6 +174,8 @@ class TrainOptions:
     reader: str | None = None
     reader_weight: float = 0.0
     reader_loss: str = "kl"
+    reader_max_t: int = 500
+    reader_images: int = 8
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -267,12 +276,24 @@ def balanced_batch_indices(weights: torch.Tensor, batch_size: int, seed: int, st
 class DiffusionLoss(torch.nn.Module):
     """The SD objective as one module (so Accelerate wraps UNet + text encoder together).
 
+    With a ``reader`` (a generator's finding logits, :func:`cvlm.generators.reader`) and a ``vae``, the loss
+    adds the *cycle's* own question at training time: the clean latent the UNet predicts from a noisy one
+    and the prompt, ``(z_t - sqrt(1 - a_t) eps) / sqrt(a_t)``, decoded, must read to the generator as the
+    clean image's latent does (``reader_weight`` * :func:`reading_error`). A rib break or a pleural line is
+    a few pixels of the noise MSE, which a UNet that ignores their words hardly pays for; the generator
+    reads exactly those pixels, so once they are under the noise only the prompt can tell the UNet whether
+    to draw them.
+
     Args:
         unet: Noise predictor.
         text_encoder: Token ids -> hidden states.
         noise_scheduler_config: The model's scheduler config (its betas define q(z_t | z_0)).
         snr_gamma: Min-SNR-gamma weighting of each sample's loss (0: unweighted); see
             :func:`min_snr_weights`.
+        vae: The frozen VAE whose decoder turns latents into images for the reader (needed with it).
+        reader: Images ``(B, 1, H, W)`` in [-1, 1] -> finding logits ``(B, F)``; frozen.
+        reader_weight: Weight of the reading term (0: none).
+        reader_loss: ``kl`` or ``logit`` (:func:`reading_error`).
     """
 
     def __init__(
@@ -281,24 +302,91 @@ class DiffusionLoss(torch.nn.Module):
         text_encoder: torch.nn.Module,
         noise_scheduler_config: dict,
         snr_gamma: float = 0.0,
+        vae: AutoencoderKL | None = None,
+        reader: Reader | None = None,
+        reader_weight: float = 0.0,
+        reader_loss: str = "kl",
     ) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
         self.noise_scheduler = DDPMScheduler.from_config(noise_scheduler_config)
         self.snr_gamma = snr_gamma
+        if reader is not None and vae is None:
+            raise ValueError("DiffusionLoss: a reader needs the VAE that decodes the predicted latents.")
+        if reader_loss not in READING_LOSSES:
+            raise ValueError(f"reader_loss {reader_loss!r}: expected one of {', '.join(READING_LOSSES)}.")
+        # Plain attributes, not submodules: the frozen VAE and generator stay out of the optimizer,
+        # Accelerate's wrapping and the checkpoints.
+        object.__setattr__(self, "vae", vae)
+        self.reader = reader
+        self.reader_weight = reader_weight
+        self.reader_loss = reader_loss
 
     def forward(
-        self, latents: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        ids: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        read: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Noise-prediction MSE; latents ``[B, c, h, w]``, ids ``[B, L]``, timesteps ``[B]``."""
+        """Noise-prediction MSE (+ the reading term on the samples ``read`` marks).
+
+        Args:
+            latents: Clean scaled latents ``[B, c, h, w]``.
+            ids: Prompt token ids ``[B, L]``.
+            noise: The added noise ``[B, c, h, w]``.
+            timesteps: ``[B]`` integer timesteps.
+            read: ``[B]`` bool, the samples the reading term covers (``None``: none).
+        """
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(ids)[0]
         prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
         if self.snr_gamma <= 0:
-            return F.mse_loss(prediction.float(), noise.float())
-        per_sample = (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
-        return (per_sample * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)).mean()
+            loss = F.mse_loss(prediction.float(), noise.float())
+        else:
+            per_sample = (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+            loss = (per_sample * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)).mean()
+        if self.reader is None or not self.reader_weight or read is None or not bool(read.any()):
+            return loss
+        rows = read.nonzero()[:, 0]
+        predicted = predicted_clean(self.noise_scheduler, noisy[rows], prediction[rows], timesteps[rows])
+        with torch.no_grad():
+            clean = self._decode(latents[rows])
+        error = reading_error(self.reader, self._decode(predicted), clean, self.reader_loss)
+        return loss + self.reader_weight * error
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``[B, c, h, w]`` -> gray images ``[B, 1, H, W]`` (differentiable, unclamped)."""
+        vae = self.vae
+        x = vae.decode(latents.float() / vae.config.scaling_factor).sample.float()
+        return x.mean(dim=1, keepdim=True)
+
+
+def predicted_clean(
+    noise_scheduler: DDPMScheduler, noisy: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """The clean latent an epsilon prediction implies: ``(z_t - sqrt(1 - a_t) eps) / sqrt(a_t)``.
+
+    Args:
+        noise_scheduler: The training schedule (its ``alphas_cumprod`` are ``a_t``).
+        noisy: ``z_t``, ``[B, c, h, w]``.
+        eps: The predicted noise, same shape.
+        timesteps: ``[B]`` integer timesteps.
+
+    Returns:
+        ``[B, c, h, w]``; equals the clean latent exactly when ``eps`` is the noise that was added.
+
+    Example:
+        >>> from diffusers import DDPMScheduler
+        >>> s = DDPMScheduler()
+        >>> z0, n, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
+        >>> bool(torch.allclose(predicted_clean(s, s.add_noise(z0, n, t), n, t), z0, atol=1e-3))
+        True
+    """
+    a = noise_scheduler.alphas_cumprod.to(noisy.device)[timesteps].float().view(-1, 1, 1, 1)
+    return (noisy.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
 
 
 def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -603,7 +691,7 @@ class _VaeTask(_Task):
 
 
 class _DiffusionTask(_Task):
-    def __init__(self, options: TrainOptions, scratch: Path) -> None:
+    def __init__(self, options: TrainOptions, scratch: Path, reader: Reader | None = None) -> None:
         self.options = options
         self.grown: set[str] = set()  # UNet parameters that --config added to an --init model
         if options.config == "sd-v1":
@@ -644,7 +732,23 @@ class _DiffusionTask(_Task):
             c.unet.enable_gradient_checkpointing()
         self.ids = tokenize(c.tokenizer, self.train_set.prompts)
         self.empty_ids = tokenize(c.tokenizer, [""])[0]
-        self.loss_module = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, options.snr_gamma)
+        if options.reader_weight and reader is None:
+            raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
+        if reader is not None and c.info["name"] == "sd-v1":
+            raise ValueError(
+                "--reader: the reading term reads the tiny models' 128-pixel gray images; sd-v1 has none."
+            )
+        self.reader = reader if options.reader_weight else None
+        self.loss_module = DiffusionLoss(
+            c.unet,
+            c.text_encoder,
+            c.scheduler.config,
+            options.snr_gamma,
+            vae=c.vae,
+            reader=self.reader,
+            reader_weight=options.reader_weight,
+            reader_loss=options.reader_loss,
+        )
         self.latent_cache: torch.Tensor | None = None
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -689,7 +793,13 @@ class _DiffusionTask(_Task):
         )
         drop = torch.rand(len(local), generator=generator) < self.options.prompt_dropout
         ids = torch.where(drop[:, None], self.empty_ids[None], self.ids[local])
-        return latents.to(device), ids.to(device), noise.to(device), timesteps.to(device)
+        inputs = (latents.to(device), ids.to(device), noise.to(device), timesteps.to(device))
+        if self.reader is None:
+            return inputs
+        read = ~drop & (timesteps < self.options.reader_max_t)
+        # The first reader_images such samples: the batch order is already random.
+        read &= read.cumsum(0) <= self.options.reader_images
+        return (*inputs, read.to(device))
 
     def validate(self) -> dict[str, float]:
         c = self.components
@@ -770,8 +880,9 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
 
     Args:
         options: The run's settings.
-        reader: VAE runs with ``reader_weight``: the finding-logit function of the generator named by
-            ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> ``(B, F)`` (:func:`cvlm.generators.reader`).
+        reader: Runs with ``reader_weight`` (VAE, or tiny UNet): the finding-logit function of the
+            generator named by ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> ``(B, F)``
+            (:func:`cvlm.generators.reader`).
 
     Returns:
         A :class:`TrainResult` (also in ``out/train.json``).
@@ -801,7 +912,7 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
         )
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "work"
-    task: _Task = _VaeTask(options, reader) if _is_vae(options) else _DiffusionTask(options, scratch)
+    task: _Task = _VaeTask(options, reader) if _is_vae(options) else _DiffusionTask(options, scratch, reader)
     if isinstance(task, _DiffusionTask):
         task.cache_latents(accelerator.device)
 
@@ -861,6 +972,13 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
         "prompt_dropout": options.prompt_dropout,
         "grown_lr_scale": options.grown_lr_scale,
     }
+    if options.reader_weight:
+        meta.update(
+            reader=options.reader,
+            reader_weight=options.reader_weight,
+            reader_loss=options.reader_loss,
+            **({} if _is_vae(options) else {"reader_max_t": options.reader_max_t}),
+        )
     while state["step"] < options.steps:
         step = state["step"] + 1
         tic = time.perf_counter()
