@@ -18,6 +18,16 @@
 #                                                UNet, text encoder and tokenizer; VAE is then ignored)
 #   VAE_STEPS [1500]  STEPS [3000]  BATCH [32]  VAE_BATCH [16]  VAL_EVERY [250]
 #   DECODER_STEPS [0]                           then fine-tune the VAE decoder this many steps
+#   READER_VAE_STEPS [0]                        with INIT: first retrain INIT's VAE, encoder and decoder, this
+#                                                many steps with the generator's reading term (cvlm train
+#                                                --config vae --reader G), then its decoder alone for
+#                                                READER_DECODER_STEPS [300] steps, and train the UNet on the new
+#                                                latents (docs/diffusion.md, "A VAE trained to keep what G reads")
+#   READER_LOSS [kl]  READER_WEIGHT [0.2]        the first VAE run's reading term (--reader-loss, --reader-weight)
+#   READER_DECODER_WEIGHT [0.05]                 the decoder run's (same loss)
+#   READER_VAE_LR [3e-4]  READER_DECODER_LR [1e-4]  READER_VAE_BATCH [8]
+#   UNET_READER_WEIGHT [0]  UNET_READER_LOSS [kl]  the UNet's reading term (cvlm train --config tiny --reader G)
+#   UNET_READER_MAX_T [500]                      ... over the samples noised below this timestep
 #   BALANCE [0]                                 repeat-factor sampling threshold (cvlm train --balance)
 #   SNR_GAMMA [0]                               min-SNR-gamma loss weighting (cvlm train --snr-gamma)
 #   PROMPT_DROPOUT [0.1]                        empty-prompt probability (cvlm train --prompt-dropout)
@@ -47,6 +57,20 @@ N_TRAIN=${N_TRAIN:-3000}
 SEED=${SEED:-1000}
 VAE_STEPS=${VAE_STEPS:-1500}
 DECODER_STEPS=${DECODER_STEPS:-0}
+READER_VAE_STEPS=${READER_VAE_STEPS:-0}
+READER_DECODER_STEPS=${READER_DECODER_STEPS:-300}
+READER_LOSS=${READER_LOSS:-kl}
+READER_WEIGHT=${READER_WEIGHT:-0.2}
+READER_DECODER_WEIGHT=${READER_DECODER_WEIGHT:-0.05}
+READER_VAE_LR=${READER_VAE_LR:-3e-4}
+READER_DECODER_LR=${READER_DECODER_LR:-1e-4}
+READER_VAE_BATCH=${READER_VAE_BATCH:-8}
+UNET_READER_WEIGHT=${UNET_READER_WEIGHT:-0}
+UNET_READER_LOSS=${UNET_READER_LOSS:-kl}
+UNET_READER_MAX_T=${UNET_READER_MAX_T:-500}
+UNET_READER=()
+[[ $UNET_READER_WEIGHT != 0 ]] && UNET_READER=(--reader "$G" --reader-weight "$UNET_READER_WEIGHT"
+  --reader-loss "$UNET_READER_LOSS" --reader-max-t "$UNET_READER_MAX_T")
 BALANCE=${BALANCE:-0}
 SNR_GAMMA=${SNR_GAMMA:-0}
 PROMPT_DROPOUT=${PROMPT_DROPOUT:-0.1}
@@ -73,7 +97,7 @@ mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS READER_VAE_STEPS READER_DECODER_STEPS READER_LOSS READER_WEIGHT READER_DECODER_WEIGHT READER_VAE_LR READER_DECODER_LR READER_VAE_BATCH UNET_READER_WEIGHT UNET_READER_LOSS UNET_READER_MAX_T BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 
@@ -87,6 +111,28 @@ done
 
 # 3. The VAE (trained on the world's images, then frozen), unless one is given.
 resume() { [[ -d $1/checkpoints ]] && echo --resume || true; }
+finished() { [[ -f $1/train.json ]] && grep -q '"finished": true' "$1/train.json"; }
+# 3a. Optional, with INIT: a VAE that keeps what the generator reads. Phase 1 retrains encoder and decoder
+#     with the reading term (the latents learn the thin lines); phase 2 the decoder alone (those latents
+#     stay) at a lower rate, which brings the pixels back. INIT with this VAE becomes the stage's start.
+if (( READER_VAE_STEPS > 0 )); then
+  [[ -n ${INIT:-} ]] || { echo "READER_VAE_STEPS needs INIT (the model whose VAE is retrained)" >&2; exit 2; }
+  READ_COMMON=(--data "$WORK/prepared" --batch-size "$READER_VAE_BATCH" --vae-crop 128 --warmup 20 --val-every 100
+    --checkpoint-every 100 --val-n 32 --reader "$G" --reader-loss "$READER_LOSS" --device "$DEVICE" --threads "$THREADS")
+  finished "$WORK/vae-reader" ||
+    $LAUNCH train --config vae --vae "$INIT/vae" --out "$WORK/vae-reader" --steps-max "$READER_VAE_STEPS" \
+      --lr "$READER_VAE_LR" --reader-weight "$READER_WEIGHT" "${READ_COMMON[@]}" $(resume "$WORK/vae-reader")
+  finished "$WORK/vae-reader-decoder" ||
+    $LAUNCH train --config vae --vae "$WORK/vae-reader/last" --decoder-only --out "$WORK/vae-reader-decoder" \
+      --steps-max "$READER_DECODER_STEPS" --lr "$READER_DECODER_LR" --reader-weight "$READER_DECODER_WEIGHT" \
+      "${READ_COMMON[@]}" $(resume "$WORK/vae-reader-decoder")
+  rm -rf "$WORK/init-reader"
+  cp -r "$INIT" "$WORK/init-reader"
+  cp "$WORK/vae-reader-decoder/last/config.json" "$WORK/vae-reader-decoder/last/diffusion_pytorch_model.safetensors" \
+    "$WORK/init-reader/vae/"
+  INIT=$WORK/init-reader
+  CARD_VAE=$WORK/vae-reader-decoder
+fi
 if [[ -n ${INIT:-} ]]; then
   VAE=$INIT/vae
   START=(--init "$INIT")
@@ -104,7 +150,8 @@ fi
   $LAUNCH train --config "$CONFIG" --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
     --balance "$BALANCE" --snr-gamma "$SNR_GAMMA" --prompt-dropout "$PROMPT_DROPOUT" \
-    --grown-lr-scale "$GROWN_LR_SCALE" --psnr-tolerance "$PSNR_TOLERANCE" "${GROW[@]}" --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
+    --grown-lr-scale "$GROWN_LR_SCALE" --psnr-tolerance "$PSNR_TOLERANCE" "${GROW[@]}" "${UNET_READER[@]}" \
+    --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
 
 # 4b. Optional: fine-tune the VAE decoder (encoder frozen, so the UNet's latents stay valid) and swap
 #     it into the model; reconstruction PSNR is capped by the VAE's (docs/diffusion.md).
@@ -127,6 +174,6 @@ if [[ -n ${INIT:-} && -f $INIT/README.md ]]; then
   cp "$INIT/README.md" "$WORK/init-card.md"
   PREVIOUS=(--previous-card "$WORK/init-card.md")
 fi
-$PY -m cvlm.diffusion.card --model "$WORK/model" --vae "$VAE" --validation "$WORK/validation.json" \
+$PY -m cvlm.diffusion.card --model "$WORK/model" --vae "${CARD_VAE:-$VAE}" --validation "$WORK/validation.json" \
   --generator "$G" --out "$DEST" --command "$COMMAND" "${PREVIOUS[@]}"
 echo "bundled model: $DEST ($(du -sh "$DEST" | cut -f1)); total $(( ($(date +%s) - T0) / 60 )) min"
