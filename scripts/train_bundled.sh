@@ -47,3 +47,9 @@ WORK=runs/bundled-diffusion/phantom-captioner-4 INIT=$D/phantom-captioner N_TRAI
 # generator's findings can tie "pneumothorax" to the mark (docs/RESULTS.md, tailored versus GT on the shortcut world).
 WORK=runs/bundled-diffusion/phantom-shortcut-independent INDEPENDENT_MARK=1 INIT=$D/phantom-templater STEPS=1500 \
   bash scripts/train_bundled_diffusion.sh phantom-shortcut
+# Reader stage of the captioner's model (fifth stage; issue 16, docs/diffusion.md "A VAE trained to keep what G
+# reads"): its VAE retrained so that the captioner reads the round trip as it reads the input (600 steps, encoder and
+# decoder, logit reading term), then its decoder alone (300 steps), then 500 UNet steps on the new latents, on the
+# first stage's world (seed 1000).
+WORK=runs/bundled-diffusion/phantom-captioner-5 INIT=$D/phantom-captioner READER_VAE_STEPS=600 READER_LOSS=logit \
+  READER_WEIGHT=0.005 READER_DECODER_WEIGHT=0.002 STEPS=500 BALANCE=0.5 bash scripts/train_bundled_diffusion.sh phantom-captioner

@@ -73,4 +73,8 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
     )
     card = (tmp_path / "model" / "README.md").read_text()
     assert "READER_VAE_STEPS=2" in card and "--reader phantom-templater --reader-weight 0.1" in card, card
+    # The card tells the VAE's two phases apart, newest first.
+    vae_line = next(line for line in card.splitlines() if line.startswith("- VAE:"))
+    assert vae_line.index("its decoder alone fine-tuned") < vae_line.index("trained by"), vae_line
+    assert vae_line.count("with the reading term of `phantom-templater`") == 2, vae_line
     assert json.loads((work / "vae-reader" / "train.json").read_text())["options"]["reader_weight"] == 0.2

@@ -293,8 +293,8 @@ def _read_dicom(path: Path, has_preamble: bool) -> np.ndarray:
     _warn_if_not_chest_pa(path, part, view)
     try:
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    except (TypeError, ValueError) as e:
-        raise XrayReadError(path, f"corrupt DICOM header: Rows / Columns are not numbers ({e})") from e
+    except Exception as e:  # not numbers (TypeError, ValueError), or a damaged VR (NotImplementedError)
+        raise XrayReadError(path, f"corrupt DICOM header: Rows / Columns unreadable ({e})") from e
     _check_size(path, rows, columns)
 
     try:

@@ -29,6 +29,32 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _vae_history(vae: Path, depth: int = 0) -> str:
+    """How a VAE run came to be, from its ``train.json``: steps, reading term, the run it started from."""
+    summary = json.loads((vae / "train.json").read_text(encoding="utf-8"))
+    options = summary.get("options", {})
+    what = "its decoder alone fine-tuned" if options.get("decoder_only") else "trained"
+    text = (
+        f"{what} by `cvlm train --config vae` for {summary['step']} steps ({summary['seconds'] / 60:.1f} min"
+        f"; validation PSNR {summary['best_psnr']:.2f} dB)"
+    )
+    if options.get("reader_weight"):
+        text += (
+            f" with the reading term of `{options['reader']}` ({options.get('reader_loss') or 'kl'}, "
+            f"weight {options['reader_weight']})"
+        )
+    start = options.get("vae")
+    if start and depth < 3:
+        folder = Path(start)
+        # A run's `last` folder: its train.json is the run's, one level up.
+        run = folder.parent if folder.name == "last" else folder
+        if (run / "train.json").is_file():
+            text += f", from `{start}`: {_vae_history(run, depth + 1)}"
+        else:
+            text += f", from `{start}`"
+    return text
+
+
 def write_card(
     model: Path,
     vae: Path | None,
@@ -106,12 +132,7 @@ def write_card(
             "then trained with a fresh optimizer and schedule; its history is at the end of this card"
         )
     if vae is not None and (vae / "train.json").is_file():
-        vae_summary = json.loads((vae / "train.json").read_text(encoding="utf-8"))
-        lines.append(
-            f"- VAE: trained first by `cvlm train --config vae` for {vae_summary['step']} steps "
-            f"({vae_summary['seconds'] / 60:.1f} min), then frozen; "
-            f"validation PSNR {vae_summary['best_psnr']:.2f} dB"
-        )
+        lines.append(f"- VAE: {_vae_history(vae)}, then frozen")
     lines += [
         "",
         "## Validation PSNR during training",
