@@ -595,6 +595,12 @@ def plot_log(out: Path) -> Path | None:
     return out / PLOT_FILE
 
 
+def _check_reader(options: TrainOptions, reader: Reader | None) -> None:
+    """A reading weight without the generator to read with is a mistake, in either kind of run."""
+    if options.reader_weight and reader is None:
+        raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
+
+
 class _Task:
     """What differs between the VAE and the diffusion run: modules, batch loss, validation, saving."""
 
@@ -643,8 +649,7 @@ class _VaeTask(_Task):
             # Frozen encoder = unchanged latents, so a UNet trained on them stays valid with the new decoder.
             self.vae.encoder.requires_grad_(False)
             self.vae.quant_conv.requires_grad_(False)
-        if options.reader_weight and reader is None:
-            raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
+        _check_reader(options, reader)
         self.loss_module = VaeLoss(
             self.vae,
             0.0 if options.decoder_only else options.kl_weight,
@@ -732,8 +737,7 @@ class _DiffusionTask(_Task):
             c.unet.enable_gradient_checkpointing()
         self.ids = tokenize(c.tokenizer, self.train_set.prompts)
         self.empty_ids = tokenize(c.tokenizer, [""])[0]
-        if options.reader_weight and reader is None:
-            raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
+        _check_reader(options, reader)
         if reader is not None and c.info["name"] == "sd-v1":
             raise ValueError(
                 "--reader: the reading term reads the tiny models' 128-pixel gray images; sd-v1 has none."
