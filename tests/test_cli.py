@@ -57,9 +57,10 @@ def test_explain_and_evaluate_read_the_same_edit_options():
 
 
 def test_train_takes_a_reader_and_its_weight_together(tmp_path, capsys):
-    for half in (["--reader", "phantom-captioner"], ["--reader-weight", "0.1"]):
+    halves = (["--reader", "phantom-captioner"], ["--reader-weight", "0.1"], ["--cycle-weight", "0.1"])
+    for half in halves:
         argv = ["train", "--config", "vae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *half]
         assert main(argv) != 0
         err = capsys.readouterr().err
-        assert "--reader and --reader-weight go together" in err, err
+        assert "--reader goes with --reader-weight or --cycle-weight" in err, (half, err)
         assert not (tmp_path / "o").exists()

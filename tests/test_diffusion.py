@@ -612,6 +612,119 @@ def test_the_unet_reading_term_marks_kept_prompts_at_low_noise_up_to_a_budget(wo
         _DiffusionTask(_options(world, tmp_path / "q", reader_weight=0.1), tmp_path / "scratch3")
 
 
+def test_the_counterfactual_term_asks_the_edited_prediction_to_lose_the_finding_and_little_else(world):
+    from diffusers import AutoencoderKL, DDPMScheduler
+
+    from cvlm.diffusion.train import DiffusionLoss, counterfactual_error, predicted_clean
+    from cvlm.generators import load_generator, reader
+
+    generator = load_generator("phantom-captioner", device="cpu")
+    read = reader(generator)
+    vae = AutoencoderKL.from_pretrained(world["vae"]).eval().requires_grad_(False)
+    c = build_tiny(
+        prompt_words(PROMPTS.values()), world["root"] / "tok-cf", write_test_config(world["root"] / "cf.json")
+    )
+    scheduler = DDPMScheduler.from_config(c.scheduler.config)
+    torch.manual_seed(4)
+    latents, noise = torch.randn(4, 4, 16, 16), torch.randn(4, 4, 16, 16)
+    t = torch.tensor([50, 300, 450, 900])
+    ids = tokenize(c.tokenizer, [PROMPTS["bar"]] * 4)
+    edit_ids = tokenize(c.tokenizer, [PROMPTS["none"]] * 4)
+    fracture = read.findings.index("Fracture")
+    # Rows 0 and 2 are read; row 2 has no finding to remove (-1), so only row 0 is edited.
+    rows = torch.tensor([True, False, True, False])
+    removed = torch.tensor([fracture, fracture, -1, -1])
+    plain = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)(latents, ids, noise, t)
+    loss = DiffusionLoss(
+        c.unet, c.text_encoder, c.scheduler.config, vae=vae, reader=read, cycle_weight=0.5, cycle_locality=2.0
+    )
+    with_term = loss(latents, ids, noise, t, rows, edit_ids, removed)
+    assert float(loss(latents, ids, noise, t, rows).detach()) == pytest.approx(float(plain.detach()))
+    with torch.no_grad():
+        noisy = scheduler.add_noise(latents, noise, t)
+        kept = predicted_clean(scheduler, noisy, c.unet(noisy, t, c.text_encoder(ids)[0]).sample, t)[:1]
+        eps_edit = c.unet(noisy[:1], t[:1], c.text_encoder(edit_ids[:1])[0]).sample
+        edited = predicted_clean(scheduler, noisy[:1], eps_edit, t[:1])
+        decode = lambda z: vae.decode(z / vae.config.scaling_factor).sample.mean(1, keepdim=True)  # noqa: E731
+        error = float(counterfactual_error(read, decode(edited), decode(latents[:1]), removed[:1]))
+        change = float((edited - kept).pow(2).mean())
+    assert error > 0 and change > 0, (error, change)
+    difference = float((with_term - plain).detach())
+    assert difference == pytest.approx(0.5 * (error + 2.0 * change), rel=1e-3, abs=1e-6), (
+        difference,
+        error,
+        change,
+    )
+
+    # The target is the clean reading with the removed finding at 0 and every other finding kept: with a
+    # reader of two pixel rows, losing only the removed row scores best, losing both or none worse.
+    def rows_reader(im):
+        return 8 * torch.stack([im[:, 0, 1].mean(-1), im[:, 0, 2].mean(-1)], dim=1)
+
+    x = torch.full((1, 1, 4, 4), -1.0)
+    x[:, :, 1:3] = 1.0
+    only, both = x.clone(), torch.full_like(x, -1.0)
+    only[:, :, 1] = -1.0
+    scores = [float(counterfactual_error(rows_reader, e, x, torch.tensor([0]))) for e in (only, both, x)]
+    assert scores[0] < scores[1] and scores[0] < scores[2], scores
+    (with_term - plain).backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c.unet.parameters())
+    assert all(p.grad is None for p in vae.parameters())
+    assert all(p.grad is None for p in generator.net.parameters())
+
+
+def test_the_counterfactual_term_removes_one_finding_of_each_read_prompt(world, tmp_path):
+    from cvlm.diffusion.train import _DiffusionTask
+    from cvlm.generators import load_generator, reader
+    from cvlm.prompts import build_prompt
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    settings = dict(
+        batch_size=32, reader="phantom-captioner", cycle_weight=0.2, reader_max_t=700, reader_images=6
+    )
+    task = _DiffusionTask(
+        _options(world, tmp_path / "m", **settings), tmp_path / "scratch", read, build_prompt
+    )
+    task.cache_latents(torch.device("cpu"))
+    local = torch.arange(32) % len(task.train_set)
+    batch = task.batch(local, torch.Generator().manual_seed(2), torch.device("cpu"))
+    assert len(batch) == 7, len(batch)
+    _, ids, _, t, marked, edit_ids, removed = batch
+    none_ids = tokenize(task.components.tokenizer, [PROMPTS["none"]])[0]
+    edited_rows = []
+    for row in range(32):
+        findings = task.train_set.findings[int(local[row])]
+        if bool(marked[row]) and findings:
+            # The image's one finding is removed: the edited prompt names none, the column is the reader's.
+            assert int(removed[row]) == read.findings.index(findings[0]), (row, findings, removed)
+            assert torch.equal(edit_ids[row], none_ids), row
+            edited_rows.append(row)
+        else:
+            assert int(removed[row]) == -1 and torch.equal(edit_ids[row], ids[row]), (row, marked, removed)
+    assert edited_rows, (marked, t)
+    # The other draws are those of a run without the term (same seed, same batch).
+    without = {**settings, "cycle_weight": 0.0, "reader_weight": 0.1}
+    plain = _DiffusionTask(
+        _options(world, tmp_path / "p", **without),
+        tmp_path / "scratch2",
+        read,
+    )
+    plain.cache_latents(torch.device("cpu"))
+    other = plain.batch(local, torch.Generator().manual_seed(2), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(batch[:5], other, strict=True))
+    vae_run = TrainOptions(
+        config=str(write_test_config(tmp_path / "v.json", "vae")),
+        data=world["data"],
+        out=tmp_path / "v",
+        steps=1,
+        reader="phantom-captioner",
+        cycle_weight=0.1,
+        device="cpu",
+    )
+    with pytest.raises(ValueError, match="UNet term"):
+        train(vae_run, read)
+
+
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
     from diffusers import DDPMScheduler
 

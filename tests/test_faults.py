@@ -481,3 +481,27 @@ def test_a_unet_run_with_the_reading_term_trains_resumes_and_records_it(tiny_tra
     assert recorded == ("phantom-captioner", 0.2, 1000), info
     card = write_card(out, None, None, "phantom-captioner", tmp_path / "card").read_text()
     assert "--reader phantom-captioner --reader-weight 0.2" in card, card
+
+
+def test_a_unet_run_with_the_counterfactual_term_trains_resumes_and_records_it(tiny_training, tmp_path):
+    from cvlm.diffusion.card import write_card
+    from cvlm.diffusion.components import load_components
+    from cvlm.generators import load_generator, reader
+    from cvlm.prompts import build_prompt
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    out = tmp_path / "m"
+    settings = dict(reader="phantom-captioner", cycle_weight=0.3, cycle_locality=2.0, reader_max_t=1000)
+    train(_tiny(tiny_training, out, stop_after=2, **settings), read, build_prompt)
+    resumed = train(_tiny(tiny_training, out, resume=True, **settings), read, build_prompt)
+    assert resumed.finished and resumed.step == 4, resumed
+    info = load_components(out / "last").info
+    recorded = (info["reader"], info["reader_weight"], info["cycle_weight"], info["cycle_locality"])
+    assert recorded == ("phantom-captioner", 0.0, 0.3, 2.0), info
+    card = write_card(out, None, None, "phantom-captioner", tmp_path / "card").read_text()
+    assert "--cycle-weight 0.3 --cycle-locality 2.0" in card, card
+    # The term needs the generator, and the prompt builder to write the edited prompts.
+    with pytest.raises(ValueError, match="needs a reader"):
+        train(_tiny(tiny_training, tmp_path / "n", **settings))
+    with pytest.raises(ValueError, match="prompt builder"):
+        train(_tiny(tiny_training, tmp_path / "o", **settings), read)

@@ -35,6 +35,7 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
         READER_DECODER_STEPS="2",
         READER_VAE_BATCH="2",
         UNET_READER_WEIGHT="0.1",
+        UNET_CYCLE_WEIGHT="0.2",
         STEPS="2",
         BATCH="2",
         VAL_EVERY="2",
@@ -67,12 +68,14 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
     # The UNet stage started from the bundled model with the new VAE, and trained with the reading term.
     model = load_components(tmp_path / "model")
     assert model.info["reader"] == "phantom-templater" and model.info["reader_weight"] == 0.1, model.info
+    assert model.info["cycle_weight"] == 0.2, model.info
     bundled = load_file(tmp_path / "model" / "vae" / "diffusion_pytorch_model.safetensors")
     assert all(
         torch.allclose(bundled[k].float(), phase2[k].float(), atol=1e-3, rtol=1e-3) for k in encoder + decoder
     )
     card = (tmp_path / "model" / "README.md").read_text()
     assert "READER_VAE_STEPS=2" in card and "--reader phantom-templater --reader-weight 0.1" in card, card
+    assert "UNET_CYCLE_WEIGHT=0.2" in card and "--cycle-weight 0.2 --cycle-locality 1.0" in card, card
     # The card tells the VAE's two phases apart, newest first.
     vae_line = next(line for line in card.splitlines() if line.startswith("- VAE:"))
     assert vae_line.index("its decoder alone fine-tuned") < vae_line.index("trained by"), vae_line

@@ -534,6 +534,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(default: 8)",
     )
     p.add_argument(
+        "--cycle-weight",
+        type=float,
+        default=0.0,
+        help="tiny, with --reader: weight of the counterfactual term: with one finding of a sample's prompt "
+        "removed, the clean image the UNet predicts must read to the generator without it and otherwise "
+        "as the clean image, changing the full prompt's prediction little (default: 0, none)",
+    )
+    p.add_argument(
+        "--cycle-locality",
+        type=float,
+        default=1.0,
+        help="tiny: weight of the squared latent change inside the --cycle-weight term (default: 1)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -580,9 +594,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from cvlm.diffusion.train import TrainOptions, train
+    from cvlm.prompts import build_prompt
 
-    if (args.reader is None) != (args.reader_weight == 0):
-        raise ValueError("--reader and --reader-weight go together (a generator and a weight above 0).")
+    if (args.reader is None) != (args.reader_weight == 0 and args.cycle_weight == 0):
+        raise ValueError(
+            "--reader goes with --reader-weight or --cycle-weight (a generator and a weight above 0)."
+        )
     reader = None
     if args.reader is not None:
         from cvlm.generators import load_generator
@@ -623,6 +640,8 @@ def _run_train(args: argparse.Namespace) -> int:
             reader_loss=args.reader_loss,
             reader_max_t=args.reader_max_t,
             reader_images=args.reader_images,
+            cycle_weight=args.cycle_weight,
+            cycle_locality=args.cycle_locality,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,
@@ -632,6 +651,7 @@ def _run_train(args: argparse.Namespace) -> int:
             stream=args.stream_images,
         ),
         reader,
+        build_prompt,
     )
     print(
         f"step {result.step}: best validation PSNR {result.best_psnr} dB at step {result.best_step}; "

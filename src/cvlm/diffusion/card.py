@@ -122,6 +122,12 @@ def write_card(
             f"--reader-loss {options.get('reader_loss', 'kl')}",
             f"--reader-max-t {options.get('reader_max_t', 500)}",
         ]
+    if options.get("cycle_weight"):
+        if not options.get("reader_weight"):
+            chosen += [f"--reader {options['reader']} --reader-max-t {options.get('reader_max_t', 500)}"]
+        chosen += [
+            f"--cycle-weight {options['cycle_weight']} --cycle-locality {options.get('cycle_locality', 1.0)}"
+        ]
     if options["config"] not in ("tiny", "sd-v1"):
         chosen.insert(0, f"--config {options['config']}")
     if chosen:

@@ -122,6 +122,12 @@ class TrainOptions:
             to read), and whose prompt was not dropped (an empty prompt names nothing to keep).
         reader_images: UNet run: at most this many such samples per step go through the VAE decoder
             and the generator (the term's cost grows with them).
+        cycle_weight: UNet run: weight of the counterfactual (cycle) term on the same samples: with one
+            of the prompt's findings removed, the clean image the UNet predicts must read to the
+            generator without that finding and with every other as in the clean image, while changing
+            the prediction of the full prompt as little as possible (:class:`DiffusionLoss`); 0 = none.
+        cycle_locality: Weight, inside the cycle term, of the squared change between the two predicted
+            clean latents (the edit's minimality).
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -176,6 +182,8 @@ class TrainOptions:
     reader_loss: str = "kl"
     reader_max_t: int = 500
     reader_images: int = 8
+    cycle_weight: float = 0.0
+    cycle_locality: float = 1.0
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -294,6 +302,13 @@ class DiffusionLoss(torch.nn.Module):
         reader: Images ``(B, 1, H, W)`` in [-1, 1] -> finding logits ``(B, F)``; frozen.
         reader_weight: Weight of the reading term (0: none).
         reader_loss: ``kl`` or ``logit`` (:func:`reading_error`).
+        cycle_weight: Weight of the counterfactual term (0: none): the cycle CVLM closes at explanation
+            time, asked at training time. With one finding f of the prompt removed, the clean image the
+            UNet predicts from the same noisy latent must read to the generator without f and with
+            every other finding as the clean image reads (:func:`counterfactual_error`), and differ
+            from the full prompt's prediction as little as possible (``cycle_locality`` * squared
+            latent change). Uses no mask and no ground truth: only the generator, as on real data.
+        cycle_locality: Weight of the minimality part of the counterfactual term.
     """
 
     def __init__(
@@ -306,6 +321,8 @@ class DiffusionLoss(torch.nn.Module):
         reader: Reader | None = None,
         reader_weight: float = 0.0,
         reader_loss: str = "kl",
+        cycle_weight: float = 0.0,
+        cycle_locality: float = 1.0,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -322,6 +339,8 @@ class DiffusionLoss(torch.nn.Module):
         self.reader = reader
         self.reader_weight = reader_weight
         self.reader_loss = reader_loss
+        self.cycle_weight = cycle_weight
+        self.cycle_locality = cycle_locality
 
     def forward(
         self,
@@ -330,15 +349,19 @@ class DiffusionLoss(torch.nn.Module):
         noise: torch.Tensor,
         timesteps: torch.Tensor,
         read: torch.Tensor | None = None,
+        edit_ids: torch.Tensor | None = None,
+        removed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Noise-prediction MSE (+ the reading term on the samples ``read`` marks).
+        """Noise-prediction MSE (+ the reading and counterfactual terms on the samples ``read`` marks).
 
         Args:
             latents: Clean scaled latents ``[B, c, h, w]``.
             ids: Prompt token ids ``[B, L]``.
             noise: The added noise ``[B, c, h, w]``.
             timesteps: ``[B]`` integer timesteps.
-            read: ``[B]`` bool, the samples the reading term covers (``None``: none).
+            read: ``[B]`` bool, the samples the reading terms cover (``None``: none).
+            edit_ids: ``[B, L]`` token ids of each prompt with one finding removed (counterfactual term).
+            removed: ``[B]`` long, the reader's column of that finding; -1 where there is none.
         """
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_encoder(ids)[0]
@@ -348,14 +371,27 @@ class DiffusionLoss(torch.nn.Module):
         else:
             per_sample = (prediction.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
             loss = (per_sample * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)).mean()
-        if self.reader is None or not self.reader_weight or read is None or not bool(read.any()):
+        if self.reader is None or read is None or not bool(read.any()):
             return loss
         rows = read.nonzero()[:, 0]
         predicted = predicted_clean(self.noise_scheduler, noisy[rows], prediction[rows], timesteps[rows])
         with torch.no_grad():
             clean = self._decode(latents[rows])
-        error = reading_error(self.reader, self._decode(predicted), clean, self.reader_loss)
-        return loss + self.reader_weight * error
+        if self.reader_weight:
+            error = reading_error(self.reader, self._decode(predicted), clean, self.reader_loss)
+            loss = loss + self.reader_weight * error
+        if self.cycle_weight and edit_ids is not None and removed is not None:
+            edit = removed[rows] >= 0
+            if bool(edit.any()):
+                cut = rows[edit]
+                text_edit = self.text_encoder(edit_ids[cut])[0]
+                eps_edit = self.unet(noisy[cut], timesteps[cut], encoder_hidden_states=text_edit).sample
+                edited = predicted_clean(self.noise_scheduler, noisy[cut], eps_edit, timesteps[cut])
+                error = counterfactual_error(self.reader, self._decode(edited), clean[edit], removed[cut])
+                # Minimality against the full prompt's own prediction (detached: the edit moves, not it).
+                change = F.mse_loss(edited, predicted[edit].detach())
+                loss = loss + self.cycle_weight * (error + self.cycle_locality * change)
+        return loss
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents ``[B, c, h, w]`` -> gray images ``[B, 1, H, W]`` (differentiable, unclamped)."""
@@ -414,6 +450,8 @@ def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gam
 
 
 Reader = Callable[[torch.Tensor], torch.Tensor]
+PromptBuilder = Callable[[list[str]], str]
+"""Findings -> the structured prompt (:func:`cvlm.prompts.build_prompt`; passed in, the layers stay apart)."""
 
 
 class VaeLoss(torch.nn.Module):
@@ -512,6 +550,39 @@ def reading_error(
     return cross - entropy
 
 
+def counterfactual_error(
+    reader: Reader, edited: torch.Tensor, images: torch.Tensor, removed: torch.Tensor
+) -> torch.Tensor:
+    """How far a counterfactual's reading is from "the image without one finding": ``[B, C, H, W]`` -> scalar.
+
+    The target is the generator's reading of ``images`` with the probability of each row's ``removed``
+    finding set to 0; the error is the mean Bernoulli KL divergence of the reading of ``edited`` from it
+    (as :func:`reading_error`'s ``kl``): the removed finding must go, every other must stay as it was.
+
+    Args:
+        reader: Images -> finding logits ``(B, F)``.
+        edited: The counterfactual images (gradients flow through them).
+        images: The images they were edited from (read without gradient).
+        removed: ``[B]`` long, the column of each row's removed finding.
+
+    Example (a reader whose one logit is the mean of a pixel row; removing it means darkening the row):
+        >>> x = torch.full((1, 1, 4, 4), -1.0); x[:, :, 1] = 1.0
+        >>> def reader(im):
+        ...     return 8 * im[:, 0, 1].mean(-1, keepdim=True)
+        >>> gone = torch.full_like(x, -1.0)
+        >>> removed = torch.tensor([0])
+        >>> bool(counterfactual_error(reader, gone, x, removed) < counterfactual_error(reader, x, x, removed))
+        True
+    """
+    with torch.no_grad():
+        target = torch.sigmoid(reader(images))
+        target[torch.arange(len(removed), device=target.device), removed.to(target.device)] = 0.0
+    seen = reader(edited)
+    cross = F.binary_cross_entropy_with_logits(seen, target)
+    entropy = F.binary_cross_entropy(target, target)
+    return cross - entropy
+
+
 # ------------------------------------------------------------------------------------- the runner
 def _accelerator(options: TrainOptions) -> Accelerator:
     cuda = torch.cuda.is_available() and options.device != "cpu"
@@ -595,10 +666,39 @@ def plot_log(out: Path) -> Path | None:
     return out / PLOT_FILE
 
 
+def _prompt_findings(
+    data: PromptedImages, reader: Reader | None, build_prompt: PromptBuilder | None
+) -> tuple[list[list[str]], dict[str, int]]:
+    """Each training image's prompt findings that ``reader`` has a column for, and those columns.
+
+    Raises:
+        ValueError: Without the manifest's findings or a prompt builder, for a prompt that is not the
+            builder's prompt of its findings (raw report text names no finding to remove), or for a
+            reader that does not name its columns.
+    """
+    names = getattr(reader, "findings", None)
+    if names is None:
+        raise ValueError("--cycle-weight: the reader must name its finding columns (cvlm.generators.reader).")
+    if data.findings is None or build_prompt is None:
+        raise ValueError(
+            "--cycle-weight needs the manifest's `findings` (re-run prepare) and a prompt builder."
+        )
+    for i, (findings, prompt) in enumerate(zip(data.findings, data.prompts, strict=True)):
+        if build_prompt(findings) != prompt:
+            raise ValueError(
+                f"--cycle-weight needs structured prompts; training image {i}'s prompt {prompt!r} is not "
+                f"the prompt of its findings {findings}."
+            )
+    columns = {name: i for i, name in enumerate(names)}
+    return [[f for f in row if f in columns] for row in data.findings], columns
+
+
 def _check_reader(options: TrainOptions, reader: Reader | None) -> None:
     """A reading weight without the generator to read with is a mistake, in either kind of run."""
     if options.reader_weight and reader is None:
         raise ValueError(f"--reader-weight {options.reader_weight} needs a reader (--reader GENERATOR).")
+    if options.cycle_weight and reader is None:
+        raise ValueError(f"--cycle-weight {options.cycle_weight} needs a reader (--reader GENERATOR).")
 
 
 class _Task:
@@ -650,6 +750,10 @@ class _VaeTask(_Task):
             self.vae.encoder.requires_grad_(False)
             self.vae.quant_conv.requires_grad_(False)
         _check_reader(options, reader)
+        if options.cycle_weight:
+            raise ValueError(
+                "--cycle-weight is a UNet term (a prompt with a finding removed); a VAE has no prompt."
+            )
         self.loss_module = VaeLoss(
             self.vae,
             0.0 if options.decoder_only else options.kl_weight,
@@ -696,7 +800,13 @@ class _VaeTask(_Task):
 
 
 class _DiffusionTask(_Task):
-    def __init__(self, options: TrainOptions, scratch: Path, reader: Reader | None = None) -> None:
+    def __init__(
+        self,
+        options: TrainOptions,
+        scratch: Path,
+        reader: Reader | None = None,
+        build_prompt: PromptBuilder | None = None,
+    ) -> None:
         self.options = options
         self.grown: set[str] = set()  # UNet parameters that --config added to an --init model
         if options.config == "sd-v1":
@@ -742,7 +852,14 @@ class _DiffusionTask(_Task):
             raise ValueError(
                 "--reader: the reading term reads the tiny models' 128-pixel gray images; sd-v1 has none."
             )
-        self.reader = reader if options.reader_weight else None
+        self.reader = reader if options.reader_weight or options.cycle_weight else None
+        # The counterfactual term removes one finding of each read sample's prompt: its findings, and
+        # the reader's column of each.
+        self.prompt_findings: list[list[str]] = []
+        self.columns: dict[str, int] = {}
+        if options.cycle_weight:
+            self.prompt_findings, self.columns = _prompt_findings(self.train_set, reader, build_prompt)
+        self.build_prompt = build_prompt
         self.loss_module = DiffusionLoss(
             c.unet,
             c.text_encoder,
@@ -752,6 +869,8 @@ class _DiffusionTask(_Task):
             reader=self.reader,
             reader_weight=options.reader_weight,
             reader_loss=options.reader_loss,
+            cycle_weight=options.cycle_weight,
+            cycle_locality=options.cycle_locality,
         )
         self.latent_cache: torch.Tensor | None = None
 
@@ -803,7 +922,21 @@ class _DiffusionTask(_Task):
         read = ~drop & (timesteps < self.options.reader_max_t)
         # The first reader_images such samples: the batch order is already random.
         read &= read.cumsum(0) <= self.options.reader_images
-        return (*inputs, read.to(device))
+        if not self.options.cycle_weight:
+            return (*inputs, read.to(device))
+        # One finding of each read sample's prompt, drawn at random, is removed (drawn after the
+        # other draws, so the rest of the batch is the same as without the term).
+        edit_ids = ids.clone()
+        removed = torch.full((len(local),), -1, dtype=torch.long)
+        for row in read.nonzero()[:, 0].tolist():
+            findings = self.prompt_findings[int(local[row])]
+            if not findings:
+                continue
+            name = findings[int(torch.randint(len(findings), (1,), generator=generator))]
+            prompt = self.build_prompt([f for f in findings if f != name])
+            edit_ids[row] = tokenize(self.components.tokenizer, [prompt])[0]
+            removed[row] = self.columns[name]
+        return (*inputs, read.to(device), edit_ids.to(device), removed.to(device))
 
     def validate(self) -> dict[str, float]:
         c = self.components
@@ -879,14 +1012,18 @@ def _validation_subset(options: TrainOptions, size: int) -> PromptedImages:
         return load_split(options.data, "train", size, limit=options.val_n)
 
 
-def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
+def train(
+    options: TrainOptions, reader: Reader | None = None, build_prompt: PromptBuilder | None = None
+) -> TrainResult:
     """Run (or resume) one training run; see the module docstring.
 
     Args:
         options: The run's settings.
-        reader: Runs with ``reader_weight`` (VAE, or tiny UNet): the finding-logit function of the
-            generator named by ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] -> ``(B, F)``
-            (:func:`cvlm.generators.reader`).
+        reader: Runs with ``reader_weight`` (VAE, or tiny UNet) or ``cycle_weight``: the finding-logit
+            function of the generator named by ``options.reader``, ``(B, 1, H, W)`` in [-1, 1] ->
+            ``(B, F)`` (:func:`cvlm.generators.reader`).
+        build_prompt: Runs with ``cycle_weight``: findings -> structured prompt
+            (:func:`cvlm.prompts.build_prompt`), to write each prompt with one finding removed.
 
     Returns:
         A :class:`TrainResult` (also in ``out/train.json``).
@@ -916,7 +1053,11 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
         )
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "work"
-    task: _Task = _VaeTask(options, reader) if _is_vae(options) else _DiffusionTask(options, scratch, reader)
+    task: _Task = (
+        _VaeTask(options, reader)
+        if _is_vae(options)
+        else _DiffusionTask(options, scratch, reader, build_prompt)
+    )
     if isinstance(task, _DiffusionTask):
         task.cache_latents(accelerator.device)
 
@@ -976,13 +1117,15 @@ def train(options: TrainOptions, reader: Reader | None = None) -> TrainResult:
         "prompt_dropout": options.prompt_dropout,
         "grown_lr_scale": options.grown_lr_scale,
     }
-    if options.reader_weight:
+    if options.reader_weight or options.cycle_weight:
         meta.update(
             reader=options.reader,
             reader_weight=options.reader_weight,
             reader_loss=options.reader_loss,
             **({} if _is_vae(options) else {"reader_max_t": options.reader_max_t}),
         )
+    if options.cycle_weight:
+        meta.update(cycle_weight=options.cycle_weight, cycle_locality=options.cycle_locality)
     while state["step"] < options.steps:
         step = state["step"] + 1
         tic = time.perf_counter()

@@ -11,7 +11,7 @@ what the generator reads (``cvlm train --config vae --reader G``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,15 +60,32 @@ def image_features(generator: ReportGenerator, images: Sequence[np.ndarray]) -> 
     return torch.cat([fmap.mean((2, 3)) for fmap in batches]).to("cpu", torch.float64).numpy()
 
 
-def reader(generator: ReportGenerator) -> Callable[[torch.Tensor], torch.Tensor]:
+class FindingReader:
+    """A generator's finding logits as a differentiable function, ``(B, 1, H, W)`` -> ``(B, F)``.
+
+    Attributes:
+        findings: The canonical names of the ``F`` columns, in order (a counterfactual term in training
+            needs to know which column a prompt's finding is).
+    """
+
+    def __init__(self, generator: PhantomGenerator) -> None:
+        self.generator = generator
+        self.findings: tuple[str, ...] = tuple(generator.findings)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` in [-1, 1] -> presence logits ``(B, F)``, differentiable in the images."""
+        return self.generator.finding_logits(images.to(self.generator.device)).to(images.device)
+
+
+def reader(generator: ReportGenerator) -> FindingReader:
     """A differentiable view of what a generator reads in an image, for training a VAE to keep it.
 
     The returned function maps a batch in the phantom generators' input convention, ``(B, 1, H, W)`` in
-    ``[-1, 1]`` (the tiny VAE's too), to the generator's presence logits of every finding ``(B, F)``.
-    The network is fully convolutional up to a global pooling, so crops work as long as their pixels are
-    at the generator's own scale (no resizing here: upsampling a crop would show it signs of the wrong
-    size). The network is frozen and in eval mode (batch-norm statistics fixed); gradients flow to the
-    input only.
+    ``[-1, 1]`` (the tiny VAE's too), to the generator's presence logits of every finding ``(B, F)``
+    (names in its ``findings``). The network is fully convolutional up to a global pooling, so crops
+    work as long as their pixels are at the generator's own scale (no resizing here: upsampling a crop
+    would show it signs of the wrong size). The network is frozen and in eval mode (batch-norm
+    statistics fixed); gradients flow to the input only.
 
     Raises:
         GeneratorError: If the generator has no finding logits to offer.
@@ -79,8 +96,4 @@ def reader(generator: ReportGenerator) -> Callable[[torch.Tensor], torch.Tensor]
             "bundled phantom generator (phantom-templater, phantom-captioner) or a folder trained by cvlm."
         )
     generator.net.eval().requires_grad_(False)
-
-    def read(images: torch.Tensor) -> torch.Tensor:
-        return generator.finding_logits(images.to(generator.device)).to(images.device)
-
-    return read
+    return FindingReader(generator)
