@@ -725,6 +725,38 @@ def test_the_counterfactual_term_removes_one_finding_of_each_read_prompt(world, 
         train(vae_run, read)
 
 
+def test_the_counterfactual_term_can_practise_the_rare_findings_more(world, tmp_path):
+    from cvlm.diffusion.train import _DiffusionTask
+    from cvlm.generators import load_generator, reader
+    from cvlm.prompts import build_prompt
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    counts = {}
+    for pick in ("uniform", "rare"):
+        settings = dict(batch_size=32, reader="phantom-captioner", cycle_weight=0.2, reader_max_t=1000)
+        options = _options(world, tmp_path / pick, cycle_pick=pick, reader_images=32, **settings)
+        task = _DiffusionTask(options, tmp_path / f"scratch-{pick}", read, build_prompt)
+        task.cache_latents(torch.device("cpu"))
+        # Every image names both; a rib break is named 100 times less often than a lesion.
+        task.prompt_findings = [["Fracture", "Lung Lesion"]] * len(task.train_set)
+        task.rarity = {"Fracture": 1.0, "Lung Lesion": 0.01}
+        local = torch.arange(32) % len(task.train_set)
+        removed = torch.cat(
+            [task.batch(local, torch.Generator().manual_seed(s), torch.device("cpu"))[6] for s in range(4)]
+        )
+        removed = removed[removed >= 0]
+        counts[pick] = [int((removed == read.findings.index(f)).sum()) for f in ("Fracture", "Lung Lesion")]
+    assert min(counts["uniform"]) >= 0.25 * sum(counts["uniform"]), counts
+    assert counts["rare"][1] <= 0.1 * sum(counts["rare"]), counts
+    with pytest.raises(ValueError, match="cycle_pick 'often'"):
+        _DiffusionTask(
+            _options(world, tmp_path / "x", cycle_pick="often", **settings),
+            tmp_path / "s-x",
+            read,
+            build_prompt,
+        )
+
+
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):
     from diffusers import DDPMScheduler
 

@@ -499,7 +499,7 @@ def test_a_unet_run_with_the_counterfactual_term_trains_resumes_and_records_it(t
     recorded = (info["reader"], info["reader_weight"], info["cycle_weight"], info["cycle_locality"])
     assert recorded == ("phantom-captioner", 0.0, 0.3, 2.0), info
     card = write_card(out, None, None, "phantom-captioner", tmp_path / "card").read_text()
-    assert "--cycle-weight 0.3 --cycle-locality 2.0" in card, card
+    assert "--cycle-weight 0.3 --cycle-locality 2.0 --cycle-pick uniform" in card, card
     # The term needs the generator, and the prompt builder to write the edited prompts.
     with pytest.raises(ValueError, match="needs a reader"):
         train(_tiny(tiny_training, tmp_path / "n", **settings))

@@ -36,6 +36,7 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
         READER_VAE_BATCH="2",
         UNET_READER_WEIGHT="0.1",
         UNET_CYCLE_WEIGHT="0.2",
+        UNET_CYCLE_PICK="rare",
         STEPS="2",
         BATCH="2",
         VAL_EVERY="2",
@@ -75,7 +76,10 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
     )
     card = (tmp_path / "model" / "README.md").read_text()
     assert "READER_VAE_STEPS=2" in card and "--reader phantom-templater --reader-weight 0.1" in card, card
-    assert "UNET_CYCLE_WEIGHT=0.2" in card and "--cycle-weight 0.2 --cycle-locality 1.0" in card, card
+    assert (
+        "UNET_CYCLE_WEIGHT=0.2" in card
+        and "--cycle-weight 0.2 --cycle-locality 1.0 --cycle-pick rare" in card
+    ), card
     # The card tells the VAE's two phases apart, newest first.
     vae_line = next(line for line in card.splitlines() if line.startswith("- VAE:"))
     assert vae_line.index("its decoder alone fine-tuned") < vae_line.index("trained by"), vae_line

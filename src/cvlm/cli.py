@@ -548,6 +548,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="tiny: weight of the squared latent change inside the --cycle-weight term (default: 1)",
     )
     p.add_argument(
+        "--cycle-pick",
+        choices=("uniform", "rare"),
+        default="uniform",
+        help="tiny: which of a prompt's findings the --cycle-weight term removes: uniform, or rare "
+        "(inversely to how many training prompts name it) (default: uniform)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -642,6 +649,7 @@ def _run_train(args: argparse.Namespace) -> int:
             reader_images=args.reader_images,
             cycle_weight=args.cycle_weight,
             cycle_locality=args.cycle_locality,
+            cycle_pick=args.cycle_pick,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,

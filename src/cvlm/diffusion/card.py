@@ -127,6 +127,7 @@ def write_card(
             chosen += [f"--reader {options['reader']} --reader-max-t {options.get('reader_max_t', 500)}"]
         chosen += [
             f"--cycle-weight {options['cycle_weight']} --cycle-locality {options.get('cycle_locality', 1.0)}"
+            f" --cycle-pick {options.get('cycle_pick', 'uniform')}"
         ]
     if options["config"] not in ("tiny", "sd-v1"):
         chosen.insert(0, f"--config {options['config']}")

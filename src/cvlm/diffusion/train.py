@@ -128,6 +128,9 @@ class TrainOptions:
             the prediction of the full prompt as little as possible (:class:`DiffusionLoss`); 0 = none.
         cycle_locality: Weight, inside the cycle term, of the squared change between the two predicted
             clean latents (the edit's minimality).
+        cycle_pick: Which of a read sample's findings the cycle term removes: ``uniform`` (each alike)
+            or ``rare`` (in inverse proportion to how many training prompts name it, so a rib break,
+            named in a few percent of prompts, is practised as often as a device).
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -184,6 +187,7 @@ class TrainOptions:
     reader_images: int = 8
     cycle_weight: float = 0.0
     cycle_locality: float = 1.0
+    cycle_pick: str = "uniform"
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -451,6 +455,7 @@ def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gam
 
 Reader = Callable[[torch.Tensor], torch.Tensor]
 PromptBuilder = Callable[[list[str]], str]
+CYCLE_PICKS = ("uniform", "rare")
 """Findings -> the structured prompt (:func:`cvlm.prompts.build_prompt`; passed in, the layers stay apart)."""
 
 
@@ -858,7 +863,13 @@ class _DiffusionTask(_Task):
         self.prompt_findings: list[list[str]] = []
         self.columns: dict[str, int] = {}
         if options.cycle_weight:
+            if options.cycle_pick not in CYCLE_PICKS:
+                raise ValueError(
+                    f"cycle_pick {options.cycle_pick!r}: expected one of {', '.join(CYCLE_PICKS)}."
+                )
             self.prompt_findings, self.columns = _prompt_findings(self.train_set, reader, build_prompt)
+            named = Counter(f for row in self.prompt_findings for f in row)
+            self.rarity = {f: 1.0 / n for f, n in named.items()}
         self.build_prompt = build_prompt
         self.loss_module = DiffusionLoss(
             c.unet,
@@ -932,7 +943,11 @@ class _DiffusionTask(_Task):
             findings = self.prompt_findings[int(local[row])]
             if not findings:
                 continue
-            name = findings[int(torch.randint(len(findings), (1,), generator=generator))]
+            if self.options.cycle_pick == "rare":
+                odds = torch.tensor([self.rarity[f] for f in findings], dtype=torch.float64)
+                name = findings[int(torch.multinomial(odds, 1, generator=generator))]
+            else:
+                name = findings[int(torch.randint(len(findings), (1,), generator=generator))]
             prompt = self.build_prompt([f for f in findings if f != name])
             edit_ids[row] = tokenize(self.components.tokenizer, [prompt])[0]
             removed[row] = self.columns[name]
@@ -1125,7 +1140,11 @@ def train(
             **({} if _is_vae(options) else {"reader_max_t": options.reader_max_t}),
         )
     if options.cycle_weight:
-        meta.update(cycle_weight=options.cycle_weight, cycle_locality=options.cycle_locality)
+        meta.update(
+            cycle_weight=options.cycle_weight,
+            cycle_locality=options.cycle_locality,
+            cycle_pick=options.cycle_pick,
+        )
     while state["step"] < options.steps:
         step = state["step"] + 1
         tic = time.perf_counter()
