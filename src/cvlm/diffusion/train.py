@@ -129,8 +129,9 @@ class TrainOptions:
         cycle_locality: Weight, inside the cycle term, of the squared change between the two predicted
             clean latents (the edit's minimality).
         cycle_pick: Which of a read sample's findings the cycle term removes: ``uniform`` (each alike)
-            or ``rare`` (in inverse proportion to how many training prompts name it, so a rib break,
-            named in a few percent of prompts, is practised as often as a device).
+            or ``rare`` (in inverse proportion to how many training prompts name it: in an image with a
+            rib break and a device, the rib break, named in a few percent of prompts, is nearly always
+            the one removed).
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
