@@ -456,8 +456,9 @@ def min_snr_weights(noise_scheduler: DDPMScheduler, timesteps: torch.Tensor, gam
 
 Reader = Callable[[torch.Tensor], torch.Tensor]
 PromptBuilder = Callable[[list[str]], str]
-CYCLE_PICKS = ("uniform", "rare")
 """Findings -> the structured prompt (:func:`cvlm.prompts.build_prompt`; passed in, the layers stay apart)."""
+CYCLE_PICKS = ("uniform", "rare")
+"""How the counterfactual term picks the finding to remove (``TrainOptions.cycle_pick``)."""
 
 
 class VaeLoss(torch.nn.Module):
