@@ -899,3 +899,13 @@ def test_grow_vocabulary_adds_raw_report_words_and_keeps_every_known_token(world
         extend_tokenizer_files(tmp_path / "grown" / "last" / "tokenizer", ["zebrafinch"], tmp_path / "t")
         == []
     )
+
+
+def test_the_training_docstrings_examples_hold():
+    """The hand-computed examples of the losses (reading, counterfactual, edge, min-SNR, predicted clean)."""
+    import doctest
+
+    import cvlm.diffusion.train
+
+    result = doctest.testmod(cvlm.diffusion.train, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0, result
