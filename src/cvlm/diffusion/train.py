@@ -381,9 +381,10 @@ class DiffusionLoss(torch.nn.Module):
         rows = read.nonzero()[:, 0]
         predicted = predicted_clean(self.noise_scheduler, noisy[rows], prediction[rows], timesteps[rows])
         with torch.no_grad():
-            clean = self._decode(latents[rows])
+            # G reads the clean images once, for both terms.
+            clean = self.reader(self._decode(latents[rows]))
         if self.reader_weight:
-            error = reading_error(self.reader, self._decode(predicted), clean, self.reader_loss)
+            error = _reading_gap(self.reader(self._decode(predicted)), clean, self.reader_loss)
             loss = loss + self.reader_weight * error
         if self.cycle_weight and edit_ids is not None and removed is not None:
             edit = removed[rows] >= 0
@@ -392,7 +393,7 @@ class DiffusionLoss(torch.nn.Module):
                 text_edit = self.text_encoder(edit_ids[cut])[0]
                 eps_edit = self.unet(noisy[cut], timesteps[cut], encoder_hidden_states=text_edit).sample
                 edited = predicted_clean(self.noise_scheduler, noisy[cut], eps_edit, timesteps[cut])
-                error = counterfactual_error(self.reader, self._decode(edited), clean[edit], removed[cut])
+                error = _counterfactual_gap(self.reader(self._decode(edited)), clean[edit], removed[cut])
                 # Minimality against the full prompt's own prediction (detached: the edit moves, not it).
                 change = F.mse_loss(edited, predicted[edit].detach())
                 loss = loss + self.cycle_weight * (error + self.cycle_locality * change)
@@ -547,10 +548,18 @@ def reading_error(
     """
     with torch.no_grad():
         logits = reader(images)
-    seen = reader(recon)
+    return _reading_gap(reader(recon), logits, kind)
+
+
+def _reading_gap(seen: torch.Tensor, logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`reading_error` from the two readings, logits ``(B, F)`` each."""
     if kind == "logit":
         return F.mse_loss(seen, logits)
-    target = torch.sigmoid(logits)
+    return _bernoulli_kl(seen, torch.sigmoid(logits))
+
+
+def _bernoulli_kl(seen: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean KL(target || sigmoid(seen)) over ``(B, F)``: 0 when the reading matches the target."""
     # KL(p || q) = BCE(q; p) - H(p); the entropy term carries no gradient but makes 0 the minimum.
     cross = F.binary_cross_entropy_with_logits(seen, target)
     entropy = F.binary_cross_entropy(target, target)
@@ -582,12 +591,15 @@ def counterfactual_error(
         True
     """
     with torch.no_grad():
-        target = torch.sigmoid(reader(images))
-        target[torch.arange(len(removed), device=target.device), removed.to(target.device)] = 0.0
-    seen = reader(edited)
-    cross = F.binary_cross_entropy_with_logits(seen, target)
-    entropy = F.binary_cross_entropy(target, target)
-    return cross - entropy
+        logits = reader(images)
+    return _counterfactual_gap(reader(edited), logits, removed)
+
+
+def _counterfactual_gap(seen: torch.Tensor, logits: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """:func:`counterfactual_error` from the two readings, logits ``(B, F)`` each."""
+    target = torch.sigmoid(logits.detach())
+    target[torch.arange(len(removed), device=target.device), removed.to(target.device)] = 0.0
+    return _bernoulli_kl(seen, target)
 
 
 # ------------------------------------------------------------------------------------- the runner
@@ -941,6 +953,7 @@ class _DiffusionTask(_Task):
         # other draws, so the rest of the batch is the same as without the term).
         edit_ids = ids.clone()
         removed = torch.full((len(local),), -1, dtype=torch.long)
+        edited_rows, prompts = [], []
         for row in read.nonzero()[:, 0].tolist():
             findings = self.prompt_findings[int(local[row])]
             if not findings:
@@ -950,9 +963,11 @@ class _DiffusionTask(_Task):
                 name = findings[int(torch.multinomial(odds, 1, generator=generator))]
             else:
                 name = findings[int(torch.randint(len(findings), (1,), generator=generator))]
-            prompt = self.build_prompt([f for f in findings if f != name])
-            edit_ids[row] = tokenize(self.components.tokenizer, [prompt])[0]
+            edited_rows.append(row)
+            prompts.append(self.build_prompt([f for f in findings if f != name]))
             removed[row] = self.columns[name]
+        if prompts:
+            edit_ids[edited_rows] = tokenize(self.components.tokenizer, prompts)
         return (*inputs, read.to(device), edit_ids.to(device), removed.to(device))
 
     def validate(self) -> dict[str, float]:
