@@ -22,6 +22,7 @@ does; ``--guidance W`` is the older setting (away from the empty prompt), kept s
 
 python benchmarks/edit_vs_truth.py [--model phantom-templater] [--n 8] [--severity moderate] [--steps 50]
 python benchmarks/edit_vs_truth.py --n 6 --edits 1 3 late:3 late:5 late:8
+python benchmarks/edit_vs_truth.py --n 6 --fixed-point 2   # the exact inversion (explain's --fixed-point)
 """
 
 import argparse
@@ -58,6 +59,9 @@ def main() -> None:
     )
     parser.add_argument("--findings", nargs="*", default=list(ABNORMALITIES), help="default: all")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--fixed-point", type=int, default=0, help="fixed-point iterations per inversion step (0: plain DDIM)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     components = load_components(resolve_model(args.model, "diffusion"))
@@ -65,7 +69,7 @@ def main() -> None:
     settings = [parse_edit(e) for e in args.edits] if args.edits else [(args.guidance, None, False)]
     print(
         f"{args.model}: {args.n} single-finding phantoms per finding ({args.severity}), {size} px, "
-        f"T={args.steps}\n"
+        f"T={args.steps}, fixed point {args.fixed_point}\n"
     )
     tables: list[list[str]] = [[] for _ in settings]
     summary: list[list[float]] = [[] for _ in settings]
@@ -79,7 +83,7 @@ def main() -> None:
             masks.append(with_f.masks[name])
         images = torch.from_numpy(np.stack(withs))[:, None].float() * 2.0 - 1.0
         source = [build_prompt([name])] * args.n
-        result = reconstruct(components, images, source, args.steps)
+        result = reconstruct(components, images, source, args.steps, fixed_point=args.fixed_point)
         empty = [build_prompt([])] * args.n
         for k, (w, below, from_source) in enumerate(settings):
             negative = source if from_source else None

@@ -30,6 +30,7 @@
 #   UNET_READER_MAX_T [500]                      ... over the samples noised below this timestep
 #   UNET_CYCLE_WEIGHT [0]  UNET_CYCLE_LOCALITY [1]  the UNet's counterfactual term (cvlm train --cycle-weight,
 #   UNET_CYCLE_PICK [uniform]                    --cycle-locality, --cycle-pick; same samples, UNET_READER_MAX_T)
+#   UNET_CYCLE_LOCALITY_MAP [everywhere]         --cycle-locality-map: everywhere or outside-evidence
 #   BALANCE [0]                                 repeat-factor sampling threshold (cvlm train --balance)
 #   SNR_GAMMA [0]                               min-SNR-gamma loss weighting (cvlm train --snr-gamma)
 #   PROMPT_DROPOUT [0.1]                        empty-prompt probability (cvlm train --prompt-dropout)
@@ -73,11 +74,12 @@ UNET_READER_MAX_T=${UNET_READER_MAX_T:-500}
 UNET_CYCLE_WEIGHT=${UNET_CYCLE_WEIGHT:-0}
 UNET_CYCLE_LOCALITY=${UNET_CYCLE_LOCALITY:-1}
 UNET_CYCLE_PICK=${UNET_CYCLE_PICK:-uniform}
+UNET_CYCLE_LOCALITY_MAP=${UNET_CYCLE_LOCALITY_MAP:-everywhere}
 UNET_READER=()
 if [[ $UNET_READER_WEIGHT != 0 || $UNET_CYCLE_WEIGHT != 0 ]]; then
   UNET_READER=(--reader "$G" --reader-weight "$UNET_READER_WEIGHT" --reader-loss "$UNET_READER_LOSS"
     --reader-max-t "$UNET_READER_MAX_T" --cycle-weight "$UNET_CYCLE_WEIGHT" --cycle-locality "$UNET_CYCLE_LOCALITY"
-    --cycle-pick "$UNET_CYCLE_PICK")
+    --cycle-pick "$UNET_CYCLE_PICK" --cycle-locality-map "$UNET_CYCLE_LOCALITY_MAP")
 fi
 BALANCE=${BALANCE:-0}
 SNR_GAMMA=${SNR_GAMMA:-0}
@@ -105,7 +107,7 @@ mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS READER_VAE_STEPS READER_DECODER_STEPS READER_LOSS READER_WEIGHT READER_DECODER_WEIGHT READER_VAE_LR READER_DECODER_LR READER_VAE_BATCH UNET_READER_WEIGHT UNET_READER_LOSS UNET_READER_MAX_T UNET_CYCLE_WEIGHT UNET_CYCLE_LOCALITY UNET_CYCLE_PICK BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS READER_VAE_STEPS READER_DECODER_STEPS READER_LOSS READER_WEIGHT READER_DECODER_WEIGHT READER_VAE_LR READER_DECODER_LR READER_VAE_BATCH UNET_READER_WEIGHT UNET_READER_LOSS UNET_READER_MAX_T UNET_CYCLE_WEIGHT UNET_CYCLE_LOCALITY UNET_CYCLE_PICK UNET_CYCLE_LOCALITY_MAP BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 

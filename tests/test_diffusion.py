@@ -612,24 +612,39 @@ def test_the_unet_reading_term_marks_kept_prompts_at_low_noise_up_to_a_budget(wo
         _DiffusionTask(_options(world, tmp_path / "q", reader_weight=0.1), tmp_path / "scratch3")
 
 
-def test_the_counterfactual_term_asks_the_edited_prediction_to_lose_the_finding_and_little_else(world):
+def _cycle_setup(world, name: str, timesteps: list[int], seed: int):
+    """The captioner's reader, the world's VAE, a fresh tiny model, and a batch for the counterfactual term.
+
+    Returns (generator, reader, vae, components, scheduler, latents, noise, t, ids, edit_ids): one row per
+    timestep, each prompting "bar" and edited to "none".
+    """
     from diffusers import AutoencoderKL, DDPMScheduler
 
-    from cvlm.diffusion.train import DiffusionLoss, counterfactual_error, predicted_clean
     from cvlm.generators import load_generator, reader
 
     generator = load_generator("phantom-captioner", device="cpu")
-    read = reader(generator)
     vae = AutoencoderKL.from_pretrained(world["vae"]).eval().requires_grad_(False)
     c = build_tiny(
-        prompt_words(PROMPTS.values()), world["root"] / "tok-cf", write_test_config(world["root"] / "cf.json")
+        prompt_words(PROMPTS.values()),
+        world["root"] / f"tok-{name}",
+        write_test_config(world["root"] / f"{name}.json"),
     )
+    torch.manual_seed(seed)
+    n = len(timesteps)
+    latents, noise = torch.randn(n, 4, 16, 16), torch.randn(n, 4, 16, 16)
+    ids = tokenize(c.tokenizer, [PROMPTS["bar"]] * n)
+    edit_ids = tokenize(c.tokenizer, [PROMPTS["none"]] * n)
     scheduler = DDPMScheduler.from_config(c.scheduler.config)
-    torch.manual_seed(4)
-    latents, noise = torch.randn(4, 4, 16, 16), torch.randn(4, 4, 16, 16)
-    t = torch.tensor([50, 300, 450, 900])
-    ids = tokenize(c.tokenizer, [PROMPTS["bar"]] * 4)
-    edit_ids = tokenize(c.tokenizer, [PROMPTS["none"]] * 4)
+    t = torch.tensor(timesteps)
+    return generator, reader(generator), vae, c, scheduler, latents, noise, t, ids, edit_ids
+
+
+def test_the_counterfactual_term_asks_the_edited_prediction_to_lose_the_finding_and_little_else(world):
+    from cvlm.diffusion.train import DiffusionLoss, counterfactual_error, predicted_clean
+
+    generator, read, vae, c, scheduler, latents, noise, t, ids, edit_ids = _cycle_setup(
+        world, "cf", [50, 300, 450, 900], 4
+    )
     fracture = read.findings.index("Fracture")
     # Rows 0 and 2 are read; row 2 has no finding to remove (-1), so only row 0 is edited.
     rows = torch.tensor([True, False, True, False])
@@ -671,6 +686,64 @@ def test_the_counterfactual_term_asks_the_edited_prediction_to_lose_the_finding_
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in c.unet.parameters())
     assert all(p.grad is None for p in vae.parameters())
     assert all(p.grad is None for p in generator.net.parameters())
+
+
+def test_the_counterfactual_term_can_count_the_change_outside_the_generators_evidence_only(world):
+    from cvlm.diffusion.train import DiffusionLoss, evidence_map, predicted_clean
+
+    _, read, vae, c, scheduler, latents, noise, t, ids, edit_ids = _cycle_setup(world, "ev", [100, 300], 5)
+    fracture = read.findings.index("Fracture")
+    rows, removed = torch.tensor([True, True]), torch.tensor([fracture, fracture])
+    plain = DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config)(latents, ids, noise, t)
+    terms = {}
+    for where in ("everywhere", "outside-evidence"):
+        loss = DiffusionLoss(
+            c.unet,
+            c.text_encoder,
+            c.scheduler.config,
+            vae=vae,
+            reader=read,
+            cycle_weight=1.0,
+            cycle_locality=100.0,
+            cycle_locality_map=where,
+        )
+        terms[where] = float((loss(latents, ids, noise, t, rows, edit_ids, removed) - plain).detach())
+    with torch.no_grad():
+        noisy = scheduler.add_noise(latents, noise, t)
+        kept = predicted_clean(scheduler, noisy, c.unet(noisy, t, c.text_encoder(ids)[0]).sample, t)
+        edited = predicted_clean(scheduler, noisy, c.unet(noisy, t, c.text_encoder(edit_ids)[0]).sample, t)
+        clean = vae.decode(latents / vae.config.scaling_factor).sample.mean(1, keepdim=True)
+    evidence = evidence_map(read, clean, removed, edited.shape[-2:])
+    assert evidence.shape == (2, 1, 16, 16) and float(evidence.min()) >= 0 and float(evidence.max()) == 1.0
+    squared = (edited - kept).pow(2)
+    everywhere, outside = float(squared.mean()), float((squared * (1 - evidence)).mean())
+    # The two runs differ only in the minimality part: 100 x (everywhere - outside).
+    assert terms["everywhere"] - terms["outside-evidence"] == pytest.approx(
+        100 * (everywhere - outside), rel=1e-3
+    ), (terms, everywhere, outside)
+    assert 0 < outside < everywhere, (outside, everywhere)
+    with pytest.raises(ValueError, match="cycle_locality_map 'inside'"):
+        DiffusionLoss(c.unet, c.text_encoder, c.scheduler.config, cycle_locality_map="inside")
+
+
+def test_the_evidence_map_lies_on_the_thin_sign_the_generator_reads():
+    from cvlm.diffusion.train import evidence_map
+    from cvlm.generators import load_generator, reader
+    from cvlm.phantoms.case import Case
+    from cvlm.phantoms.render import render_case
+    from cvlm.phantoms.signs import cycled_instances
+
+    read = reader(load_generator("phantom-captioner", device="cpu"))
+    for name in ("Fracture", "Pneumothorax"):
+        for k, instance in enumerate(cycled_instances(name, 3, "moderate")):
+            phantom = render_case(Case(900 + k, (instance,)), 128)
+            x = torch.from_numpy(phantom.image)[None, None].float() * 2 - 1
+            column = torch.tensor([read.findings.index(name)])
+            evidence = evidence_map(read, x, column, (32, 32))[0, 0]
+            sign = torch.from_numpy(phantom.masks[name]).float()[None, None]
+            on = torch.nn.functional.max_pool2d(sign, 4)[0, 0] > 0  # latent cells the sign touches
+            inside, outside = float(evidence[on].mean()), float(evidence[~on].mean())
+            assert inside > 2 * outside, (name, k, inside, outside)
 
 
 def test_the_counterfactual_term_removes_one_finding_of_each_read_prompt(world, tmp_path):
@@ -748,13 +821,10 @@ def test_the_counterfactual_term_can_practise_the_rare_findings_more(world, tmp_
         counts[pick] = [int((removed == read.findings.index(f)).sum()) for f in ("Fracture", "Lung Lesion")]
     assert min(counts["uniform"]) >= 0.25 * sum(counts["uniform"]), counts
     assert counts["rare"][1] <= 0.1 * sum(counts["rare"]), counts
-    with pytest.raises(ValueError, match="cycle_pick 'often'"):
-        _DiffusionTask(
-            _options(world, tmp_path / "x", cycle_pick="often", **settings),
-            tmp_path / "s-x",
-            read,
-            build_prompt,
-        )
+    for name, bad in (("cycle_pick", "often"), ("cycle_locality_map", "inside")):
+        with pytest.raises(ValueError, match=f"{name} '{bad}'"):
+            options = _options(world, tmp_path / name, **{name: bad}, **settings)
+            _DiffusionTask(options, tmp_path / f"s-{name}", read, build_prompt)
 
 
 def test_min_snr_weights_lower_only_the_nearly_clean_timesteps(world):

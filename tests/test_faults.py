@@ -491,15 +491,25 @@ def test_a_unet_run_with_the_counterfactual_term_trains_resumes_and_records_it(t
 
     read = reader(load_generator("phantom-captioner", device="cpu"))
     out = tmp_path / "m"
-    settings = dict(reader="phantom-captioner", cycle_weight=0.3, cycle_locality=2.0, reader_max_t=1000)
+    settings = dict(
+        reader="phantom-captioner",
+        cycle_weight=0.3,
+        cycle_locality=2.0,
+        reader_max_t=1000,
+        cycle_locality_map="outside-evidence",
+    )
     train(_tiny(tiny_training, out, stop_after=2, **settings), read, build_prompt)
     resumed = train(_tiny(tiny_training, out, resume=True, **settings), read, build_prompt)
     assert resumed.finished and resumed.step == 4, resumed
     info = load_components(out / "last").info
     recorded = (info["reader"], info["reader_weight"], info["cycle_weight"], info["cycle_locality"])
     assert recorded == ("phantom-captioner", 0.0, 0.3, 2.0), info
+    assert info["cycle_locality_map"] == "outside-evidence", info
     card = write_card(out, None, None, "phantom-captioner", tmp_path / "card").read_text()
-    assert "--cycle-weight 0.3 --cycle-locality 2.0 --cycle-pick uniform" in card, card
+    expected = (
+        "--cycle-weight 0.3 --cycle-locality 2.0 --cycle-pick uniform --cycle-locality-map outside-evidence"
+    )
+    assert expected in card, card
     # The term needs the generator, and the prompt builder to write the edited prompts.
     with pytest.raises(ValueError, match="needs a reader"):
         train(_tiny(tiny_training, tmp_path / "n", **settings))

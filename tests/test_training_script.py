@@ -37,6 +37,7 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
         UNET_READER_WEIGHT="0.1",
         UNET_CYCLE_WEIGHT="0.2",
         UNET_CYCLE_PICK="rare",
+        UNET_CYCLE_LOCALITY_MAP="outside-evidence",
         STEPS="2",
         BATCH="2",
         VAL_EVERY="2",
@@ -78,7 +79,8 @@ def test_the_reader_stage_retrains_the_vae_in_two_phases_and_the_unet_with_the_r
     assert "READER_VAE_STEPS=2" in card and "--reader phantom-templater --reader-weight 0.1" in card, card
     assert (
         "UNET_CYCLE_WEIGHT=0.2" in card
-        and "--cycle-weight 0.2 --cycle-locality 1.0 --cycle-pick rare" in card
+        and "--cycle-weight 0.2 --cycle-locality 1.0 --cycle-pick rare --cycle-locality-map outside-evidence"
+        in card
     ), card
     # The card tells the VAE's two phases apart, newest first.
     vae_line = next(line for line in card.splitlines() if line.startswith("- VAE:"))

@@ -555,6 +555,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(inversely to how many training prompts name it) (default: uniform)",
     )
     p.add_argument(
+        "--cycle-locality-map",
+        choices=("everywhere", "outside-evidence"),
+        default="everywhere",
+        help="tiny: where --cycle-locality counts the change: everywhere alike, or outside-evidence "
+        "(weighted by one minus where the generator reads the removed finding, its input gradient) "
+        "(default: everywhere)",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         help="tiny: start from this trained model folder (fresh optimizer and schedule); the `unet` keys of "
@@ -650,6 +658,7 @@ def _run_train(args: argparse.Namespace) -> int:
             cycle_weight=args.cycle_weight,
             cycle_locality=args.cycle_locality,
             cycle_pick=args.cycle_pick,
+            cycle_locality_map=args.cycle_locality_map,
             init=args.init,
             grow_vocabulary=args.grow_vocabulary,
             psnr_tolerance=args.psnr_tolerance,

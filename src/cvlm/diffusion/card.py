@@ -129,6 +129,8 @@ def write_card(
             f"--cycle-weight {options['cycle_weight']} --cycle-locality {options.get('cycle_locality', 1.0)}"
             f" --cycle-pick {options.get('cycle_pick', 'uniform')}"
         ]
+        if options.get("cycle_locality_map", "everywhere") != "everywhere":
+            chosen[-1] += f" --cycle-locality-map {options['cycle_locality_map']}"
     if options["config"] not in ("tiny", "sd-v1"):
         chosen.insert(0, f"--config {options['config']}")
     if chosen:

@@ -132,6 +132,10 @@ class TrainOptions:
             or ``rare`` (in inverse proportion to how many training prompts name it: in an image with a
             rib break and a device, the rib break, named in a few percent of prompts, is nearly always
             the one removed).
+        cycle_locality_map: Where the minimality part of the cycle term counts the change:
+            ``everywhere`` alike, or ``outside-evidence``: weighted by one minus where the generator
+            reads the removed finding in the clean image (:func:`evidence_map`), so that the edit is
+            free where G's evidence for the finding lies and pays everywhere else.
         init: A trained tiny model folder to start from (its VAE, UNet, text encoder and tokenizer), with
             a fresh optimizer and schedule: fine-tuning on another generator's prompts, or a further stage.
         grow_vocabulary: With ``init``: prompt words its tokenizer lacks become new tokens with new
@@ -189,6 +193,7 @@ class TrainOptions:
     cycle_weight: float = 0.0
     cycle_locality: float = 1.0
     cycle_pick: str = "uniform"
+    cycle_locality_map: str = "everywhere"
     init: Path | None = None
     grow_vocabulary: bool = False
     stream: bool | None = None
@@ -314,6 +319,9 @@ class DiffusionLoss(torch.nn.Module):
             from the full prompt's prediction as little as possible (``cycle_locality`` * squared
             latent change). Uses no mask and no ground truth: only the generator, as on real data.
         cycle_locality: Weight of the minimality part of the counterfactual term.
+        cycle_locality_map: ``everywhere`` (the squared latent change, mean over the latent) or
+            ``outside-evidence`` (each cell weighted by one minus :func:`evidence_map` of the removed
+            finding: the change where G reads the finding is free).
     """
 
     def __init__(
@@ -328,6 +336,7 @@ class DiffusionLoss(torch.nn.Module):
         reader_loss: str = "kl",
         cycle_weight: float = 0.0,
         cycle_locality: float = 1.0,
+        cycle_locality_map: str = "everywhere",
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -338,6 +347,11 @@ class DiffusionLoss(torch.nn.Module):
             raise ValueError("DiffusionLoss: a reader needs the VAE that decodes the predicted latents.")
         if reader_loss not in READING_LOSSES:
             raise ValueError(f"reader_loss {reader_loss!r}: expected one of {', '.join(READING_LOSSES)}.")
+        if cycle_locality_map not in CYCLE_LOCALITY_MAPS:
+            raise ValueError(
+                f"cycle_locality_map {cycle_locality_map!r}: "
+                f"expected one of {', '.join(CYCLE_LOCALITY_MAPS)}."
+            )
         # Plain attributes, not submodules: the frozen VAE and generator stay out of the optimizer,
         # Accelerate's wrapping and the checkpoints.
         object.__setattr__(self, "vae", vae)
@@ -346,6 +360,7 @@ class DiffusionLoss(torch.nn.Module):
         self.reader_loss = reader_loss
         self.cycle_weight = cycle_weight
         self.cycle_locality = cycle_locality
+        self.cycle_locality_map = cycle_locality_map
 
     def forward(
         self,
@@ -382,7 +397,8 @@ class DiffusionLoss(torch.nn.Module):
         predicted = predicted_clean(self.noise_scheduler, noisy[rows], prediction[rows], timesteps[rows])
         with torch.no_grad():
             # G reads the clean images once, for both terms.
-            clean = self.reader(self._decode(latents[rows]))
+            images = self._decode(latents[rows])
+            clean = self.reader(images)
         if self.reader_weight:
             error = _reading_gap(self.reader(self._decode(predicted)), clean, self.reader_loss)
             loss = loss + self.reader_weight * error
@@ -395,7 +411,11 @@ class DiffusionLoss(torch.nn.Module):
                 edited = predicted_clean(self.noise_scheduler, noisy[cut], eps_edit, timesteps[cut])
                 error = _counterfactual_gap(self.reader(self._decode(edited)), clean[edit], removed[cut])
                 # Minimality against the full prompt's own prediction (detached: the edit moves, not it).
-                change = F.mse_loss(edited, predicted[edit].detach())
+                change = (edited - predicted[edit].detach()).pow(2)
+                if self.cycle_locality_map == "outside-evidence":
+                    evidence = evidence_map(self.reader, images[edit], removed[cut], edited.shape[-2:])
+                    change = change * (1.0 - evidence)
+                change = change.mean()
                 loss = loss + self.cycle_weight * (error + self.cycle_locality * change)
         return loss
 
@@ -460,6 +480,11 @@ PromptBuilder = Callable[[list[str]], str]
 """Findings -> the structured prompt (:func:`cvlm.prompts.build_prompt`; passed in, the layers stay apart)."""
 CYCLE_PICKS = ("uniform", "rare")
 """How the counterfactual term picks the finding to remove (``TrainOptions.cycle_pick``)."""
+CYCLE_LOCALITY_MAPS = ("everywhere", "outside-evidence")
+"""Where the counterfactual term's minimality counts the change (``TrainOptions.cycle_locality_map``)."""
+EVIDENCE_QUANTILE = 0.95
+""":func:`evidence_map` scales each map so that this quantile of its cells is 1 (and clips above): the
+cells where G's gradient is strongest all count as evidence, not only the single largest one."""
 
 
 class VaeLoss(torch.nn.Module):
@@ -593,6 +618,42 @@ def counterfactual_error(
     with torch.no_grad():
         logits = reader(images)
     return _counterfactual_gap(reader(edited), logits, removed)
+
+
+def evidence_map(
+    reader: Reader, images: torch.Tensor, columns: torch.Tensor, size: tuple[int, int] | torch.Size
+) -> torch.Tensor:
+    """Where the generator reads one finding per image: ``[B, 1, H, W]`` images -> ``[B, 1, h, w]`` in [0, 1].
+
+    The magnitude of the gradient of each row's finding logit (column ``columns[b]``) with respect to
+    the image, averaged over channels and onto the ``size`` grid (the latent's), smoothed over 3 x 3
+    cells, scaled so that its :data:`EVIDENCE_QUANTILE` quantile is 1, and clipped at 1. No mask and no
+    ground truth: what G itself is sensitive to for that finding (for the captioner and a rib break,
+    0.75-0.97 on the break's cells against 0.16-0.24 elsewhere, on six single-finding phantoms).
+
+    Args:
+        reader: Images -> finding logits ``(B, F)``, frozen (its parameters get no gradient).
+        images: The images, in the reader's convention (read without changing them).
+        columns: ``[B]`` long, the finding column per row.
+        size: ``(h, w)`` of the map.
+
+    Example (a reader whose one logit is the mean of pixel row 1 of 8: its evidence is that row's cells):
+        >>> x = torch.zeros(1, 1, 8, 8)
+        >>> def reader(im):
+        ...     return im[:, 0, 1].mean(-1, keepdim=True)
+        >>> m = evidence_map(reader, x, torch.tensor([0]), (4, 4))
+        >>> [round(v, 3) for v in m[0, 0, :, 0].tolist()]  # row 1 in the top cells, smoothed into the next
+        [1.0, 0.667, 0.0, 0.0]
+    """
+    x = images.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        logits = reader(x)
+        picked = logits.gather(1, columns.to(logits.device)[:, None].long()).sum()
+        (grad,) = torch.autograd.grad(picked, x)
+    strength = F.adaptive_avg_pool2d(grad.abs().mean(dim=1, keepdim=True), tuple(size))
+    strength = F.avg_pool2d(strength, 3, stride=1, padding=1, count_include_pad=False)
+    scale = torch.quantile(strength.flatten(1), EVIDENCE_QUANTILE, dim=1).clamp_min(1e-12)
+    return (strength / scale[:, None, None, None]).clamp(max=1.0)
 
 
 def _counterfactual_gap(seen: torch.Tensor, logits: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
@@ -881,6 +942,11 @@ class _DiffusionTask(_Task):
                 raise ValueError(
                     f"cycle_pick {options.cycle_pick!r}: expected one of {', '.join(CYCLE_PICKS)}."
                 )
+            if options.cycle_locality_map not in CYCLE_LOCALITY_MAPS:
+                raise ValueError(
+                    f"cycle_locality_map {options.cycle_locality_map!r}: expected one of "
+                    f"{', '.join(CYCLE_LOCALITY_MAPS)}."
+                )
             self.prompt_findings, self.columns = _prompt_findings(self.train_set, reader, build_prompt)
             named = Counter(f for row in self.prompt_findings for f in row)
             self.rarity = {f: 1.0 / n for f, n in named.items()}
@@ -896,6 +962,7 @@ class _DiffusionTask(_Task):
             reader_loss=options.reader_loss,
             cycle_weight=options.cycle_weight,
             cycle_locality=options.cycle_locality,
+            cycle_locality_map=options.cycle_locality_map,
         )
         self.latent_cache: torch.Tensor | None = None
 
@@ -1161,6 +1228,7 @@ def train(
             cycle_weight=options.cycle_weight,
             cycle_locality=options.cycle_locality,
             cycle_pick=options.cycle_pick,
+            cycle_locality_map=options.cycle_locality_map,
         )
     while state["step"] < options.steps:
         step = state["step"] + 1
