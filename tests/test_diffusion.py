@@ -352,6 +352,7 @@ def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
     assert set(KEYS) <= set(metrics)
     assert metrics["n_images"] == 6 and sum(metrics["n_edits"].values()) == 4  # 4 of the 6 have a finding
     assert set(metrics["edit_ratio"]) == {"Lung Lesion", "Fracture"}
+    assert "specificity_ceiling" not in metrics  # a prepared folder cannot redraw its images
     assert all(np.isfinite(v) and v > 0 for v in metrics["edit_ratio"].values()), metrics["edit_ratio"]
     assert 5 < metrics["vae_psnr"] < 60 and metrics["seconds_per_image"] > 0
     fid = metrics["fid"]
@@ -377,6 +378,28 @@ def test_validate_reports_every_key_on_a_tiny_model(world, tmp_path):
         validate(tmp_path / "m", world["data"], n=2, steps=2, fid_features="no-such-extractor")
     with pytest.raises(FileNotFoundError, match="neither a prepared folder"):
         validate(tmp_path / "m", tmp_path, n=2, steps=2)
+
+
+def test_validate_on_a_phantom_world_sets_the_perfect_removal_beside_the_specificity(tmp_path, capsys):
+    from cvlm.phantoms.world import write_world
+    from cvlm.validate import validate
+
+    world = write_world(tmp_path / "world", n=16, seed=3, size=64, workers=1)
+    metrics = validate(
+        "phantom-templater", world, n=16, steps=2, batch_size=16, fid_features=None, progress=False
+    )
+    spec, ceiling = metrics["specificity"], metrics["specificity_ceiling"]
+    assert spec and set(ceiling) == set(spec), (spec, ceiling)
+    # A perfect removal changes the finding's own pixels (and nothing else): its quotient is positive.
+    assert all(np.isfinite(v) and v > 0 for v in ceiling.values()), ceiling
+    out = tmp_path / "v.json"
+    argv = ["validate", "--model", "phantom-templater", "--data", str(world), "--n", "16", "--steps", "2"]
+    assert main([*argv, "--fid-features", "none", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "a perfect removal would score" in printed, printed
+    finding = next(iter(ceiling))
+    line = next(row for row in printed.splitlines() if row.strip().startswith(finding))
+    assert f"[{json.loads(out.read_text())['specificity_ceiling'][finding]:.2f}]" in line, printed
 
 
 def test_fid_scores_report_none_where_a_set_is_too_small():

@@ -745,11 +745,16 @@ def _run_validate(args: argparse.Namespace) -> int:
             "mask) and specificity (change in its own pixels when removed / when another finding is removed)"
         )
         spec, n_spec = metrics.get("specificity", {}), metrics.get("n_specificity", {})
+        ceiling = metrics.get("specificity_ceiling", {})
+        if ceiling:
+            print("  (in brackets: the specificity a perfect removal would score beside the same drift)")
         for finding, ratio in sorted(ratios.items(), key=lambda item: -item[1]):
             count = metrics["n_edits"][finding]
             control = (
                 f"{spec[finding]:6.2f} ({n_spec[finding]} images)" if finding in spec else "  n/a (alone)"
             )
+            if finding in ceiling:
+                control += f" [{ceiling[finding]:.2f}]"
             print(f"  {finding:<28} {ratio:6.2f}  ({count} edit{'' if count == 1 else 's'})  {control}")
     else:
         print("removal edits: none (no image has a finding with a true mask)")

@@ -14,6 +14,9 @@ it measures, on ``n`` images (test split first, then validate, then train):
   findings' masks) when f is removed, over the mean change there when *another* finding of the same image
   is removed: the null control of the edit ratio (an edit that changes everything scores about 1). Only
   images with at least two masked findings count (``n_specificity`` per finding);
+* ``specificity_ceiling`` (phantom worlds): the same quotient with the change a *perfect* removal makes in
+  f's own pixels (the phantom drawn without f, :func:`cvlm.phantoms.world.perfect_edit`) in the numerator:
+  what an editor that removed f exactly would score beside the drift this model's other edits cause there;
 * ``seconds_per_image`` of the reconstruction round trip;
 * ``fid`` (unless ``fid_features=None``): an FID-like score, the Fréchet distance
   (:func:`cvlm.metrics.frechet_distance`) between features of the real images and those of
@@ -42,28 +45,33 @@ from tqdm.auto import tqdm
 
 from cvlm.bundled import resolve_model
 from cvlm.counterfactual import sample_rows
-from cvlm.data import load_dataset, read_mask
+from cvlm.data import Record, load_dataset, read_mask
 from cvlm.diffusion.components import load_components
 from cvlm.diffusion.dataset import MANIFEST, load_images, read_manifest
 from cvlm.diffusion.reconstruction import reconstruct
 from cvlm.generators import image_features, load_generator
 from cvlm.metrics import frechet_distance
+from cvlm.phantoms.world import perfect_edit
 from cvlm.prompts import build_prompt, remove_finding
 from cvlm.safeio import atomic_write_text
-from cvlm.xray import from_tensor, readable, resize
+from cvlm.xray import from_tensor, read_xray, readable, resize
 
 KEYS = ("vae_psnr", "reconstruction_psnr", "reconstruction_ssim", "edit_ratio", "seconds_per_image")
 
 
 @dataclass
 class ValidationCase:
-    """One image to validate on: its path, true (or labelled) findings, prompt and finding masks."""
+    """One image to validate on: its path, true (or labelled) findings, prompt and finding masks.
+
+    ``record`` is the phantom world's record (it can redraw the image without a finding), else ``None``.
+    """
 
     id: str
     image: str
     findings: list[str]
     prompt: str
     masks: dict[str, str] = field(default_factory=dict)
+    record: Record | None = None
 
 
 def _test_first(rows: list, split_of) -> list:
@@ -100,6 +108,7 @@ def load_cases(data: str | Path, n: int) -> list[ValidationCase]:
                 findings=list(r.true_findings),
                 prompt=build_prompt(list(r.true_findings)),
                 masks={k: str(v) for k, v in r.masks.items()},
+                record=r if r.case_seed is not None else None,
             )
             for r in records
         ]
@@ -191,6 +200,7 @@ def validate(
             outside.setdefault(finding, []).append(float(change[~mask].mean()))
     ratio = {f: float(np.mean(inside[f]) / max(np.mean(outside[f]), 1e-12)) for f in inside}
     specificity, n_specific = edit_specificity(edits, changes, masks)
+    perfect = perfect_removals(cases, edits, result.reconstructions.shape[-2:])
     metrics = {
         "vae_psnr": result.vae_psnr,
         "reconstruction_psnr": result.reconstruction_psnr,
@@ -201,6 +211,7 @@ def validate(
         "n_edits": {f: len(v) for f, v in inside.items()},
         "specificity": specificity,
         "n_specificity": n_specific,
+        **({"specificity_ceiling": edit_specificity(edits, changes, masks, perfect)[0]} if perfect else {}),
         "steps": steps,
         "guidance": guidance,
         "fixed_point": fixed_point,
@@ -225,10 +236,31 @@ def validate(
     return metrics
 
 
+def perfect_removals(
+    cases: list[ValidationCase], edits: list[tuple[int, str]], shape: tuple[int, ...]
+) -> dict[tuple[int, str], np.ndarray]:
+    """Each removal's perfect change ``|with f - without f|``, ``(H, W)`` at ``shape``; ``{}`` off phantoms.
+
+    The phantom drawn again without the finding (:func:`cvlm.phantoms.world.perfect_edit`) changes
+    exactly the finding's pixels: the numerator :func:`edit_specificity` takes for its ceiling.
+    """
+    if not edits or any(cases[i].record is None for i, _ in edits):
+        return {}
+    sides = {i: read_xray(cases[i].image).shape[0] for i, _ in edits}  # the world's image side
+    removals = {}
+    for i, finding in edits:
+        difference = perfect_edit(cases[i].record, finding, sides[i]).difference
+        removals[(i, finding)] = (
+            difference if difference.shape == tuple(shape) else resize(difference, shape[-1])
+        )
+    return removals
+
+
 def edit_specificity(
     edits: list[tuple[int, str]],
     changes: dict[tuple[int, str], np.ndarray],
     masks: dict[tuple[int, str], np.ndarray],
+    own_removal: dict[tuple[int, str], np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Change in a finding's own pixels when it is removed, over the change there when another is removed.
 
@@ -236,6 +268,8 @@ def edit_specificity(
         edits: ``(image index, finding)`` of every removal.
         changes: ``|edited - reconstruction|`` ``(H, W)`` per removal.
         masks: The true mask ``(H, W)`` bool per (image, finding).
+        own_removal: The numerator's change maps per removal instead of ``changes`` (the perfect removals
+            of :func:`perfect_removals`: the ceiling beside the same drift); ``None``: ``changes``.
 
     Returns:
         ``({finding: ratio}, {finding: number of images})``, over images with two or more removals.
@@ -245,6 +279,9 @@ def edit_specificity(
         >>> c = {(0, "A"): np.eye(2) * 4.0 + 1.0, (0, "B"): np.ones((2, 2))}
         >>> edit_specificity([(0, "A"), (0, "B")], c, m)
         ({'A': 5.0, 'B': 1.0}, {'A': 1, 'B': 1})
+        >>> perfect = {(0, "A"): np.eye(2) * 8.0, (0, "B"): np.zeros((2, 2))}
+        >>> edit_specificity([(0, "A"), (0, "B")], c, m, perfect)[0]  # the ceiling beside the same drift
+        {'A': 8.0, 'B': 0.0}
     """
     own_change: dict[str, list[float]] = {}
     other_change: dict[str, list[float]] = {}
@@ -257,7 +294,8 @@ def edit_specificity(
             own &= ~masks[(i, g)]
         if not own.any():
             continue
-        own_change.setdefault(finding, []).append(float(changes[(i, finding)][own].mean()))
+        removal = (changes if own_removal is None else own_removal)[(i, finding)]
+        own_change.setdefault(finding, []).append(float(removal[own].mean()))
         other_change.setdefault(finding, []).append(
             float(np.mean([changes[(i, g)][own].mean() for g in others]))
         )
