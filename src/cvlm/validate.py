@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,13 +243,16 @@ def perfect_removals(
     """Each removal's perfect change ``|with f - without f|``, ``(H, W)`` at ``shape``; ``{}`` off phantoms.
 
     The phantom drawn again without the finding (:func:`cvlm.phantoms.world.perfect_edit`) changes
-    exactly the finding's pixels: the numerator :func:`edit_specificity` takes for its ceiling.
+    exactly the finding's pixels: the numerator :func:`edit_specificity` takes for its ceiling. Only
+    images with two or more removals are drawn (the others do not enter the specificity).
     """
     if not edits or any(cases[i].record is None for i, _ in edits):
         return {}
-    sides = {i: read_xray(cases[i].image).shape[0] for i, _ in edits}  # the world's image side
+    per_image = Counter(i for i, _ in edits)
+    scored = [(i, finding) for i, finding in edits if per_image[i] > 1]
+    sides = {i: read_xray(cases[i].image).shape[0] for i, _ in scored}  # the world's image side
     removals = {}
-    for i, finding in edits:
+    for i, finding in scored:
         difference = perfect_edit(cases[i].record, finding, sides[i]).difference
         removals[(i, finding)] = (
             difference if difference.shape == tuple(shape) else resize(difference, shape[-1])
