@@ -49,9 +49,12 @@ def test_explain_and_evaluate_read_the_same_edit_options():
         assert options.spare == ("core",) and options.prompts == "raw", options
         assert options.fixed_point == 2 and options.lever == "late", options
         defaults = _explain_options(parser.parse_args(argv))
-        assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == ("keep", "core", "weaker"), (
-            defaults
-        )
+        assert defaults.schedule == (1.0, 2.0, 3.5, 5.0) and defaults.spare == (
+            "keep",
+            "core",
+            "weaker",
+            "hold",
+        ), defaults
         assert defaults.fixed_point == 0 and defaults.lever == "guidance", defaults
         assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()
 

@@ -13,6 +13,7 @@ from cvlm.counterfactual import (
     LATE_GUIDANCE_BELOW,
     LEVERS,
     EditRequest,
+    GeneratorGuidance,
     check_finding_names,
     counterfactuals,
     plan_edits,
@@ -23,7 +24,7 @@ from cvlm.cyclic import close_cycle, judge
 from cvlm.data import load_dataset
 from cvlm.diffusion.reconstruction import invert
 from cvlm.explain import INDEX, Explainer, ExplainOptions, explain_files, folder_name
-from cvlm.generators import ReportGenerator
+from cvlm.generators import ReportGenerator, reader
 from cvlm.outputs import Explanation
 from cvlm.phantoms.world import write_world
 from cvlm.xray import read_xray, to_tensor
@@ -148,16 +149,60 @@ def test_strength_one_is_the_plain_edit_for_every_lever(world, explainer):
     inversion = invert(c, pixels, ["The lung with abnormalities cardiomegaly"], STEPS)
     prompts, sources = ["The lung with no abnormalities"], ["The lung with abnormalities cardiomegaly"]
     plain = sample_rows(c, inversion.noise, prompts, None, STEPS)
-    assert set(LEVERS) == {"guidance", "late", "embedding"}
+    assert set(LEVERS) == {"guidance", "late", "embedding", "generator"}
+    image = read_xray(record.image_path)
+    request = EditRequest("Cardiomegaly", "remove", ("Cardiomegaly",), ())
+    g = explainer.generator
+    guide = GeneratorGuidance.for_requests(c, reader(g), g.findings, image, [request])
     for lever in LEVERS:
-        same = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=1.0, lever=lever)
+        same = sample_rows(c, inversion.noise, prompts, sources, STEPS, 1.0, lever, guide=guide)
         np.testing.assert_allclose(same, plain, atol=1e-5, err_msg=lever)
-        stronger = sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=3.0, lever=lever)
+        stronger = sample_rows(
+            c, inversion.noise, prompts, sources, STEPS, strength=3.0, lever=lever, guide=guide
+        )
         # A stronger edit moves further from the reconstruction with the source prompt.
         recon = sample_rows(c, inversion.noise, sources, None, STEPS)
         assert np.abs(stronger - recon).mean() > np.abs(plain - recon).mean(), lever
     with pytest.raises(ValueError, match="Unknown strength lever"):
         sample_rows(c, inversion.noise, prompts, sources, STEPS, lever="magic")
+    with pytest.raises(ValueError, match="GeneratorGuidance"):
+        sample_rows(c, inversion.noise, prompts, sources, STEPS, strength=3.0, lever="generator")
+
+
+def test_the_generator_lever_steers_towards_what_g_should_read(world, explainer):
+    """Removal: G's logit of each removed finding falls further than with the plain edit."""
+    c, g = explainer.components, explainer.generator
+    read = reader(g)
+    images = [read_xray(r.image_path) for r in load_dataset(world)]
+    logits = read(to_tensor(np.stack(images), "minus_one_one")).detach()
+    k = int((logits > 0).sum(1).argmax())  # the image where G reads the most findings
+    image, source = images[k], tuple(f for f, v in zip(g.findings, logits[k], strict=True) if v > 0)
+    assert source, f"G reads no finding in any image: {logits}"
+    requests = [EditRequest(f, "remove", source, tuple(x for x in source if x != f)) for f in source]
+    # Steered on every step of a short schedule, so a few steps suffice to see it.
+    guide = GeneratorGuidance.for_requests(c, read, g.findings, image, requests, below=1000.0)
+    inversion = invert(c, to_tensor(image[None], "minus_one_one"), [requests[0].source_prompt], STEPS)
+    noise = inversion.noise.expand(len(requests), -1, -1, -1)
+    prompts, sources = [r.prompt for r in requests], [r.source_prompt for r in requests]
+    columns = [g.findings.index(f) for f in source]
+    own = {}
+    for strength in (1.0, 4.0):
+        rows = sample_rows(c, noise, prompts, sources, STEPS, strength, "generator", guide=guide)
+        own[strength] = read(to_tensor(rows, "minus_one_one")).detach()[range(len(source)), columns]
+    assert bool((own[4.0] < own[1.0] - 0.5).all()), (
+        f"{source}: own logits plain {own[1.0]}, steered {own[4.0]}"
+    )
+    # hold: the guidance lever's edit, steered as well; without a guide it is refused.
+    guided = sample_rows(c, noise, prompts, sources, STEPS, 2.0, "guidance")
+    held = sample_rows(c, noise, prompts, sources, STEPS, 2.0, "guidance", guide=guide, hold=3.0)
+    assert np.abs(held - guided).mean() > 1e-3, np.abs(held - guided).mean()
+    with pytest.raises(ValueError, match="GeneratorGuidance"):
+        sample_rows(c, noise, prompts, sources, STEPS, 2.0, "guidance", hold=3.0)
+    # The reconstruction row (None) is left alone; select keeps the per-row columns.
+    picked = guide.select([None, 0])
+    assert picked.columns.tolist() == [-1, columns[0]] and picked.adjust(slice(0, 1), 4.0) is None
+    with pytest.raises(ValueError, match="does not read"):
+        GeneratorGuidance.for_requests(c, read, ("Edema",), image, requests)
 
 
 def test_the_late_lever_guides_only_the_nearly_clean_steps(world, explainer):
@@ -379,7 +424,9 @@ class _CollateralOnFirstReading(ReportGenerator):
         return reports
 
 
-@pytest.mark.parametrize("spare", [("keep", "core"), ("weaker",), ("stronger",), ("wider",), ("late",), ()])
+@pytest.mark.parametrize(
+    "spare", [("keep", "core"), ("weaker",), ("stronger",), ("wider",), ("late",), ("hold",), ()]
+)
 def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer, spare):
     record = next(r for r in load_dataset(world) if r.true_findings)
     generator = _CollateralOnFirstReading(explainer.generator)
@@ -387,7 +434,9 @@ def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer,
     # The late variant re-samples a guided edit (strength above 1): the edits start at 2 for it.
     schedule = (2.0,) if spare == ("late",) else None
     options = ExplainOptions(steps=STEPS, spare=spare, adaptive=False, schedule=schedule)
-    spared = Explainer(generator, explainer.components, "phantom-captioner", options=options)(
+    # The wrapper has no finding logits of its own: the hold variant steers by the inner captioner's.
+    read = reader(explainer.generator)
+    spared = Explainer(generator, explainer.components, "phantom-captioner", options=options, reader=read)(
         record.image_path
     )
     assert spared.edits, spared.report
@@ -404,6 +453,11 @@ def test_an_edit_with_collateral_is_retried_with_smaller_masks(world, explainer,
             assert [a["variant"] for a in variants] == ([spare[0]] if first["success"] else []), edit.attempts
             assert all(a["strength"] == retry for a in variants), edit.attempts
             assert edit.strength == (retry if edit.variant else 1.0), (edit.strength, edit.attempts)
+        elif spare == ("hold",):
+            # Every edit that closed is retried once at its own strength, steered by G's reading.
+            first = edit.attempts[0]
+            assert [a["variant"] for a in variants] == (["hold"] if first["success"] else []), edit.attempts
+            assert all(a["strength"] == 1.0 for a in variants), edit.attempts
         elif spare == ("late",):
             # Every edit that closed is retried once at its own strength, guided on the late steps only.
             first = edit.attempts[0]

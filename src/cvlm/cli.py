@@ -823,13 +823,14 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--spare",
-        default="keep,core,weaker",
+        default="keep,core,weaker,hold",
         help="variants tried, in order, for an edit that also changed another finding: keep (leave the "
         "other findings' regions alone), core (the mask's strongest half), weaker (the own mask at a "
-        "strength halfway down to the schedule's previous one); also wider (the mask grown by one latent "
-        "pixel), stronger (the schedule's next strength) and late (a guided edit again at its strength, "
-        "guided on the nearly clean steps only), measured but not default; none: keep the first edit that "
-        "closes (default: keep,core,weaker)",
+        "strength halfway down to the schedule's previous one), hold (the edit steered to keep G's "
+        "reading of the other findings; left out for a generator without finding logits); also wider "
+        "(the mask grown by one latent pixel), stronger (the schedule's next strength) and late (a guided "
+        "edit again at its strength, guided on the nearly clean steps only), measured but not default; "
+        "none: keep the first edit that closes (default: keep,core,weaker,hold)",
     )
     p.add_argument(
         "--schedule",
@@ -893,9 +894,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lever",
         default="guidance",
-        choices=["guidance", "late", "embedding"],
+        choices=["guidance", "late", "embedding", "generator"],
         help="edit-strength lever that adaptive strength escalates: guidance (every step), late (guidance on "
-        "the nearly clean steps only), embedding (default: guidance)",
+        "the nearly clean steps only), embedding, generator (steered by G's own finding logits) "
+        "(default: guidance)",
     )
     p.add_argument("--no-adaptive", action="store_true", help="one strength only (the paper's plain edit)")
     p.add_argument(
@@ -960,7 +962,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=100, help="images, test split first (default: 100)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default: 50)")
     p.add_argument(
-        "--lever", default="guidance", choices=["guidance", "late", "embedding"], help="default: guidance"
+        "--lever",
+        default="guidance",
+        choices=["guidance", "late", "embedding", "generator"],
+        help="default: guidance",
     )
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
     p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")

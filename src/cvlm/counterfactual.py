@@ -32,22 +32,23 @@ and keeps the weakest that closes it (adaptive strength). Which lever is the def
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cvlm.diffusion.components import DiffusionComponents
-from cvlm.diffusion.inversion import unet_predictor
+from cvlm.diffusion.inversion import NoiseAdjust, unet_predictor
 from cvlm.diffusion.reconstruction import Inversion, decode_latents, embed, invert, sample
 from cvlm.findings import DEFAULT_VOCABULARY, NO_FINDING, FindingVocabulary
 from cvlm.frames import extract_frames
 from cvlm.prompts import add_finding, build_prompt, remove_finding
 from cvlm.xray import from_tensor, resize, to_tensor
 
-LEVERS = ("guidance", "late", "embedding")
+LEVERS = ("guidance", "late", "embedding", "generator")
 LOCALITIES = ("none", "mask")
 BACKGROUNDS = ("inversion", "reconstruction")
 DEFAULT_BACKGROUND = "reconstruction"
@@ -59,6 +60,7 @@ DEFAULT_SCHEDULE: dict[str, tuple[float, ...]] = {
     "guidance": (1.0, 2.0, 3.5, 5.0),
     "late": (1.0, 3.0, 5.0, 8.0),
     "embedding": (1.0, 2.0, 3.0, 4.0),
+    "generator": (1.0, 2.0, 4.0, 8.0),
 }
 """Strengths tried in order by adaptive strength; the first is the paper's plain edit."""
 
@@ -162,6 +164,8 @@ def sample_rows(
     batch_size: int = 16,
     blend: Blend | BlendWithFirstRow | None = None,
     record: list[torch.Tensor] | None = None,
+    guide: GeneratorGuidance | None = None,
+    hold: float = 0.0,
 ) -> np.ndarray:
     """Sample one image per row of z_T with its own prompt, ``batch_size`` rows per UNet batch.
 
@@ -173,20 +177,23 @@ def sample_rows(
             with the ``guidance`` lever means the empty prompt (classic classifier-free guidance).
         steps: DDIM steps T (the inversion's).
         strength: 1 = the plain edit; see the module docstring.
-        lever: ``"guidance"``, ``"late"`` (below strength 1: as ``"guidance"``, a weaker edit at every
-            step) or ``"embedding"``.
+        lever: ``"guidance"``, ``"late"`` or ``"generator"`` (below strength 1 both as ``"guidance"``, a
+            weaker edit at every step) or ``"embedding"``.
         batch_size: Rows per UNet batch.
         blend: Keep each row's latents equal to the reconstruction's trajectory outside its edit mask
             (see :class:`Blend`); None: edit everywhere.
         record: A list that receives the latents after every step (of a single-row call): the
             reconstruction's trajectory for :class:`Blend`.
+        guide: The rows' :class:`GeneratorGuidance` (the ``generator`` lever above strength 1, ``hold``).
+        hold: Also steer by G's reading, ``hold`` generator-lever strength more than the edit's own (the
+            ``hold`` spare variant); 0: only the generator lever steers.
 
     Returns:
         ``(N, H, W)`` float32 in [0, 1].
 
     Raises:
-        ValueError: For an unknown lever, a strength below 1 with the embedding lever, or mismatched
-            lengths.
+        ValueError: For an unknown lever, a strength below 1 with the embedding lever, the generator
+            lever above strength 1 without a guide, or mismatched lengths.
     """
     if lever not in LEVERS:
         raise ValueError(f"Unknown strength lever {lever!r}; choose one of {', '.join(LEVERS)}.")
@@ -196,11 +203,16 @@ def sample_rows(
         )
     if lever == "embedding" and source_prompts is None and strength != 1.0:
         raise ValueError("The embedding lever needs the source prompts.")
+    steered = lever == "generator" and strength > 1.0
+    steer = (strength if steered else 1.0) + hold
+    if steer > 1.0 and (guide is None or len(guide.columns) != noise.shape[0]):
+        raise ValueError("Steering by G's reading needs one GeneratorGuidance row per row of z_T.")
     out = []
     for start in range(0, noise.shape[0], batch_size):
         rows = slice(start, start + batch_size)
         chunk, chunk_prompts = noise[rows], list(prompts[rows])
         chunk_sources = list(source_prompts[rows]) if source_prompts is not None else None
+        adjust = guide.adjust(rows, steer) if guide is not None and steer > 1.0 else None
         callback = None
         if blend is not None:
             callback = blend.callback(rows)
@@ -209,7 +221,11 @@ def sample_rows(
         if lever == "embedding" and strength != 1.0:
             source, edited = embed(components, chunk_sources), embed(components, chunk_prompts)
             text = source + strength * (edited - source)
-            images = sample(components, chunk, chunk_prompts, steps, text=text, callback=callback)
+            images = sample(
+                components, chunk, chunk_prompts, steps, text=text, callback=callback, adjust=adjust
+            )
+        elif steered:
+            images = sample(components, chunk, chunk_prompts, steps, callback=callback, adjust=adjust)
         else:
             late = lever == "late" and strength > 1.0
             images = sample(
@@ -221,9 +237,133 @@ def sample_rows(
                 chunk_sources,
                 callback=callback,
                 guidance_below=LATE_GUIDANCE_BELOW if late else None,
+                adjust=adjust,
             )
         out.append(from_tensor(images.cpu()).reshape(len(chunk_prompts), *images.shape[-2:]))
     return np.concatenate(out).astype(np.float32)
+
+
+GENERATOR_STEP = 0.05
+"""RMS (in scaled latent units) by which the ``generator`` lever moves a step's clean estimate per unit of
+strength above 1."""
+GENERATOR_GUIDANCE_BELOW = 500
+"""The ``generator`` lever steers the DDIM steps at timesteps below this (of 1,000; 25 of T = 50 steps)."""
+
+Reader = Callable[[torch.Tensor], torch.Tensor]
+"""Images ``(B, 1, H, W)`` in [-1, 1] -> finding logits ``(B, F)``, differentiable in the images
+(:func:`cvlm.generators.features.reader`)."""
+
+
+@dataclass
+class GeneratorGuidance:
+    """The ``generator`` lever: steer each edit with the generator's own reading (beyond the paper).
+
+    On every DDIM step below :data:`GENERATOR_GUIDANCE_BELOW` the step's clean estimate
+    x0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t) is decoded and read by G; x0 moves down the gradient of
+    the Bernoulli KL divergence between what G should read after the edit (its reading of the input,
+    with the edited finding's probability set to 0 for a removal, 1 for an addition) and what it reads,
+    by ``(strength - 1) * step`` in RMS, and eps is recomputed from the moved x0 (as in universal
+    guidance, Bansal et al., 2023; DiME, Jeanneret et al., ACCV 2022, steer with a classifier the same
+    way). The text condition still does the editing; the guidance pushes the finding's sign where G
+    reads it and holds the other findings where G reads them. It needs G's finding logits (the bundled
+    phantom generators and folders trained by cvlm have them).
+
+    Attributes:
+        components: The tailored model (its VAE decodes the clean estimates; its schedule gives a_t).
+        reader: G's finding logits.
+        columns: ``[N]`` long, each row's edited finding's column of the reader (-1: not steered, e.g. a
+            reconstruction row).
+        targets: ``[N]`` float, 0 for a removal, 1 for an addition.
+        source: ``[1 or N, F]`` G's logits on the input image(s) (what the other findings must stay at).
+        step: RMS latent step per unit of strength above 1 (:data:`GENERATOR_STEP`).
+        below: Steer the steps at timesteps below this.
+    """
+
+    components: DiffusionComponents
+    reader: Reader
+    columns: torch.Tensor
+    targets: torch.Tensor
+    source: torch.Tensor
+    step: float = GENERATOR_STEP
+    below: float = GENERATOR_GUIDANCE_BELOW
+
+    @classmethod
+    def for_requests(
+        cls,
+        components: DiffusionComponents,
+        reader: Reader,
+        findings: Sequence[str],
+        image: np.ndarray,
+        requests: Sequence[EditRequest | None],
+        **kwargs: float,
+    ) -> GeneratorGuidance:
+        """The guidance of one image's rows.
+
+        Args:
+            components: The tailored model.
+            reader: G's finding logits.
+            findings: The names of the reader's columns.
+            image: ``(H, W)`` in [0, 1] at the model's size: the input, as G must keep reading it.
+            requests: One per row; None for a row that is not steered (the reconstruction).
+            **kwargs: ``step``, ``below``.
+
+        Raises:
+            ValueError: If G has no column for an edited finding.
+        """
+        unknown = sorted({r.finding for r in requests if r is not None} - set(findings))
+        if unknown:
+            raise ValueError(
+                f"The generator lever needs G's reading of {', '.join(unknown)}, which it does not read "
+                f"(it reads {', '.join(findings)})."
+            )
+        columns = torch.tensor(
+            [-1 if r is None else list(findings).index(r.finding) for r in requests], dtype=torch.long
+        )
+        targets = torch.tensor([float(r is not None and r.kind == "add") for r in requests])
+        device = next(components.unet.parameters()).device
+        pixels = torch.from_numpy(np.asarray(image, np.float32))[None, None].to(device) * 2.0 - 1.0
+        with torch.no_grad():
+            source = reader(pixels).float()
+        return cls(components, reader, columns.to(device), targets.to(device), source, **kwargs)
+
+    def select(self, rows: Sequence[int | None]) -> GeneratorGuidance:
+        """The guidance of a new batch whose row i is this one's row ``rows[i]`` (None: not steered)."""
+        picked = torch.tensor([-1 if r is None else r for r in rows], device=self.columns.device)
+        keep = picked >= 0
+        columns = torch.where(keep, self.columns[picked.clamp_min(0)], torch.full_like(picked, -1))
+        source = self.source if self.source.shape[0] == 1 else self.source[picked.clamp_min(0)]
+        return replace(self, columns=columns, targets=self.targets[picked.clamp_min(0)], source=source)
+
+    def adjust(self, rows: slice, strength: float) -> NoiseAdjust | None:
+        """The :data:`~cvlm.diffusion.inversion.NoiseAdjust` of the rows ``rows`` at ``strength``."""
+        scale = (strength - 1.0) * self.step
+        columns, targets = self.columns[rows], self.targets[rows]
+        source = self.source if self.source.shape[0] == 1 else self.source[rows]
+        steered = columns >= 0
+        if scale <= 0 or not bool(steered.any()):
+            return None
+        alphas = self.components.scheduler.alphas_cumprod
+        vae = self.components.vae
+
+        def steer(t: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+            if float(t) >= self.below:
+                return eps
+            a = alphas[int(t)].to(z.device, torch.float32)
+            with torch.enable_grad():
+                x0 = ((z - (1 - a).sqrt() * eps) / a.sqrt()).detach().requires_grad_(True)
+                images = vae.decode(x0 / vae.config.scaling_factor).sample.float().mean(dim=1, keepdim=True)
+                seen = self.reader(images)
+                target = torch.sigmoid(source).expand_as(seen).clone()
+                index = torch.arange(len(columns), device=z.device)[steered]
+                target[index, columns[steered]] = targets[steered]
+                kl = F.binary_cross_entropy_with_logits(seen, target, reduction="none").sum(dim=1)
+                (grad,) = torch.autograd.grad((kl * steered).sum(), x0)
+            # A fixed RMS step per row: the gradient's size says little (a saturated logit has none).
+            rms = grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+            moved = x0.detach() - scale * steered.view(-1, 1, 1, 1) * grad / rms
+            return (z - a.sqrt() * moved) / (1 - a).sqrt()
+
+        return steer
 
 
 def _recorder(trajectory: list[torch.Tensor]):
@@ -398,11 +538,15 @@ def wider_masks(masks: torch.Tensor, responses: torch.Tensor | None = None, pixe
 
 SMALLER_MASKS = {"keep": keep_others, "core": core_masks, "wider": wider_masks}
 """The other masks tried, by name, for an edit that changed another finding too (``--spare``)."""
-SPARE_VARIANTS = (*SMALLER_MASKS, "weaker", "stronger", "late")
+SPARE_VARIANTS = (*SMALLER_MASKS, "weaker", "stronger", "late", "hold")
 """The ``--spare`` variants: the smaller masks, then ``weaker``: the edit's own mask at a strength halfway
 down to the schedule's previous strength (from the first strength: half of it, a partial edit); ``stronger``:
 the schedule's next strength; ``late``: a guided edit (strength above 1) again at its strength with the
-``late`` lever, guided on the nearly clean steps only."""
+``late`` lever, guided on the nearly clean steps only; ``hold``: the edit again at its strength, steered by
+G's reading (:class:`GeneratorGuidance` at strength 1 + :data:`HOLD_STRENGTH`): the other findings held where
+G reads them."""
+HOLD_STRENGTH = 1.0
+"""The ``hold`` spare variant's steering, as generator-lever strength above 1."""
 
 
 def weaker_strength(strength: float, schedule: Sequence[float]) -> float:
@@ -450,6 +594,7 @@ class Counterfactuals:
         reference: ``(H, W)``, what the edits are compared with (difference maps, the cycle's baseline):
             the decoded z_0 of the input with the inversion background, else the reconstruction.
         background: ``"inversion"`` or ``"reconstruction"`` (what a masked edit keeps outside its mask).
+        guide: The edits' :class:`GeneratorGuidance`, one row per request (the ``generator`` lever).
     """
 
     image: np.ndarray
@@ -466,6 +611,7 @@ class Counterfactuals:
     responses: torch.Tensor | None = None
     reference: np.ndarray | None = None
     background: str = "reconstruction"
+    guide: GeneratorGuidance | None = None
 
 
 def model_input(components: DiffusionComponents, image: np.ndarray) -> np.ndarray:
@@ -537,6 +683,7 @@ def counterfactuals(
     locality: str = "none",
     background: str = DEFAULT_BACKGROUND,
     source_text: str | None = None,
+    reader: Reader | None = None,
 ) -> Counterfactuals:
     """Invert once, then sample the reconstruction and every edit of the image from the same z_T.
 
@@ -559,12 +706,14 @@ def counterfactuals(
             reconstruction's trajectory, sampled first).
         source_text: The image's own prompt when there are no requests and the model reads report text
             (with requests, theirs is used).
+        reader: G's finding logits with their names in ``reader.findings``
+            (:func:`cvlm.generators.features.reader`), for the ``generator`` lever.
 
     Returns:
         :class:`Counterfactuals`.
 
     Raises:
-        ValueError: If the requests do not share one source.
+        ValueError: If the requests do not share one source, or the generator lever has no reader.
     """
     sources = {(r.source, r.source_prompt) for r in requests}
     if len(sources) > 1:
@@ -574,6 +723,13 @@ def counterfactuals(
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
     source, source_prompt = next(iter(sources)) if sources else ((), source_text or build_prompt(()))
+    guide = None
+    if lever == "generator" and reader is None:
+        raise ValueError("The generator lever needs the generator's reader (cvlm.generators.reader).")
+    if reader is not None:
+        guide = GeneratorGuidance.for_requests(
+            components, reader, reader.findings, model_input(components, image), requests
+        )
     masks = pixel_masks = responses = None
     inverted: list[torch.Tensor] = []
     if locality == "mask":
@@ -606,6 +762,7 @@ def counterfactuals(
             lever,
             batch_size=len(requests) + 1 if batched else 1,
             blend=blend,
+            guide=guide.select([None, *range(len(requests))]) if guide is not None else None,
         )
         reconstruction, edited = rows[0], rows[1:]
         reference = (
@@ -631,6 +788,7 @@ def counterfactuals(
                 lever,
                 batch_size=len(requests) if batched else 1,
                 blend=Blend(masks, trajectory) if masks is not None else None,
+                guide=guide,
             )
         reference = reconstruction
     return Counterfactuals(
@@ -648,6 +806,7 @@ def counterfactuals(
         responses=responses,
         reference=np.asarray(reference, np.float32),
         background=background,
+        guide=guide,
     )
 
 
@@ -656,6 +815,9 @@ __all__ = [
     "DEFAULT_BACKGROUND",
     "DEFAULT_LEVER",
     "DEFAULT_SCHEDULE",
+    "GENERATOR_GUIDANCE_BELOW",
+    "GENERATOR_STEP",
+    "HOLD_STRENGTH",
     "LATE_GUIDANCE_BELOW",
     "LEVERS",
     "LOCALITIES",
@@ -665,6 +827,8 @@ __all__ = [
     "BlendWithFirstRow",
     "Counterfactuals",
     "EditRequest",
+    "GeneratorGuidance",
+    "Reader",
     "check_finding_names",
     "core_masks",
     "counterfactuals",

@@ -42,6 +42,7 @@ from cvlm.counterfactual import (
     BACKGROUNDS,
     DEFAULT_LEVER,
     DEFAULT_SCHEDULE,
+    HOLD_STRENGTH,
     LEVERS,
     LOCALITIES,
     SMALLER_MASKS,
@@ -61,7 +62,8 @@ from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
 from cvlm.environment import versions
 from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
-from cvlm.generators import ReportGenerator, load_generator
+from cvlm.generators import GeneratorError, ReportGenerator, load_generator, reader
+from cvlm.generators.features import FindingReader
 from cvlm.generators.files import collect_images
 from cvlm.labeler import Labeler, load_labeler
 from cvlm.metrics import psnr
@@ -102,7 +104,8 @@ class ExplainOptions:
             :func:`cvlm.readout.edit_report`).
         spare: Variants tried, in order, for an edit that closed its cycle with collateral (another
             finding changed too); the first that closes it without collateral replaces it
-            (:data:`cvlm.counterfactual.SPARE_VARIANTS`; empty: keep the first edit that closes).
+            (:data:`cvlm.counterfactual.SPARE_VARIANTS`; empty: keep the first edit that closes). ``hold``
+            needs G's finding logits; for a generator without them it is left out, with a warning.
         batched: Sample all edits of an image in one UNet batch (False: one at a time, less memory).
         fixed_point: Fixed-point iterations per inversion step (0 = plain DDIM inversion).
         seed: Seeds torch before each image (the DDIM path itself is deterministic).
@@ -121,7 +124,7 @@ class ExplainOptions:
     rank: str = "area"
     locality: str = "mask"
     background: str = "reconstruction"
-    spare: Sequence[str] = ("keep", "core", "weaker")
+    spare: Sequence[str] = ("keep", "core", "weaker", "hold")
     prompts: str = "structured"
     batched: bool = True
     fixed_point: int = 0
@@ -240,6 +243,8 @@ class Explainer:
         labeler: The labeler that reads reports (default: the rule-based one).
         options: :class:`ExplainOptions`.
         trust: The model's trust calibration (:func:`calibrate_trust`), if it has one.
+        reader: G's finding logits (:func:`cvlm.generators.reader`), for the ``generator`` lever and the
+            ``hold`` variant; None: built from ``generator`` where the options need it.
     """
 
     generator: ReportGenerator
@@ -248,6 +253,22 @@ class Explainer:
     labeler: Labeler = field(default_factory=lambda: load_labeler("rules"))
     options: ExplainOptions = field(default_factory=ExplainOptions)
     trust: dict[str, Any] | None = None
+    reader: FindingReader | None = None
+
+    def __post_init__(self) -> None:
+        # The generator lever and the hold variant steer by G's finding logits: refuse the lever for a
+        # generator without them now, not after the first image; leave the variant out, and say so.
+        opts = self.options
+        if self.reader is None and (opts.lever == "generator" or "hold" in opts.spare):
+            try:
+                self.reader = reader(self.generator)
+            except GeneratorError:
+                if opts.lever == "generator":
+                    raise
+                logger.warning(
+                    "%s offers no finding logits: the 'hold' spare variant is left out.", self.generator.name
+                )
+                self.options = replace(opts, spare=tuple(v for v in opts.spare if v != "hold"))
 
     @classmethod
     def load(
@@ -334,6 +355,7 @@ class Explainer:
             locality=opts.locality,
             background=opts.background,
             source_text=source_text,
+            reader=self.reader,
         )
         blend = Blend(cf.latent_masks, cf.trajectory) if cf.latent_masks is not None else None
         edited = cf.edited.copy()
@@ -446,6 +468,7 @@ class Explainer:
         strength: float,
         masks: torch.Tensor | None,
         lever: str | None = None,
+        hold: float = 0.0,
     ) -> np.ndarray:
         """Sample the edits ``rows`` again from the image's z_T at ``strength`` (one batch).
 
@@ -456,6 +479,7 @@ class Explainer:
             strength: Edit strength.
             masks: ``[k, 1, h, w]`` edit masks of all k edits (None: unmasked).
             lever: The strength lever (None: the options').
+            hold: Extra steering by G's reading (:func:`cvlm.counterfactual.sample_rows`).
 
         Returns:
             ``(len(rows), H, W)`` counterfactuals.
@@ -471,6 +495,8 @@ class Explainer:
             lever or opts.lever,
             batch_size=len(rows) if opts.batched else 1,
             blend=Blend(masks[rows], cf.trajectory) if masks is not None else None,
+            guide=cf.guide.select(rows) if cf.guide is not None else None,
+            hold=hold,
         )
 
     def _spare(
@@ -493,8 +519,12 @@ class Explainer:
         """
         opts = self.options
         for variant in opts.spare:
-            lever = None
-            if variant == "late":
+            lever, hold = None, 0.0
+            if variant == "hold":
+                # The same edit, steered to keep what G reads of the other findings.
+                masks, strength_of, hold = cf.latent_masks, list(used), HOLD_STRENGTH
+                changed = [True] * len(used)
+            elif variant == "late":
                 # The same strength guided on the nearly clean steps only: less change far from the sign.
                 # It differs from the edit only where that was guided at every step.
                 masks, strength_of, lever = cf.latent_masks, list(used), "late"
@@ -518,7 +548,7 @@ class Explainer:
             for strength in sorted({strength_of[i] for i in todo}):  # one batch per strength
                 group = [n for n, i in enumerate(todo) if strength_of[i] == strength]
                 picked = [todo[n] for n in group]
-                rows[group] = self._resample(cf, requests, picked, strength, masks, lever)
+                rows[group] = self._resample(cf, requests, picked, strength, masks, lever, hold)
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )

@@ -33,6 +33,9 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 """``(latents [B, c, h, w], timestep [], text [B, L, D]) -> predicted noise [B, c, h, w]``."""
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+NoiseAdjust = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``adjust(t, z_t, eps) -> eps``: changes a sampling step's (guided) noise prediction before the DDIM step,
+e.g. to steer the step's clean estimate (:class:`cvlm.counterfactual.GeneratorGuidance`)."""
 """``(step index, timestep, latents [B, c, h, w]) -> replacement latents or None``. Inversion calls it with
 the latents *before* each step (to look); sampling with the latents *after* each step (it may return
 changed latents, e.g. blended with another trajectory)."""
@@ -141,6 +144,7 @@ def ddim_sample(
     uncond: torch.Tensor | None = None,
     callback: StepCallback | None = None,
     guidance_below: float | None = None,
+    adjust: NoiseAdjust | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM sampling (eta = 0): z_T -> z_0.
 
@@ -155,6 +159,7 @@ def ddim_sample(
         callback: Called with the latents after each step; a tensor it returns replaces them.
         guidance_below: Guide only the steps at timesteps below this (the nearly clean end, where fine
             detail is decided); the steps above it use the conditional prediction alone. None: every step.
+        adjust: Changes each step's (guided) noise prediction before the step (:data:`NoiseAdjust`).
 
     Returns:
         z_0, ``[B, c, h, w]``, float32.
@@ -176,6 +181,8 @@ def ddim_sample(
     for i, t in enumerate(scheduler.timesteps):
         guided = guidance_below is None or float(t) < guidance_below
         eps = _guided(predict, z, t, text, uncond, guidance if guided else 1.0)
+        if adjust is not None:
+            eps = adjust(t, z, eps)
         z = scheduler.step(eps, t, z, eta=0.0).prev_sample
         if callback is not None:
             replaced = callback(i, t, z)

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from cvlm.diffusion.components import DiffusionComponents
-from cvlm.diffusion.inversion import StepCallback, ddim_invert, ddim_sample, encode_prompts, unet_predictor
+from cvlm.diffusion.inversion import (
+    NoiseAdjust,
+    StepCallback,
+    ddim_invert,
+    ddim_sample,
+    encode_prompts,
+    unet_predictor,
+)
 from cvlm.metrics import psnr, ssim
 from cvlm.xray import from_tensor
 
@@ -123,6 +130,7 @@ def sample(
     text: torch.Tensor | None = None,
     callback: StepCallback | None = None,
     guidance_below: float | None = None,
+    adjust: NoiseAdjust | None = None,
 ) -> torch.Tensor:
     """z_T ``[B, c, h, w]`` + one prompt per row -> images ``[B, 1, H, W]`` in [-1, 1] (DDIM, eta 0).
 
@@ -139,6 +147,7 @@ def sample(
         callback: Called after each DDIM step (:data:`cvlm.diffusion.inversion.StepCallback`).
         guidance_below: Guide only the steps at timesteps below this (None: every step;
             :func:`cvlm.diffusion.inversion.ddim_sample`).
+        adjust: Changes each step's noise prediction (:data:`cvlm.diffusion.inversion.NoiseAdjust`).
     """
     text = embed(components, prompts) if text is None else text
     uncond = None
@@ -146,7 +155,16 @@ def sample(
         uncond = embed(components, list(negative_prompts) if negative_prompts is not None else [""])
     predict = unet_predictor(components.unet)
     latents = ddim_sample(
-        predict, components.scheduler.config, noise, text, steps, guidance, uncond, callback, guidance_below
+        predict,
+        components.scheduler.config,
+        noise,
+        text,
+        steps,
+        guidance,
+        uncond,
+        callback,
+        guidance_below,
+        adjust,
     )
     return decode_latents(components, latents)
 

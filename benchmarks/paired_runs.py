@@ -1,0 +1,75 @@
+"""Two `cvlm evaluate` runs on the same images, compared edit by edit (a lever, a variant, a model).
+
+Reads both runs' ``per_case.csv``, keeps the edits both have (same image, finding and kind) and prints, for
+each figure, the two means and the paired difference B - A with its bootstrap interval
+(:func:`cvlm.metrics.paired_bootstrap`, cases resampled in pairs), then per finding the cyclic rate,
+preservation and kept strength side by side. A difference whose interval excludes 0 is one the two runs
+show on edits like these; n is printed with every line.
+
+python benchmarks/paired_runs.py runs/dev-eval9-guidance runs/dev-eval9-hold
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from cvlm.metrics import paired_bootstrap
+
+BINARY = ("success", "success_at_base", "preserved")
+LOCATED = ("pointing_game", "iou", "minimality", "change_in_mask")
+
+
+def load(run: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """``per_case.csv`` of a run, keyed by (image, finding, kind)."""
+    with open(run / "per_case.csv", newline="") as f:
+        return {(r["image"], r["finding"], r["kind"]): r for r in csv.DictReader(f)}
+
+
+def values(rows: list[dict[str, str]], column: str) -> np.ndarray:
+    """One column as floats (``True``/``False`` as 1/0)."""
+    return np.array(
+        [1.0 if r[column] == "True" else 0.0 if r[column] == "False" else float(r[column]) for r in rows]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="the first run (the reference)")
+    parser.add_argument("b", type=Path, help="the second run")
+    parser.add_argument("--kind", default="remove", choices=("remove", "add"))
+    args = parser.parse_args()
+    a, b = load(args.a), load(args.b)
+    keys = sorted(k for k in set(a) & set(b) if k[2] == args.kind)
+    only_a = sum(k[2] == args.kind for k in set(a) - set(b))
+    only_b = sum(k[2] == args.kind for k in set(b) - set(a))
+    print(
+        f"A = {args.a}, B = {args.b}: {len(keys)} {args.kind} edits in both "
+        f"(only A {only_a}, only B {only_b})\n"
+    )
+    print("| figure | n | A | B | B - A [95 % paired bootstrap] |")
+    print("|---|---|---|---|---|")
+    located = [k for k in keys if a[k]["pointing_game"] != "" and b[k]["pointing_game"] != ""]
+    for columns, cases in ((BINARY, keys), (LOCATED, located)):
+        for column in columns:
+            x, y = values([a[k] for k in cases], column), values([b[k] for k in cases], column)
+            if not len(x):
+                continue
+            diff, (low, high) = paired_bootstrap(y, x)
+            interval = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
+            print(f"| {column} | {len(x)} | {x.mean():.4f} | {y.mean():.4f} | {interval} |")
+    print("\n| finding | n | cyclic rate A / B | preservation A / B | strength A / B |")
+    print("|---|---|---|---|---|")
+    for finding in sorted({k[1] for k in keys}):
+        rows = [k for k in keys if k[1] == finding]
+        pairs = [
+            (values([a[k] for k in rows], c).mean(), values([b[k] for k in rows], c).mean())
+            for c in ("success", "preserved", "strength")
+        ]
+        cells = " | ".join(f"{x:.2f} / {y:.2f}" for x, y in pairs)
+        print(f"| {finding} | {len(rows)} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
