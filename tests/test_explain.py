@@ -203,6 +203,12 @@ def test_the_generator_lever_steers_towards_what_g_should_read(world, explainer)
     assert picked.columns.tolist() == [-1, columns[0]] and picked.adjust(slice(0, 1), 4.0) is None
     with pytest.raises(ValueError, match="does not read"):
         GeneratorGuidance.for_requests(c, read, ("Edema",), image, requests)
+    # The engine's guide holds G's reading of the reference its retries are judged against.
+    cf = counterfactuals(c, image, requests, STEPS, reader=read)
+    expected = read(to_tensor(cf.reference[None], "minus_one_one"))
+    torch.testing.assert_close(cf.guide.source, expected.float(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs the generator's reader"):
+        counterfactuals(c, image, requests, STEPS, lever="generator")
 
 
 def test_the_late_lever_guides_only_the_nearly_clean_steps(world, explainer):

@@ -260,8 +260,9 @@ class GeneratorGuidance:
 
     On every DDIM step below :data:`GENERATOR_GUIDANCE_BELOW` the step's clean estimate
     x0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t) is decoded and read by G; x0 moves down the gradient of
-    the Bernoulli KL divergence between what G should read after the edit (its reading of the input,
-    with the edited finding's probability set to 0 for a removal, 1 for an addition) and what it reads,
+    the Bernoulli KL divergence between what G should read after the edit (its reading of the cycle's
+    reference, the reconstruction, or of the input before there is one, with the edited finding's
+    probability set to 0 for a removal, 1 for an addition) and what it reads,
     by ``(strength - 1) * step`` in RMS, and eps is recomputed from the moved x0 (as in universal
     guidance, Bansal et al., 2023; DiME, Jeanneret et al., ACCV 2022, steer with a classifier the same
     way). The text condition still does the editing; the guidance pushes the finding's sign where G
@@ -274,7 +275,7 @@ class GeneratorGuidance:
         columns: ``[N]`` long, each row's edited finding's column of the reader (-1: not steered, e.g. a
             reconstruction row).
         targets: ``[N]`` float, 0 for a removal, 1 for an addition.
-        source: ``[1 or N, F]`` G's logits on the input image(s) (what the other findings must stay at).
+        source: ``[1 or N, F]`` G's logits on the reference image(s) (what the other findings must stay at).
         step: RMS latent step per unit of strength above 1 (:data:`GENERATOR_STEP`).
         below: Steer the steps at timesteps below this.
     """
@@ -303,7 +304,8 @@ class GeneratorGuidance:
             components: The tailored model.
             reader: G's finding logits.
             findings: The names of the reader's columns.
-            image: ``(H, W)`` in [0, 1] at the model's size: the input, as G must keep reading it.
+            image: ``(H, W)`` in [0, 1] at the model's size: what G must keep reading of the other
+                findings (the input, before there is a reconstruction).
             requests: One per row; None for a row that is not steered (the reconstruction).
             **kwargs: ``step``, ``below``.
 
@@ -321,10 +323,12 @@ class GeneratorGuidance:
         )
         targets = torch.tensor([float(r is not None and r.kind == "add") for r in requests])
         device = next(components.unet.parameters()).device
-        pixels = torch.from_numpy(np.asarray(image, np.float32))[None, None].to(device) * 2.0 - 1.0
-        with torch.no_grad():
-            source = reader(pixels).float()
+        source = _reading(components, reader, image)
         return cls(components, reader, columns.to(device), targets.to(device), source, **kwargs)
+
+    def reading(self, image: np.ndarray) -> GeneratorGuidance:
+        """The same rows, holding the other findings at G's reading of ``image`` (H, W) in [0, 1]."""
+        return replace(self, source=_reading(self.components, self.reader, image))
 
     def select(self, rows: Sequence[int | None]) -> GeneratorGuidance:
         """The guidance of a new batch whose row i is this one's row ``rows[i]`` (None: not steered)."""
@@ -364,6 +368,14 @@ class GeneratorGuidance:
             return (z - a.sqrt() * moved) / (1 - a).sqrt()
 
         return steer
+
+
+@torch.no_grad()
+def _reading(components: DiffusionComponents, reader: Reader, image: np.ndarray) -> torch.Tensor:
+    """G's logits ``[1, F]`` of one image ``(H, W)`` in [0, 1]."""
+    device = next(components.unet.parameters()).device
+    pixels = torch.from_numpy(np.asarray(image, np.float32))[None, None].to(device) * 2.0 - 1.0
+    return reader(pixels).float()
 
 
 def _recorder(trajectory: list[torch.Tensor]):
@@ -594,7 +606,8 @@ class Counterfactuals:
         reference: ``(H, W)``, what the edits are compared with (difference maps, the cycle's baseline):
             the decoded z_0 of the input with the inversion background, else the reconstruction.
         background: ``"inversion"`` or ``"reconstruction"`` (what a masked edit keeps outside its mask).
-        guide: The edits' :class:`GeneratorGuidance`, one row per request (the ``generator`` lever).
+        guide: The edits' :class:`GeneratorGuidance`, one row per request, holding G's reading of
+            ``reference`` (the ``generator`` lever's retries and the ``hold`` variant).
     """
 
     image: np.ndarray
@@ -791,6 +804,11 @@ def counterfactuals(
                 guide=guide,
             )
         reference = reconstruction
+    if guide is not None:
+        # Retries are judged against G's reading of the reference (the reconstruction), not of the input:
+        # hold the other findings there (the round trip may already have changed one; holding the input's
+        # reading would then add it back, which the cycle counts as collateral).
+        guide = guide.reading(np.asarray(reference, np.float32))
     return Counterfactuals(
         image=model_input(components, image),
         inversion=inversion,
