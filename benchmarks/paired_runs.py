@@ -6,7 +6,11 @@ each figure, the two means and the paired difference B - A with its bootstrap in
 preservation and kept strength side by side. A difference whose interval excludes 0 is one the two runs
 show on edits like these; n is printed with every line.
 
+With ``--without VARIANT`` and one run, A is that run with the edits it kept from the spare variant VARIANT
+counted as they stood before it (not preserved): what the variant bought, edit by edit, from one run.
+
 python benchmarks/paired_runs.py runs/dev-eval9-guidance runs/dev-eval9-hold
+python benchmarks/paired_runs.py runs/fresh9-hold-templater-r --without hold
 """
 
 import argparse
@@ -37,10 +41,15 @@ def values(rows: list[dict[str, str]], column: str) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="the first run (the reference)")
-    parser.add_argument("b", type=Path, help="the second run")
+    parser.add_argument("b", type=Path, nargs="?", help="the second run (default: the first)")
+    parser.add_argument("--without", help="A = B with the edits kept from this spare variant not preserved")
     parser.add_argument("--kind", default="remove", choices=("remove", "add"))
     args = parser.parse_args()
-    a, b = load(args.a), load(args.b)
+    b = load(args.b or args.a)
+    a = load(args.a)
+    if args.without:
+        a = {k: {**r, "preserved": "False"} if r["variant"] == args.without else r for k, r in a.items()}
+        print(f"A: {args.a} without what the {args.without!r} variant spared")
     keys = sorted(k for k in set(a) & set(b) if k[2] == args.kind)
     only_a = sum(k[2] == args.kind for k in set(a) - set(b))
     only_b = sum(k[2] == args.kind for k in set(b) - set(a))
