@@ -198,6 +198,16 @@ def test_the_generator_lever_steers_towards_what_g_should_read(world, explainer)
     assert np.abs(held - guided).mean() > 1e-3, np.abs(held - guided).mean()
     with pytest.raises(ValueError, match="GeneratorGuidance"):
         sample_rows(c, noise, prompts, sources, STEPS, 2.0, "guidance", hold=3.0)
+    # Pinning: a finding the first attempt lost must be read again (1), one it gained not (0).
+    gained = next(f for f in g.findings if f not in source)
+    pins = [{"lost": [source[0]], "gained": [gained]}] * len(requests)
+    pinned = guide.pin(pins).pinned
+    assert pinned[0, g.findings.index(source[0])] == 1 and pinned[0, g.findings.index(gained)] == 0, pinned
+    assert int(torch.isnan(pinned).sum()) == pinned.numel() - 2 * len(requests), pinned
+    repinned = sample_rows(
+        c, noise, prompts, sources, STEPS, 2.0, "guidance", guide=guide.pin(pins), hold=3.0
+    )
+    assert np.abs(repinned - held).mean() > 1e-4, np.abs(repinned - held).mean()
     # The reconstruction row (None) is left alone; select keeps the per-row columns.
     picked = guide.select([None, 0])
     assert picked.columns.tolist() == [-1, columns[0]] and picked.adjust(slice(0, 1), 4.0) is None

@@ -11,7 +11,7 @@ For an X-ray x whose report names the findings F (prompt P = prompt(F)):
 
 **Edit strength.** At guidance 1 (the paper's setting) a tailored model trained with few steps edits
 thin, faint signs (a rib break, pleural thickening) only weakly, and the generator still writes them.
-Three sampling-time levers strengthen an edit, all equal to the plain edit at strength 1:
+Four sampling-time levers strengthen an edit, all equal to the plain edit at strength 1:
 
 * ``guidance`` (default): classifier-free guidance with the *source* prompt as the negative direction,
   eps = eps(P) + w (eps(P_e) - eps(P)) (as in Ho & Salimans 2022, with P in place of the empty prompt):
@@ -24,10 +24,14 @@ Three sampling-time levers strengthen an edit, all equal to the plain edit at st
   per row on the early steps, two on the late ones.
 * ``embedding``: extrapolation in text-embedding space, tau = tau(P) + s (tau(P_e) - tau(P)): the
   finding's words weigh s times as much in every cross-attention. One UNet call per row and step.
+* ``generator`` (beyond the paper): the plain edit, steered on the steps at t < 500 by G's own reading
+  of each step's clean estimate (:class:`GeneratorGuidance`): the edited finding towards gone (or
+  present), every other finding held where G reads it on the reconstruction. Needs G's finding logits.
 
 :mod:`cvlm.explain` escalates the strength through a schedule only for edits whose cycle did not close,
 and keeps the weakest that closes it (adaptive strength). Which lever is the default was measured
-(docs/explain.md); at strength 1 both reduce to the paper's edit.
+(docs/explain.md); at strength 1 all reduce to the paper's edit. The steering of the ``generator`` lever
+also serves the ``hold`` retry (:data:`SPARE_VARIANTS`) of an edit that changed another finding.
 """
 
 from __future__ import annotations
@@ -278,6 +282,9 @@ class GeneratorGuidance:
         source: ``[1 or N, F]`` G's logits on the reference image(s) (what the other findings must stay at).
         step: RMS latent step per unit of strength above 1 (:data:`GENERATOR_STEP`).
         below: Steer the steps at timesteps below this.
+        findings: The names of the reader's columns.
+        pinned: ``[N, F]`` per row and finding: a probability G must read (0 or 1), NaN for none; a
+            pinned finding outweighs the others :data:`PIN_WEIGHT` to 1 (:meth:`pin`). None: none.
     """
 
     components: DiffusionComponents
@@ -287,6 +294,8 @@ class GeneratorGuidance:
     source: torch.Tensor
     step: float = GENERATOR_STEP
     below: float = GENERATOR_GUIDANCE_BELOW
+    findings: tuple[str, ...] = ()
+    pinned: torch.Tensor | None = None
 
     @classmethod
     def for_requests(
@@ -324,7 +333,15 @@ class GeneratorGuidance:
         targets = torch.tensor([float(r is not None and r.kind == "add") for r in requests])
         device = next(components.unet.parameters()).device
         source = _reading(components, reader, image)
-        return cls(components, reader, columns.to(device), targets.to(device), source, **kwargs)
+        return cls(
+            components,
+            reader,
+            columns.to(device),
+            targets.to(device),
+            source,
+            findings=tuple(findings),
+            **kwargs,
+        )
 
     def reading(self, image: np.ndarray) -> GeneratorGuidance:
         """The same rows, holding the other findings at G's reading of ``image`` (H, W) in [0, 1]."""
@@ -338,11 +355,27 @@ class GeneratorGuidance:
         source = self.source if self.source.shape[0] == 1 else self.source[picked.clamp_min(0)]
         return replace(self, columns=columns, targets=self.targets[picked.clamp_min(0)], source=source)
 
+    def pin(self, collateral: Sequence[dict[str, Sequence[str]]]) -> GeneratorGuidance:
+        """Pin, per row, the findings an earlier attempt changed back to where the reference has them.
+
+        Args:
+            collateral: One ``{"lost": [...], "gained": [...]}`` per row (:class:`cvlm.cyclic.CycleResult`):
+                a lost finding must be read (1), a gained one not (0).
+        """
+        pinned = torch.full((len(self.columns), len(self.findings)), float("nan"), device=self.columns.device)
+        for row, changed in enumerate(collateral):
+            for value, key in ((1.0, "lost"), (0.0, "gained")):
+                for name in changed.get(key, ()):
+                    if name in self.findings:
+                        pinned[row, self.findings.index(name)] = value
+        return replace(self, pinned=pinned)
+
     def adjust(self, rows: slice, strength: float) -> NoiseAdjust | None:
         """The :data:`~cvlm.diffusion.inversion.NoiseAdjust` of the rows ``rows`` at ``strength``."""
         scale = (strength - 1.0) * self.step
         columns, targets = self.columns[rows], self.targets[rows]
         source = self.source if self.source.shape[0] == 1 else self.source[rows]
+        pinned = self.pinned[rows] if self.pinned is not None else None
         steered = columns >= 0
         if scale <= 0 or not bool(steered.any()):
             return None
@@ -360,7 +393,12 @@ class GeneratorGuidance:
                 target = torch.sigmoid(source).expand_as(seen).clone()
                 index = torch.arange(len(columns), device=z.device)[steered]
                 target[index, columns[steered]] = targets[steered]
-                kl = F.binary_cross_entropy_with_logits(seen, target, reduction="none").sum(dim=1)
+                weight = torch.ones_like(target)
+                if pinned is not None:
+                    known = ~torch.isnan(pinned)
+                    target = torch.where(known, pinned, target)
+                    weight = torch.where(known, torch.full_like(weight, PIN_WEIGHT), weight)
+                kl = (weight * F.binary_cross_entropy_with_logits(seen, target, reduction="none")).sum(dim=1)
                 (grad,) = torch.autograd.grad((kl * steered).sum(), x0)
             # A fixed RMS step per row: the gradient's size says little (a saturated logit has none).
             rms = grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
@@ -559,6 +597,8 @@ G's reading (:class:`GeneratorGuidance` at strength 1 + :data:`HOLD_STRENGTH`): 
 G reads them."""
 HOLD_STRENGTH = 1.0
 """The ``hold`` spare variant's steering, as generator-lever strength above 1."""
+PIN_WEIGHT = 5.0
+"""How much more a pinned finding (one an earlier attempt changed) weighs in the steering than the others."""
 
 
 def weaker_strength(strength: float, schedule: Sequence[float]) -> float:
@@ -839,6 +879,7 @@ __all__ = [
     "LATE_GUIDANCE_BELOW",
     "LEVERS",
     "LOCALITIES",
+    "PIN_WEIGHT",
     "SMALLER_MASKS",
     "SPARE_VARIANTS",
     "Blend",

@@ -469,6 +469,7 @@ class Explainer:
         masks: torch.Tensor | None,
         lever: str | None = None,
         hold: float = 0.0,
+        pins: Sequence[dict[str, list[str]]] | None = None,
     ) -> np.ndarray:
         """Sample the edits ``rows`` again from the image's z_T at ``strength`` (one batch).
 
@@ -480,11 +481,16 @@ class Explainer:
             masks: ``[k, 1, h, w]`` edit masks of all k edits (None: unmasked).
             lever: The strength lever (None: the options').
             hold: Extra steering by G's reading (:func:`cvlm.counterfactual.sample_rows`).
+            pins: Per row, the collateral of an earlier attempt, pinned back in that steering
+                (:meth:`cvlm.counterfactual.GeneratorGuidance.pin`).
 
         Returns:
             ``(len(rows), H, W)`` counterfactuals.
         """
         opts = self.options
+        guide = cf.guide.select(rows) if cf.guide is not None else None
+        if guide is not None and pins is not None:
+            guide = guide.pin(pins)
         return sample_rows(
             self.components,
             cf.inversion.noise.expand(len(rows), -1, -1, -1),
@@ -495,7 +501,7 @@ class Explainer:
             lever or opts.lever,
             batch_size=len(rows) if opts.batched else 1,
             blend=Blend(masks[rows], cf.trajectory) if masks is not None else None,
-            guide=cf.guide.select(rows) if cf.guide is not None else None,
+            guide=guide,
             hold=hold,
         )
 
@@ -548,7 +554,9 @@ class Explainer:
             for strength in sorted({strength_of[i] for i in todo}):  # one batch per strength
                 group = [n for n, i in enumerate(todo) if strength_of[i] == strength]
                 picked = [todo[n] for n in group]
-                rows[group] = self._resample(cf, requests, picked, strength, masks, lever, hold)
+                # The hold retry pins the findings the edit changed back where the reference has them.
+                pins = [results[i].collateral for i in picked] if variant == "hold" else None
+                rows[group] = self._resample(cf, requests, picked, strength, masks, lever, hold, pins)
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
             )
