@@ -97,7 +97,6 @@ def main() -> None:
         source = [build_prompt([name])] * args.n
         result = reconstruct(components, images, source, args.steps, fixed_point=args.fixed_point)
         empty = [build_prompt([])] * args.n
-        adjust = {}
         if read is not None:
             with torch.no_grad():
                 sources = read(images)  # each image keeps its own reading of the other findings
@@ -107,8 +106,7 @@ def main() -> None:
             )
         for k, (w, below, from_source, strength) in enumerate(settings):
             negative = source if from_source else None
-            if strength != 1.0:
-                adjust = {"adjust": guide.adjust(slice(None), strength)}
+            adjust = {"adjust": guide.adjust(slice(None), strength)} if strength != 1.0 else {}
             edited = sample(
                 components, result.noise, empty, args.steps, w, negative, guidance_below=below, **adjust
             )

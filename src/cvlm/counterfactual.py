@@ -381,6 +381,15 @@ class GeneratorGuidance:
             return None
         alphas = self.components.scheduler.alphas_cumprod
         vae = self.components.vae
+        # What G should read, [N, F]: the reference's reading, the edited finding set, the pins applied.
+        target = torch.sigmoid(source).expand(len(columns), -1).clone()
+        index = torch.arange(len(columns), device=columns.device)[steered]
+        target[index, columns[steered]] = targets[steered]
+        weight = torch.ones_like(target)
+        if pinned is not None:
+            known = ~torch.isnan(pinned)
+            target = torch.where(known, pinned, target)
+            weight = torch.where(known, torch.full_like(weight, PIN_WEIGHT), weight)
 
         def steer(t: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
             if float(t) >= self.below:
@@ -390,14 +399,6 @@ class GeneratorGuidance:
                 x0 = ((z - (1 - a).sqrt() * eps) / a.sqrt()).detach().requires_grad_(True)
                 images = vae.decode(x0 / vae.config.scaling_factor).sample.float().mean(dim=1, keepdim=True)
                 seen = self.reader(images)
-                target = torch.sigmoid(source).expand_as(seen).clone()
-                index = torch.arange(len(columns), device=z.device)[steered]
-                target[index, columns[steered]] = targets[steered]
-                weight = torch.ones_like(target)
-                if pinned is not None:
-                    known = ~torch.isnan(pinned)
-                    target = torch.where(known, pinned, target)
-                    weight = torch.where(known, torch.full_like(weight, PIN_WEIGHT), weight)
                 kl = (weight * F.binary_cross_entropy_with_logits(seen, target, reduction="none")).sum(dim=1)
                 (grad,) = torch.autograd.grad((kl * steered).sum(), x0)
             # A fixed RMS step per row: the gradient's size says little (a saturated logit has none).

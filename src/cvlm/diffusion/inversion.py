@@ -33,12 +33,13 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 """``(latents [B, c, h, w], timestep [], text [B, L, D]) -> predicted noise [B, c, h, w]``."""
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
-NoiseAdjust = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``adjust(t, z_t, eps) -> eps``: changes a sampling step's (guided) noise prediction before the DDIM step,
-e.g. to steer the step's clean estimate (:class:`cvlm.counterfactual.GeneratorGuidance`)."""
 """``(step index, timestep, latents [B, c, h, w]) -> replacement latents or None``. Inversion calls it with
 the latents *before* each step (to look); sampling with the latents *after* each step (it may return
 changed latents, e.g. blended with another trajectory)."""
+
+NoiseAdjust = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``adjust(t, z_t, eps) -> eps``: changes a sampling step's (guided) noise prediction before the DDIM step,
+e.g. to steer the step's clean estimate (:class:`cvlm.counterfactual.GeneratorGuidance`)."""
 
 
 def unet_predictor(unet: torch.nn.Module) -> NoisePredictor:
