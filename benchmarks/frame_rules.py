@@ -32,10 +32,12 @@ from cvlm.outputs import Explanation
 
 
 def frames(
-    difference: np.ndarray, level: float, low: float | None, k: int, rel: float, blur: int
+    difference: np.ndarray, level: float | str, low: float | None, k: int, rel: float, blur: int
 ) -> tuple[list[list[int]], np.ndarray]:
     """Boxes (largest region first) and the kept regions' mask of one ``(H, W)`` difference map."""
     scaled = normalise(difference, blur).astype(np.uint8)
+    if level == "auto":  # Otsu's level on this map, as ``extract_frames(threshold="auto")``
+        level = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
     seeds = scaled > level
     grown = scaled > low if low is not None else seeds
     _, labels, stats, _ = cv2.connectedComponentsWithStats(grown.astype(np.uint8), connectivity=8)
@@ -77,16 +79,19 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a cvlm evaluate output folder")
     parser.add_argument("--data", required=True, help="the phantom world it evaluated")
     parser.add_argument("--n", type=int, default=None, help="the images it evaluated (its --n)")
-    parser.add_argument("--top", type=int, default=10, help="rules to print, best box IoU first")
+    parser.add_argument("--top", type=int, default=10, help="rules to print, best first")
+    parser.add_argument(
+        "--by", choices=("box", "region"), default="box", help="rank by box IoU or by the kept regions' IoU"
+    )
     args = parser.parse_args()
     found = cases(args.run, args.data, args.n)
     if not found:
         raise SystemExit(f"{args.run}: no located removal to score")
     rows = []
     for level, low, k, rel, blur in itertools.product(
-        (60, 95, 140), (None, 20, 40), (1, 2, 3, 5), (0.0, 0.1, 0.25), (5, 9)
+        (30, 40, 60, 95, 140, "auto"), (None, 20, 40), (1, 2, 3, 5), (0.0, 0.1, 0.25), (1, 3, 5, 9)
     ):
-        if low is not None and low >= level:
+        if low is not None and (level == "auto" or low >= level):
             continue
         pointing, box_iou, region_iou = [], [], []
         for _, difference, mask in found:
@@ -96,7 +101,7 @@ def main() -> None:
             region_iou.append(iou(kept, mask))
         rule = f"L={level} low={low} k={k} rel={rel} blur={blur}"
         rows.append((float(np.mean(box_iou)), float(np.mean(pointing)), float(np.mean(region_iou)), rule))
-    rows.sort(key=lambda r: -r[0])
+    rows.sort(key=lambda r: -r[0] if args.by == "box" else -r[2])
     paper_rule = "L=95 low=None k=5 rel=0.0 blur=5"
     print(f"{len(found)} located removals, {len(rows)} rules; the paper's rule is {paper_rule}")
     print("| rule | box IoU | pointing game | region IoU |")

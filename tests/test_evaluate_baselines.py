@@ -8,6 +8,7 @@ import pytest
 
 from cvlm.cli import main
 from cvlm.evaluate import saliency_localization, score_saliencies
+from cvlm.frames import DEFAULT_THRESHOLD
 from cvlm.metrics import paired_bootstrap
 from cvlm.outputs import Saliency
 
@@ -87,6 +88,12 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
         # Every figure is recomputable from per_case.csv.
         assert loc[method]["iou"] == pytest.approx(np.mean([float(r[f"loc_{method}_iou"]) for r in located]))
     assert "iou" in loc["random"] and "random" in loc["saliency"]  # the box control kept beside the floor
+    # The frames' figures: the frame mask's IoU (the headline) and the boxes', both from the table, at the
+    # default L recorded with the metrics.
+    for key in ("iou", "box_iou"):
+        values = [float(r[key]) for r in rows if r[key]]
+        assert values and loc["cvlm"][key] == pytest.approx(np.mean(values)), (key, loc["cvlm"])
+    assert metrics["threshold"] == DEFAULT_THRESHOLD, metrics["threshold"]
     # Minimality (change outside f's true mask) stands beside the change inside it, both from the table.
     for key in ("minimality", "change_in_mask"):
         values = [float(r[key]) for r in rows if r[key]]

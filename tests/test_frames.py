@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from cvlm.frames import extract_frames, normalise, otsu_threshold, scale_frames
+from cvlm.frames import (
+    DEFAULT_THRESHOLD,
+    PAPER_THRESHOLD,
+    extract_frames,
+    normalise,
+    otsu_threshold,
+    scale_frames,
+)
 from cvlm.outputs import Frame
 
 
@@ -55,6 +62,29 @@ def test_auto_threshold_splits_two_levels():
     assert 12 <= level < 255, level  # the two levels are 12 (0.05 / 1.05 * 255) and 255
     result = extract_frames(d, threshold="auto", blur=1)
     assert [f.box for f in result.frames] == [[8, 8, 24, 24]], result.frames
+
+
+def test_default_level_keeps_a_changes_fainter_rim_and_the_mask_follows_a_thin_line():
+    # A change that fades from its core to its edge (an effusion's meniscus) and a thin diagonal line (a
+    # tube): at the default L the frame mask holds the faint rim the paper's L drops, and it follows the
+    # line where its box is mostly empty.
+    from cvlm.metrics import iou, mask_from_boxes
+
+    yy, xx = np.mgrid[:64, :64]
+    blob = np.clip(1.0 - np.hypot(yy - 20, xx - 20) / 15, 0, None)  # 1 at the centre, 0.2 at r = 12
+    truth = np.hypot(yy - 20, xx - 20) <= 12
+    default = extract_frames(blob, blur=1)
+    paper = extract_frames(blob, threshold=PAPER_THRESHOLD, blur=1)
+    assert default.threshold == DEFAULT_THRESHOLD
+    got = iou(default.mask, truth), iou(paper.mask, truth)
+    assert got[0] > 0.85 and got[1] < 0.65, got
+    line = np.zeros((64, 64), np.float32)
+    for i in range(8, 56):
+        line[i, i : i + 2] = 1.0
+    found = extract_frames(line, blur=1)
+    boxes = mask_from_boxes([f.box for f in found.frames], line.shape)
+    got = iou(found.mask, line > 0), iou(boxes, line > 0)
+    assert got[0] == 1.0 and got[1] < 0.1, got
 
 
 def test_nothing_changed_gives_no_frame():

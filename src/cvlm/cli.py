@@ -902,8 +902,9 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-adaptive", action="store_true", help="one strength only (the paper's plain edit)")
     p.add_argument(
         "--threshold",
-        default="95",
-        help="frame threshold L on 0..255 of the normalised difference, or 'auto' (Otsu) (default: 95)",
+        default="40",
+        help="frame threshold L on 0..255 of the max-normalised difference, or 'auto' (Otsu) (default: 40; "
+        "the paper's 95 keeps only the core of a change on this scale)",
     )
     p.add_argument("--top-k", type=int, default=5, help="frames per edit (default: 5)")
     _add_edit_options(p)
@@ -968,7 +969,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="default: guidance",
     )
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
-    p.add_argument("--threshold", default="95", help="frame threshold L or 'auto' (default: 95)")
+    p.add_argument("--threshold", default="40", help="frame threshold L or 'auto' (default: 40)")
     _add_edit_options(p)
     p.add_argument(
         "--add", default="", help="comma list of findings to add where not written (default: none)"

@@ -13,10 +13,10 @@ so a killed evaluation resumes), then scores every edit against the world's true
   whose baseline holds (G still writes the finding on the reconstruction; otherwise the removal closes the
   cycle with nothing to remove), overall and per finding, with the CR over those removals;
 * **localisation** of removals of truly present findings: ``pointing_game`` (the largest frame's box
-  overlaps the true mask), ``iou`` (union of the frame boxes against the mask), ``iou_region`` (the
-  thresholded changed pixels against the mask), ``energy_in_mask`` (share of the difference map inside
-  the mask); the same for a **random** control (boxes of the same sizes placed uniformly at random) so that
-  every figure has its chance level beside it;
+  overlaps the true mask), ``iou`` (the frame mask, the kept regions of changed pixels, against the mask),
+  ``box_iou`` (the union of the frame boxes against the mask), ``energy_in_mask`` (share of the difference
+  map inside the mask); the same for a **random** control (boxes of the same sizes placed uniformly at
+  random) so that every figure has its chance level beside it;
 * **specificity**: per finding, the change in its own pixels (its mask less the other findings') when it is
   removed, over the change there when another finding of the same image is removed (1 = not specific);
 * **baselines** on the same cases (:func:`score_saliencies`, :func:`saliency_localization`): for every located
@@ -57,7 +57,7 @@ from cvlm.baselines import FindingTarget, SaliencyMethod, available_baselines, l
 from cvlm.data import Record, load_dataset, read_mask
 from cvlm.environment import versions
 from cvlm.explain import INDEX, Explainer, explain_files
-from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, normalise
+from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, extract_frames, normalise
 from cvlm.generators import ReportGenerator
 from cvlm.labeler import Labeler
 from cvlm.metrics import (
@@ -157,7 +157,7 @@ def attributable_collateral(
 def score_explanation(
     explanation: Explanation,
     record: Record,
-    threshold: float | str = PAPER_THRESHOLD,
+    threshold: float | str = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
     seed: int = 0,
     rank: str = "area",
@@ -206,8 +206,8 @@ def score_explanation(
             row.update(
                 n_frames=len(boxes),
                 pointing_game=bool(boxes) and _overlaps(boxes[0], mask),
-                iou=iou(mask_from_boxes(boxes, shape), mask),
-                iou_region=iou(found.mask, mask),
+                iou=iou(found.mask, mask),
+                box_iou=iou(mask_from_boxes(boxes, shape), mask),
                 energy_in_mask=energy_in_mask(found.normalised, mask),
                 random_pointing_game=bool(chance) and _overlaps(chance[0], mask),
                 random_iou=iou(mask_from_boxes(chance, shape), mask),
@@ -235,7 +235,7 @@ def add_perfect_edit_columns(
     generator: ReportGenerator,
     labeler: Labeler | None = None,
     policy: UncertaintyPolicy | str = DEFAULT_POLICY,
-    threshold: float | str = PAPER_THRESHOLD,
+    threshold: float | str = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
 ) -> None:
     """Add the perfect edit's columns to the edit rows of a phantom world's image.
@@ -246,9 +246,9 @@ def add_perfect_edit_columns(
     For each such row: ``perfect_success`` (G no longer writes f / now writes it on that image),
     ``perfect_preserved`` (G reads every other finding as on the input), ``perfect_lost`` /
     ``perfect_gained``, and for removals the frames of the exact difference map with the same rule as
-    CVLM's: ``perfect_pointing_game`` and ``perfect_iou``. One batch through G per image; other rows (a
-    removal of a finding G wrote but the image lacks), and records without a case seed (real data), are
-    left as they are.
+    CVLM's: ``perfect_pointing_game``, ``perfect_iou`` (frame mask) and ``perfect_box_iou``. One batch
+    through G per image; other rows (a removal of a finding G wrote but the image lacks), and records
+    without a case seed (real data), are left as they are.
 
     Args:
         rows: :func:`score_explanation`'s rows for ``explanation``; updated in place.
@@ -282,10 +282,12 @@ def add_perfect_edit_columns(
         mask = _mask(record, f, shape) if row["kind"] == "remove" else None
         if mask is not None:
             difference = edit.difference if edit.difference.shape == shape else resize(edit.difference, shape)
-            boxes = [x.box for x in extract_frames(difference, threshold, top_k).frames]
+            found = extract_frames(difference, threshold, top_k)
+            boxes = [x.box for x in found.frames]
             row.update(
                 perfect_pointing_game=bool(boxes) and _overlaps(boxes[0], mask),
-                perfect_iou=iou(mask_from_boxes(boxes, shape), mask),
+                perfect_iou=iou(found.mask, mask),
+                perfect_box_iou=iou(mask_from_boxes(boxes, shape), mask),
             )
 
 
@@ -341,6 +343,7 @@ def _perfect_edit(removals: list[dict[str, Any]]) -> dict[str, Any]:
         "n_located": len(located),
         "pointing_game": _mean(located, "perfect_pointing_game"),
         "iou": _mean(located, "perfect_iou"),
+        "box_iou": _mean(located, "perfect_box_iou"),
     }
 
 
@@ -372,6 +375,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "n_located": len(here),
             "pointing_game": _mean(here, "pointing_game"),
             "iou": _mean(here, "iou"),
+            "box_iou": _mean(here, "box_iou"),
             "random_iou": _mean(here, "random_iou"),
             "specificity": spec,
             "n_specificity": n_spec,
@@ -412,7 +416,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "cvlm": {
                 "pointing_game": _mean(located, "pointing_game"),
                 "iou": _mean(located, "iou"),
-                "iou_region": _mean(located, "iou_region"),
+                "box_iou": _mean(located, "box_iou"),
                 "energy_in_mask": _mean(located, "energy_in_mask"),
                 "minimality": _mean(located, "minimality"),
                 "change_in_mask": _mean(located, "change_in_mask"),

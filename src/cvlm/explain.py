@@ -61,7 +61,7 @@ from cvlm.counterfactual import (
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
 from cvlm.environment import versions
-from cvlm.frames import PAPER_THRESHOLD, TOP_K, extract_frames, scale_frames
+from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, extract_frames, scale_frames
 from cvlm.generators import GeneratorError, ReportGenerator, load_generator, reader
 from cvlm.generators.features import FindingReader
 from cvlm.generators.files import collect_images
@@ -119,7 +119,7 @@ class ExplainOptions:
     lever: str = DEFAULT_LEVER
     schedule: Sequence[float] | None = None
     adaptive: bool = True
-    threshold: float | str = PAPER_THRESHOLD
+    threshold: float | str = DEFAULT_THRESHOLD
     top_k: int = TOP_K
     rank: str = "area"
     locality: str = "mask"
