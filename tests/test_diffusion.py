@@ -635,6 +635,27 @@ def test_the_unet_reading_term_marks_kept_prompts_at_low_noise_up_to_a_budget(wo
         _DiffusionTask(_options(world, tmp_path / "q", reader_weight=0.1), tmp_path / "scratch3")
 
 
+def test_low_timestep_share_moves_only_the_timesteps(world, tmp_path):
+    from cvlm.diffusion.train import _DiffusionTask
+
+    def batch(name, **kw):
+        task = _DiffusionTask(_options(world, tmp_path / name, batch_size=64, **kw), tmp_path / f"s-{name}")
+        task.cache_latents(torch.device("cpu"))
+        local = torch.arange(64) % len(task.train_set)
+        return task.batch(local, torch.Generator().manual_seed(3), torch.device("cpu"))
+
+    plain, low = batch("plain"), batch("low", low_t_share=0.5, low_t_max=40)
+    # Latents, prompts and noise are the plain run's; about half the timesteps now lie below 40.
+    for a, b in zip(plain[:3], low[:3], strict=True):
+        assert torch.equal(a, b)
+    moved = plain[3] != low[3]
+    print("moved", int(moved.sum()), "of 64; low", low[3][moved].tolist())
+    assert 16 <= int(moved.sum()) <= 48 and bool((low[3][moved] < 40).all())
+    assert int((plain[3] < 40).sum()) < 10  # uniform timesteps put 4 % there
+    with pytest.raises(ValueError, match="low-t-share"):
+        _DiffusionTask(_options(world, tmp_path / "bad", low_t_share=1.5), tmp_path / "s-bad")
+
+
 def _cycle_setup(world, name: str, timesteps: list[int], seed: int):
     """The captioner's reader, the world's VAE, a fresh tiny model, and a batch for the counterfactual term.
 

@@ -593,6 +593,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="min-SNR-gamma loss weighting (Hang et al. 2023; e.g. 5); 0: the plain objective (default: 0)",
     )
     p.add_argument(
+        "--low-t-share",
+        type=float,
+        default=0.0,
+        help="tiny/sd-v1: share of the samples noised at a timestep below --low-t-max, where the thin signs' "
+        "words act (default: 0, uniform timesteps)",
+    )
+    p.add_argument("--low-t-max", type=int, default=100, help="see --low-t-share (default: 100)")
+    p.add_argument(
         "--stream-images",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -664,6 +672,8 @@ def _run_train(args: argparse.Namespace) -> int:
             psnr_tolerance=args.psnr_tolerance,
             balance=args.balance,
             snr_gamma=args.snr_gamma,
+            low_t_share=args.low_t_share,
+            low_t_max=args.low_t_max,
             grown_lr_scale=args.grown_lr_scale,
             stream=args.stream_images,
         ),
