@@ -33,6 +33,7 @@
 #   UNET_CYCLE_LOCALITY_MAP [everywhere]         --cycle-locality-map: everywhere or outside-evidence
 #   BALANCE [0]                                 repeat-factor sampling threshold (cvlm train --balance)
 #   SNR_GAMMA [0]                               min-SNR-gamma loss weighting (cvlm train --snr-gamma)
+#   LOW_T_SHARE [0], LOW_T_MAX [100]            share of samples noised below LOW_T_MAX (cvlm train --low-t-share)
 #   PROMPT_DROPOUT [0.1]                        empty-prompt probability (cvlm train --prompt-dropout)
 #   PROMPTS [generated]                         cvlm prepare --prompts: generated (tailored, CVLM), gt (the
 #                                                world's own reports: the paper's "GT model"), raw (the
@@ -83,6 +84,8 @@ if [[ $UNET_READER_WEIGHT != 0 || $UNET_CYCLE_WEIGHT != 0 ]]; then
 fi
 BALANCE=${BALANCE:-0}
 SNR_GAMMA=${SNR_GAMMA:-0}
+LOW_T_SHARE=${LOW_T_SHARE:-0}
+LOW_T_MAX=${LOW_T_MAX:-100}
 PROMPT_DROPOUT=${PROMPT_DROPOUT:-0.1}
 PROMPTS=${PROMPTS:-generated}
 PSNR_TOLERANCE=${PSNR_TOLERANCE:-0.25}
@@ -107,7 +110,7 @@ mkdir -p "$WORK"
 T0=$(date +%s)
 # The exact command, with the settings that differ from the defaults, for the model card.
 COMMAND="scripts/train_bundled_diffusion.sh $G"
-for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS READER_VAE_STEPS READER_DECODER_STEPS READER_LOSS READER_WEIGHT READER_DECODER_WEIGHT READER_VAE_LR READER_DECODER_LR READER_VAE_BATCH UNET_READER_WEIGHT UNET_READER_LOSS UNET_READER_MAX_T UNET_CYCLE_WEIGHT UNET_CYCLE_LOCALITY UNET_CYCLE_PICK UNET_CYCLE_LOCALITY_MAP BALANCE SNR_GAMMA PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
+for v in WORK N_TRAIN SEED VAE INIT VAE_STEPS STEPS BATCH VAL_EVERY DECODER_STEPS READER_VAE_STEPS READER_DECODER_STEPS READER_LOSS READER_WEIGHT READER_DECODER_WEIGHT READER_VAE_LR READER_DECODER_LR READER_VAE_BATCH UNET_READER_WEIGHT UNET_READER_LOSS UNET_READER_MAX_T UNET_CYCLE_WEIGHT UNET_CYCLE_LOCALITY UNET_CYCLE_PICK UNET_CYCLE_LOCALITY_MAP BALANCE SNR_GAMMA LOW_T_SHARE LOW_T_MAX PROMPT_DROPOUT PROMPTS GROW_VOCABULARY PSNR_TOLERANCE CONFIG GROWN_LR_SCALE INDEPENDENT_MARK TEST_N TEST_STEPS; do
   [[ -n ${!v:-} ]] && COMMAND="$v=${!v} $COMMAND"
 done
 
@@ -159,7 +162,7 @@ fi
 [[ -f $WORK/model/train.json ]] && grep -q '"finished": true' "$WORK/model/train.json" ||
   $LAUNCH train --config "$CONFIG" --data "$WORK/prepared" "${START[@]}" --out "$WORK/model" --steps-max "$STEPS" \
     --batch-size "$BATCH" --val-every "$VAL_EVERY" --checkpoint-every "$VAL_EVERY" --val-n 16 --half \
-    --balance "$BALANCE" --snr-gamma "$SNR_GAMMA" --prompt-dropout "$PROMPT_DROPOUT" \
+    --balance "$BALANCE" --snr-gamma "$SNR_GAMMA" --low-t-share "$LOW_T_SHARE" --low-t-max "$LOW_T_MAX" --prompt-dropout "$PROMPT_DROPOUT" \
     --grown-lr-scale "$GROWN_LR_SCALE" --psnr-tolerance "$PSNR_TOLERANCE" "${GROW[@]}" "${UNET_READER[@]}" \
     --device "$DEVICE" --threads "$THREADS" $(resume "$WORK/model")
 

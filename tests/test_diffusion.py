@@ -950,6 +950,9 @@ def test_grown_unet_starts_as_the_trained_function_and_gains_full_resolution_att
     # The card names the levers (the command alone would not say what --config held).
     card = write_card(tmp_path / "fast", None, None, "phantom-test", tmp_path / "fast-card").read_text()
     assert f"training options: `--config {config} --snr-gamma 5.0 --grown-lr-scale 20.0`" in card
+    grown_run("low-t", low_t_share=0.5, low_t_max=50)
+    card = write_card(tmp_path / "low-t", None, None, "phantom-test", tmp_path / "low-t-card").read_text()
+    assert "--snr-gamma 5.0 --low-t-share 0.5 --low-t-max 50`" in card, card
 
 
 def test_streamed_images_are_read_per_batch_and_equal_the_held_ones(world):

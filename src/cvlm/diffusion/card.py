@@ -116,6 +116,8 @@ def write_card(
     }
     defaults = {"--balance": 0.0, "--snr-gamma": 0.0, "--grown-lr-scale": 1.0}
     chosen = [f"{k} {v}" for k, v in levers.items() if v != defaults[k]]
+    if options.get("low_t_share"):
+        chosen.append(f"--low-t-share {options['low_t_share']} --low-t-max {options.get('low_t_max', 100)}")
     if options.get("reader_weight"):
         chosen += [
             f"--reader {options['reader']} --reader-weight {options['reader_weight']}",
