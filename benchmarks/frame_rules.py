@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from cvlm.evaluate import INDEX, _mask, _overlaps, select_records
-from cvlm.frames import normalise
+from cvlm.frames import normalise, otsu_threshold
 from cvlm.metrics import iou, mask_from_boxes
 from cvlm.outputs import Explanation
 
@@ -37,7 +37,7 @@ def frames(
     """Boxes (largest region first) and the kept regions' mask of one ``(H, W)`` difference map."""
     scaled = normalise(difference, blur).astype(np.uint8)
     if level == "auto":  # Otsu's level on this map, as ``extract_frames(threshold="auto")``
-        level = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0]
+        level = otsu_threshold(scaled)
     seeds = scaled > level
     grown = scaled > low if low is not None else seeds
     _, labels, stats, _ = cv2.connectedComponentsWithStats(grown.astype(np.uint8), connectivity=8)
