@@ -6,8 +6,9 @@ One phantom image with k >= 3 written findings, T = 50, the paper's plain edit (
                    batch (cvlm's default);
 * ``one-by-one``   the same with each edit sampled alone (``cvlm explain --no-batch-edits``);
 * ``plain loop``   per edit, invert and sample again (the method as the paper describes it);
-* ``floor``        the UNet forward passes ``batched`` needs, timed bare: T at batch 1 (inversion), T / 5 at
-                   batch k + 1 (the edit masks), T at batch k + 1 (the reconstruction and the edits).
+* ``floor``        the UNet forward passes ``batched`` needs, timed bare: T - T / 5 at batch 1 (inversion),
+                   T / 5 at batch k + 1 (inversion steps that also look at the edited prompts for the edit
+                   masks), T at batch k + 1 (the reconstruction and the edits).
 
 Each mode runs in its own process (peak RSS is that process's high-water mark, model loading included),
 modes interleaved over ``--repeats`` rounds; the minimum time per mode is kept (noise only adds time).
@@ -71,7 +72,7 @@ def run_mode(mode: str, steps: int, threads: int, k: int) -> dict:
     else:
         unet, k = c.unet, len(requests)
         with torch.no_grad():
-            for b, calls in ((1, steps), (k + 1, steps // 5), (k + 1, steps)):
+            for b, calls in ((1, steps - steps // 5), (k + 1, steps // 5), (k + 1, steps)):
                 z, h = torch.randn(b, 4, 32, 32), torch.randn(b, 77, c.text_encoder.config.hidden_size)
                 for t in range(calls):
                     unet(z, 999 - t, encoder_hidden_states=h)

@@ -16,6 +16,7 @@ from cvlm.counterfactual import (
     GeneratorGuidance,
     check_finding_names,
     counterfactuals,
+    invert_with_masks,
     plan_edits,
     sample_rows,
     weaker_strength,
@@ -140,6 +141,34 @@ def test_masked_edits_agree_batched_or_not_and_keep_their_background(world, expl
             np.abs(batched.reference - batched.image).mean()
             < np.abs(batched.reconstruction - batched.image).mean()
         )
+
+
+@pytest.mark.parametrize("fixed_point", [0, 1])
+def test_the_edit_masks_cost_no_extra_unet_call(world, explainer, fixed_point):
+    # The response maps ride on the inversion's own calls (widened to the edited prompts), so the
+    # masked inversion calls the UNet as often as the plain one and reaches the same z_T.
+    record = next(r for r in load_dataset(world) if len(r.true_findings) >= 2)
+    image = read_xray(record.image_path)
+    requests = plan_edits(list(record.true_findings)[:2])
+    c, steps = explainer.components, 10
+    rows: list[int] = []
+    hook = c.unet.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    try:
+        seen: list[torch.Tensor] = []
+        inversion, masks, pixel_masks, responses = invert_with_masks(
+            c, image, requests, steps, fixed_point=fixed_point, record=seen
+        )
+        masked_rows, rows[:] = list(rows), []
+        pixels = to_tensor(image[None], "minus_one_one")
+        plain = invert(c, pixels, [requests[0].source_prompt], steps, fixed_point)
+    finally:
+        hook.remove()
+    looks = steps // 5  # every 5th step, starting at the 3rd
+    assert len(masked_rows) == len(rows) == steps * (1 + fixed_point), (masked_rows, rows)
+    assert sorted(masked_rows).count(len(requests) + 1) == looks, masked_rows
+    torch.testing.assert_close(inversion.noise, plain.noise, atol=1e-4, rtol=1e-4)
+    assert len(seen) == steps and responses.shape == (2, *inversion.noise.shape[-2:])
+    assert masks.shape == (2, 1, *inversion.noise.shape[-2:]) and pixel_masks.any(axis=(1, 2)).all()
 
 
 def test_strength_one_is_the_plain_edit_for_every_lever(world, explainer):
@@ -516,3 +545,50 @@ def test_raw_prompts_edit_the_report_text_for_a_model_trained_on_it(world, expla
         assert len(edit.prompt) < len(raw.report) and not edit.prompt.startswith("lung with"), edit.prompt
     with pytest.raises(ValueError, match="prompts must be one of"):
         ExplainOptions(prompts="free text")
+
+
+class _NeverDrops(ReportGenerator):
+    """The real captioner's report of the input, whatever it is shown: no removal ever closes its cycle."""
+
+    name = "never-drops"
+
+    def __init__(self, inner: ReportGenerator) -> None:
+        self.inner, self.report = inner, None
+
+    def _generate(self, images: list[np.ndarray]) -> list[str]:
+        if self.report is None:
+            self.report = self.inner.generate(images[:1])[0]
+        return [self.report] * len(images)
+
+
+@pytest.mark.parametrize("retry_masks", ["same", "core", "keep"])
+def test_adaptive_strength_retries_in_the_chosen_masks(world, explainer, retry_masks, monkeypatch):
+    from cvlm.counterfactual import SMALLER_MASKS
+
+    record = next(r for r in load_dataset(world) if len(r.true_findings) >= 2)
+    seen = []
+    original = Explainer._resample
+
+    def spy(self, cf, requests, rows, strength, masks, *args, **kwargs):
+        seen.append((strength, masks, cf))
+        return original(self, cf, requests, rows, strength, masks, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "_resample", spy)
+    options = ExplainOptions(steps=STEPS, schedule=(1.0, 2.0, 3.5), spare=(), retry_masks=retry_masks)
+    result = Explainer(_NeverDrops(explainer.generator), explainer.components, "x", options=options)(
+        record.image_path
+    )
+    assert result.edits and not any(e.success for e in result.edits), [e.attempts for e in result.edits]
+    assert [s for s, _, _ in seen] == [2.0, 3.5], seen
+    for _, masks, cf in seen:
+        expected = (
+            cf.latent_masks
+            if retry_masks == "same"
+            else SMALLER_MASKS[retry_masks](cf.latent_masks, cf.responses)
+        )
+        assert torch.equal(masks, expected), (retry_masks, masks.sum().item(), expected.sum().item())
+    if retry_masks == "core":  # the core is a strict subset somewhere, or the option would do nothing
+        _, masks, cf = seen[0]
+        assert masks.sum() < cf.latent_masks.sum(), (masks.sum().item(), cf.latent_masks.sum().item())
+    with pytest.raises(ValueError, match="retry_masks"):
+        ExplainOptions(retry_masks="smaller")

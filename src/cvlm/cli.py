@@ -803,6 +803,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "prompts": args.prompts,
         "schedule": [float(x) for x in _names(args.schedule)] if args.schedule else None,
         "rank": args.rank,
+        "retry_masks": args.retry_masks,
         "fixed_point": args.fixed_point,
     }
     return ExplainOptions(**{**shared, **overrides})
@@ -849,6 +850,13 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
         "(default: the lever's, 1,2,3.5,5 for guidance)",
     )
     p.add_argument("--rank", default="area", choices=["area", "mass"], help="frame order (default: area)")
+    p.add_argument(
+        "--retry-masks",
+        default="same",
+        choices=["same", "keep", "core", "wider"],
+        help="with --locality mask, where adaptive strength's stronger retries edit: same (each edit's own "
+        "mask), core (its strongest half), keep (less the other findings' regions), wider (default: same)",
+    )
     p.add_argument(
         "--fixed-point",
         type=int,

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from cvlm.diffusion.components import DiffusionComponents
-from cvlm.diffusion.inversion import NoiseAdjust, unet_predictor
-from cvlm.diffusion.reconstruction import Inversion, decode_latents, embed, invert, sample
+from cvlm.diffusion.inversion import NoiseAdjust, ddim_invert, unet_predictor
+from cvlm.diffusion.reconstruction import Inversion, decode_latents, embed, encode_images, invert, sample
 from cvlm.findings import DEFAULT_VOCABULARY, NO_FINDING, FindingVocabulary
 from cvlm.frames import extract_frames
 from cvlm.prompts import add_finding, build_prompt, remove_finding
@@ -468,7 +468,8 @@ def invert_with_masks(
     While inverting with the source prompt P, every ``every``-th step also predicts the noise for each
     edited prompt P_e at the *same* latents; the mean |eps(z_t, P_e) - eps(z_t, P)| over channels and
     those steps is the edit's response map (DiffEdit's mask estimate, from the inversion's own latents,
-    so it costs T / ``every`` extra batched calls and no trajectory drift enters it). Its Otsu region
+    so no trajectory drift enters it; on those steps the inversion's own call is widened to the k + 1
+    prompts, so the maps cost T / ``every`` calls of k more rows and no extra call). Its Otsu region
     (:func:`cvlm.frames.extract_frames` with ``"auto"``), dilated by ``dilate`` pixels, is the mask.
 
     Args:
@@ -491,17 +492,36 @@ def invert_with_masks(
     text = embed(components, prompts)
     predict = unet_predictor(components.unet)
     response: list[torch.Tensor] = []
+    looking = [False]
 
     def look(i: int, t: torch.Tensor, z: torch.Tensor) -> None:
         if record is not None:
             record.append(z.detach().clone())
-        if requests and i % every == every // 2:
-            eps = predict(z.expand(len(prompts), -1, -1, -1), t, text)
-            response.append((eps[1:] - eps[:1]).abs().mean(dim=1))
+        looking[0] = bool(requests) and i % every == every // 2
+
+    def predict_and_look(z: torch.Tensor, t: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        # On a looking step the inversion's own call (the source prompt at z) and the edited prompts at
+        # the same z go through the UNet as one batch: the response costs k rows, not k + 1 and a call.
+        if not looking[0]:
+            return predict(z, t, source)
+        looking[0] = False  # a fixed-point iteration of the same step predicts at its end point
+        eps = predict(z.expand(len(prompts), -1, -1, -1), t, text)
+        response.append((eps[1:] - eps[:1]).abs().mean(dim=1))
+        return eps[:1]
 
     pixels = to_tensor(model_input(components, image)[None], "minus_one_one")
     device = next(components.unet.parameters()).device
-    inversion = invert(components, pixels.to(device), prompts[:1], steps, fixed_point, callback=look)
+    latents = encode_images(components, pixels.to(device))
+    noise = ddim_invert(
+        predict_and_look,
+        components.scheduler.config,
+        latents,
+        text[:1],
+        steps,
+        fixed_point=fixed_point,
+        callback=look,
+    )
+    inversion = Inversion(latents, noise, prompts[:1], steps, fixed_point)
     size, (h, w) = components.image_size, inversion.noise.shape[-2:]
     pixel_masks = np.zeros((len(requests), size, size), dtype=bool)
     latent_masks = torch.zeros(len(requests), 1, h, w)

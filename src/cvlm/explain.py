@@ -96,6 +96,9 @@ class ExplainOptions:
         threshold: Frame threshold L on 0..255, or ``"auto"`` (Otsu per edit).
         top_k: Frames kept per edit.
         rank: Frame order, ``"area"`` (the paper's) or ``"mass"`` (:func:`cvlm.frames.extract_frames`).
+        retry_masks: The masks adaptive strength samples its stronger retries in: ``"same"`` (each edit's
+            own mask) or a name of :data:`cvlm.counterfactual.SMALLER_MASKS` (``"core"``: the mask's
+            strongest half, so the stronger push stays where the words act most).
         locality: ``"mask"`` (default: edit only where the model's prediction answers the edited words,
             :func:`cvlm.counterfactual.invert_with_masks`) or ``"none"`` (edit everywhere, the paper's).
         prompts: ``"structured"`` (the generator's findings as cvlm's structured prompt, what the tailored
@@ -122,6 +125,7 @@ class ExplainOptions:
     threshold: float | str = DEFAULT_THRESHOLD
     top_k: int = TOP_K
     rank: str = "area"
+    retry_masks: str = "same"
     locality: str = "mask"
     background: str = "reconstruction"
     spare: Sequence[str] = ("keep", "core", "weaker", "hold")
@@ -140,6 +144,9 @@ class ExplainOptions:
             raise ValueError(f"Strengths must be >= 1, got {self.schedule}.")
         if self.locality not in LOCALITIES:
             raise ValueError(f"locality must be one of {', '.join(LOCALITIES)}, got {self.locality!r}.")
+        if self.retry_masks not in ("same", *SMALLER_MASKS):
+            choices = ", ".join(("same", *SMALLER_MASKS))
+            raise ValueError(f"retry_masks must be one of {choices}, got {self.retry_masks!r}.")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}.")
         if self.prompts not in PROMPT_STYLES:
@@ -377,11 +384,14 @@ class Explainer:
         attempts: list[list[dict[str, Any]]] = [
             [{"strength": strengths[0], "success": r.success}] for r in results
         ]
+        retry_masks = blend.masks if blend is not None else None
+        if retry_masks is not None and opts.retry_masks != "same":
+            retry_masks = SMALLER_MASKS[opts.retry_masks](cf.latent_masks, cf.responses)
         for strength in strengths[1:]:
             todo = [i for i, r in enumerate(results) if not r.success]
             if not todo:
                 break
-            rows = self._resample(cf, requests, todo, strength, blend.masks if blend is not None else None)
+            rows = self._resample(cf, requests, todo, strength, retry_masks)
             # Judged against the same baseline as the first attempt (a retry is the same edit, stronger).
             retried = close_cycle(
                 self.generator, [requests[i] for i in todo], rows, self.labeler, opts.policy, baseline
