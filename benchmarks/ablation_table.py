@@ -6,6 +6,7 @@ images can stand beside runs on the first 40), recomputed from ``per_case.csv`` 
 
     python benchmarks/ablation_table.py LABEL=runs/eval-a LABEL=runs/eval-b [--images-of runs/eval-b]
     python benchmarks/ablation_table.py LABEL=runs/eval-a --per-finding
+    python benchmarks/ablation_table.py LABEL=runs/eval-a --localization
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def print_per_finding(label: str, m: dict) -> None:
     print(f"{label}: {m['n_images']} images, {m['n_edits']} removals")
     print(
         "| finding | n | cyclic rate (perfect edit) | plain edit | still written on the reconstruction "
-        "| preserved (perfect edit) | pointing (n located) | box IoU | specificity (n) |"
+        "| preserved (perfect edit) | pointing (n located) | frame IoU | specificity (n) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for finding, v in sorted(m["per_finding"].items()):
@@ -70,12 +71,48 @@ def print_per_finding(label: str, m: dict) -> None:
         )
 
 
+def print_localization(label: str, m: dict) -> None:
+    """Every saliency method scored alike (peak in the mask; IoU of its top |mask| pixels), and CVLM minus it.
+
+    Read from ``localization["saliency"]`` and ``localization["cvlm_minus"]`` of ``metrics.json`` (the paired
+    bootstrap :func:`cvlm.evaluate.saliency_localization` computed over the same located removals).
+    """
+    loc = m["localization"]
+    saliency, minus = loc.get("saliency", {}), loc.get("cvlm_minus", {})
+    if not saliency:
+        print(f"{label}: no saliency scores (run cvlm evaluate with baselines)")
+        return
+    n = saliency["cvlm"]["n"]
+    print(f"{label}: {n} located removals")
+    print(
+        "| method | pointing game | IoU at the mask's area | CVLM minus it: pointing | CVLM minus it: IoU |"
+    )
+    print("|---|---|---|---|---|")
+    for method, v in saliency.items():
+        cells = ["", ""]
+        if method in minus:
+            cells = [
+                f"{minus[method][k]['estimate']:+.3f} [{minus[method][k]['ci'][0]:+.3f}, "
+                f"{minus[method][k]['ci'][1]:+.3f}]"
+                for k in ("pointing_game", "iou")
+            ]
+        print(f"| {method} | {_f(v['pointing_game'])} | {_f(v['iou'])} | {cells[0]} | {cells[1]} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=FOLDER")
     parser.add_argument("--images-of", type=Path, help="restrict every row to the images of this run")
     parser.add_argument("--per-finding", action="store_true", help="one row per finding of each run")
+    parser.add_argument(
+        "--localization", action="store_true", help="each run's saliency methods and CVLM minus each"
+    )
     args = parser.parse_args()
+    if args.localization:
+        for spec in args.runs:
+            label, _, folder = spec.rpartition("=")
+            print_localization(label, json.loads((Path(folder) / "metrics.json").read_text()))
+        return
     if args.per_finding:
         for spec in args.runs:
             label, _, folder = spec.rpartition("=")
@@ -91,7 +128,7 @@ def main() -> None:
         with (args.images_of / "per_case.csv").open() as handle:
             images = {r["image"] for r in csv.DictReader(handle)}
     print(
-        "| run | images | removals | cyclic rate | plain edit | preservation | pointing game | box IoU "
+        "| run | images | removals | cyclic rate | plain edit | preservation | pointing game | frame IoU "
         "| specificity (n) | PSNR (dB) | s / image |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -124,7 +161,7 @@ def print_perfect_edit(runs: list[tuple[str, dict]]) -> None:
     print(
         "| run | removals of true findings | perfect edit: cyclic rate | perfect edit: preservation "
         "| CVLM: preservation | CVLM minus perfect | CVLM where the perfect edit preserves (n) "
-        "| frames box IoU: perfect edit / CVLM |"
+        "| frame IoU: perfect edit / CVLM |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for label, m in runs:

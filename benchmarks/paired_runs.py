@@ -8,8 +8,8 @@ show on edits like these; n is printed with every line.
 
 With ``--without VARIANT`` and one run, A is that run with the edits it kept from the spare variant VARIANT
 counted as they stood before it (not preserved): what the variant bought, edit by edit, from one run.
-With ``--also A2 B2`` (repeatable) the edits of more pairs of runs, on other images (a second fresh world), are
-pooled with the first pair's: one paired difference over all of them.
+With ``--also A2 B2`` (repeatable) the edits of more pairs of runs, on other images (a second fresh world),
+are pooled with the first pair's: one paired difference over all of them.
 
 python benchmarks/paired_runs.py runs/dev-eval9-guidance runs/dev-eval9-hold
 python benchmarks/paired_runs.py runs/fresh9-hold-templater-r --without hold
@@ -49,7 +49,13 @@ def main() -> None:
     parser.add_argument("--without", help="A = B with the edits kept from this spare variant not preserved")
     parser.add_argument("--kind", default="remove", choices=("remove", "add"))
     parser.add_argument(
-        "--also", nargs=2, action="append", type=Path, default=[], metavar=("A2", "B2"), help="pool a pair more"
+        "--also",
+        nargs=2,
+        action="append",
+        type=Path,
+        default=[],
+        metavar=("A2", "B2"),
+        help="pool a pair more",
     )
     args = parser.parse_args()
     b = load(args.b or args.a)
