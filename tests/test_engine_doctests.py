@@ -7,6 +7,7 @@ import pytest
 
 import cvlm.counterfactual
 import cvlm.cyclic
+import cvlm.diffusion.card
 import cvlm.evaluate
 import cvlm.explain
 import cvlm.frames
@@ -17,7 +18,16 @@ from cvlm.validate import edit_specificity
 
 @pytest.mark.parametrize(
     "module",
-    [cvlm.readout, cvlm.frames, cvlm.counterfactual, cvlm.cyclic, cvlm.evaluate, cvlm.explain, cvlm.validate],
+    [
+        cvlm.readout,
+        cvlm.frames,
+        cvlm.counterfactual,
+        cvlm.cyclic,
+        cvlm.evaluate,
+        cvlm.explain,
+        cvlm.validate,
+        cvlm.diffusion.card,
+    ],
 )
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

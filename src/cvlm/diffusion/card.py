@@ -171,12 +171,26 @@ def write_card(
         ]
     lines += ["", f"Model configuration: `{info.get('name')}`, {info.get('image_size')} px grayscale.", ""]
     if previous:
-        # Demote the earlier card's headings one level so that it reads as a section of this one.
+        # Demote the earlier card's headings one level so that it reads as a section of this one; Markdown
+        # has six levels, so a history deeper than that stays at the sixth (a seventh '#' is plain text).
         lines += ["## History: the model it was initialised from", ""]
-        lines += [("#" + line) if line.startswith("#") else line for line in previous.splitlines()]
+        lines += [_demoted(line) for line in previous.splitlines()]
         lines.append("")
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
     return out / "README.md"
+
+
+def _demoted(line: str) -> str:
+    """A Markdown heading one level deeper, at most level 6; any other line as it is.
+
+    Example:
+        >>> [_demoted(x) for x in ("## Data", "###### Deep", "####### Deeper", "text")]
+        ['### Data', '###### Deep', '###### Deeper', 'text']
+    """
+    level = len(line) - len(line.lstrip("#"))
+    if not level:
+        return line
+    return "#" * min(level + 1, 6) + line[level:]
 
 
 def main() -> None:
