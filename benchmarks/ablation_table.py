@@ -43,7 +43,11 @@ def metrics_of(folder: Path, images: set[str] | None, n_images: int | None = Non
     with (folder / "per_case.csv").open() as handle:
         rows = [_typed(r) for r in csv.DictReader(handle) if r["image"] in images]
     count = n_images if n_images is not None else len({r["image"] for r in rows})
-    again = aggregate(rows, count, metrics.get("seconds_per_image"))
+    per_image = None
+    if (folder / "per_image.csv").is_file():  # one reconstruction PSNR per image (earlier runs: per edit)
+        with (folder / "per_image.csv").open() as handle:
+            per_image = [_typed(r) for r in csv.DictReader(handle) if r["image"] in images]
+    again = aggregate(rows, count, metrics.get("seconds_per_image"), per_image)
     return again
 
 

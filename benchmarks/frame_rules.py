@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cvlm.evaluate import INDEX, _mask, _overlaps, select_records
+from cvlm.evaluate import _overlaps, located_removals
 from cvlm.frames import normalise, otsu_threshold
 from cvlm.metrics import iou, mask_from_boxes
-from cvlm.outputs import Explanation
 
 
 def frames(
@@ -53,27 +51,6 @@ def frames(
     return boxes, np.isin(labels, keep)
 
 
-def cases(run: Path, data: str, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(finding, difference map, true mask) of every located removal of an evaluation."""
-    index = {}
-    for raw in (run / "explanations" / INDEX).read_text(encoding="utf-8").splitlines():
-        row = json.loads(raw)
-        index[row["input"]] = row
-    out = []
-    for record in select_records(data, n):
-        entry = index.get(str(record.image_path))
-        if not entry or entry["status"] != "ok":
-            continue
-        explanation = Explanation.load(run / "explanations" / entry["folder"])
-        for edit in explanation.edits:
-            if edit.kind != "remove" or edit.difference is None:
-                continue
-            mask = _mask(record, edit.finding, explanation.input.shape)
-            if mask is not None:
-                out.append((edit.finding, edit.difference, mask))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a cvlm evaluate output folder")
@@ -84,7 +61,7 @@ def main() -> None:
         "--by", choices=("box", "region"), default="box", help="rank by box IoU or by the kept regions' IoU"
     )
     args = parser.parse_args()
-    found = cases(args.run, args.data, args.n)
+    found = located_removals(args.run, args.data, args.n)
     if not found:
         raise SystemExit(f"{args.run}: no located removal to score")
     rows = []

@@ -63,3 +63,4 @@ for G in phantom-captioner phantom-templater; do
     bash scripts/train_bundled_diffusion.sh "$G"
 done
 bash scripts/calibrate_trust.sh
+bash scripts/calibrate_frames.sh

@@ -57,6 +57,10 @@ def test_explain_and_evaluate_read_the_same_edit_options():
         ), defaults
         assert defaults.fixed_point == 0 and defaults.lever == "guidance", defaults
         assert _explain_options(parser.parse_args([*argv, "--spare", "none"])).spare == ()
+        # Frames: the model's level per finding by default, else one level or Otsu for every finding.
+        assert defaults.threshold == "model", defaults
+        assert _explain_options(parser.parse_args([*argv, "--threshold", "95"])).threshold == 95.0
+        assert _explain_options(parser.parse_args([*argv, "--threshold", "auto"])).threshold == "auto"
 
 
 def test_train_takes_a_reader_and_its_weight_together(tmp_path, capsys):

@@ -93,7 +93,14 @@ def test_evaluate_runs_the_baselines_on_the_located_removals(tmp_path, capsys):
     for key in ("iou", "box_iou"):
         values = [float(r[key]) for r in rows if r[key]]
         assert values and loc["cvlm"][key] == pytest.approx(np.mean(values)), (key, loc["cvlm"])
-    assert metrics["threshold"] == DEFAULT_THRESHOLD, metrics["threshold"]
+    # ... at the bundled model's calibrated level per finding (frames.json), L = 40 for the rest.
+    from cvlm.bundled import resolve_model
+    from cvlm.frames import FrameThresholds
+
+    bundled = FrameThresholds.read(resolve_model("phantom-captioner", "diffusion"))
+    assert bundled.per_finding, "the bundled model carries no frames.json"
+    assert metrics["threshold"]["default"] == DEFAULT_THRESHOLD, metrics["threshold"]
+    assert metrics["threshold"]["per_finding"] == dict(bundled.per_finding), metrics["threshold"]
     # Minimality (change outside f's true mask) stands beside the change inside it, both from the table.
     for key in ("minimality", "change_in_mask"):
         values = [float(r[key]) for r in rows if r[key]]
@@ -178,3 +185,61 @@ def test_evaluate_scores_additions_beside_a_true_addition(tmp_path):
     kept = [r["perfect_preserved"] == "True" for r in truly_absent]
     assert got["preservation"]["rate"] == pytest.approx(np.mean(kept)), got
     assert got["n_located"] == 0 and got["iou"] is None, got  # additions are not localised
+
+
+def test_calibrate_frames_writes_levels_that_evaluate_then_scores_with(tmp_path, capsys):
+    # An evaluation on a small world, calibrated into a copy of the model; evaluating again (the
+    # explanations reused) scores every finding's frames at the level calibrate-frames chose for it.
+    import shutil
+
+    from cvlm.bundled import resolve_model
+    from cvlm.evaluate import located_removals
+    from cvlm.frames import FRAMES_FILE, calibrate_thresholds, extract_frames
+    from cvlm.metrics import iou
+
+    world, first, model = tmp_path / "world", tmp_path / "eval", tmp_path / "model"
+    shutil.copytree(resolve_model("phantom-captioner", "diffusion"), model)
+    (model / FRAMES_FILE).unlink(missing_ok=True)
+    assert main(["phantoms", "--out", str(world), "--n", "4", "--seed", "5"]) == 0
+    args = ["evaluate", "--generator", "phantom-captioner", "--model", str(model), "--data", str(world)]
+    args += ["--n", "4", "--steps", "4", "--no-adaptive", "--baselines", "none"]
+    assert main([*args, "--out", str(first)]) == 0
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["threshold"] == {"default": DEFAULT_THRESHOLD, "per_finding": {}}, metrics["threshold"]
+    # One reconstruction PSNR per image, from per_image.csv.
+    with (first / "per_image.csv").open() as handle:
+        images = list(csv.DictReader(handle))
+    assert len(images) == metrics["n_images"] == 4, images
+    psnrs = [float(r["reconstruction_psnr"]) for r in images]
+    assert metrics["reconstruction_psnr"] == pytest.approx(np.mean(psnrs)), metrics["reconstruction_psnr"]
+
+    calibrate = [
+        "calibrate-frames",
+        "--run",
+        str(first),
+        "--data",
+        str(world),
+        "--n",
+        "4",
+        "--min-cases",
+        "1",
+    ]
+    assert main(calibrate) == 0
+    print(capsys.readouterr().out)
+    written = json.loads((model / FRAMES_FILE).read_text())
+    cases = located_removals(first, world, 4)
+    assert cases and written["n_cases"] == len(cases)
+    assert written["per_finding"] == calibrate_thresholds(cases, min_cases=1)["per_finding"]
+    assert written["iou_chosen"] >= written["iou_default"], written
+
+    second = tmp_path / "again"
+    shutil.copytree(first / "explanations", second / "explanations")  # reused, not explained again
+    assert main([*args, "--out", str(second)]) == 0
+    again = json.loads((second / "metrics.json").read_text())
+    assert again["threshold"]["per_finding"] == written["per_finding"], again["threshold"]
+    with (second / "per_case.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["iou"]]
+    expected = [
+        iou(extract_frames(d, written["per_finding"].get(f, DEFAULT_THRESHOLD)).mask, m) for f, d, m in cases
+    ]
+    assert [float(r["iou"]) for r in rows] == pytest.approx(expected), (rows, expected)

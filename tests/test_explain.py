@@ -596,3 +596,36 @@ def test_adaptive_strength_retries_in_the_chosen_masks(world, explainer, retry_m
         assert masks.sum() < cf.latent_masks.sum(), (masks.sum().item(), cf.latent_masks.sum().item())
     with pytest.raises(ValueError, match="retry_masks"):
         ExplainOptions(retry_masks="smaller")
+
+
+def test_frames_use_the_model_level_per_finding_unless_one_level_is_asked(world, tmp_path):
+    # A copy of the bundled model folder with its own frames.json: each edit's frames are drawn at the
+    # level the file gives its finding (the default for the rest), recorded per edit and in the settings;
+    # an explicit level applies to every finding.
+    from cvlm.bundled import resolve_model
+    from cvlm.frames import DEFAULT_THRESHOLD, FRAMES_FILE, extract_frames
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model("phantom-captioner", "diffusion"), model)
+    record = next(r for r in load_dataset(world) if len(r.true_findings) >= 2)
+    plain = Explainer.load("phantom-captioner", model, options=ExplainOptions(steps=STEPS, threshold=40.0))
+    first = plain(record.image_path)
+    assert len(first.edits) >= 2, first.findings
+    special = first.edits[0].finding
+    (model / FRAMES_FILE).write_text(json.dumps({"default": 40.0, "per_finding": {special: 95.0}}))
+    calibrated = Explainer.load("phantom-captioner", model, options=ExplainOptions(steps=STEPS))
+    got = calibrated(record.image_path)
+    levels = {e.finding: e.threshold for e in got.edits}
+    assert levels == {e.finding: (95.0 if e.finding == special else DEFAULT_THRESHOLD) for e in got.edits}, (
+        levels
+    )
+    assert got.settings["frame_thresholds"]["per_finding"] == {special: 95.0}, got.settings
+    assert got.settings["threshold"] == "model"
+    for edit, before in zip(got.edits, first.edits, strict=True):
+        np.testing.assert_array_equal(edit.difference, before.difference)  # only the frames differ
+        expected = extract_frames(edit.difference, levels[edit.finding]).frames
+        assert [f.area for f in edit.frames] == [f.area for f in expected], edit.finding
+    assert {e.threshold for e in first.edits} == {40.0}
+    assert first.settings["frame_thresholds"] == {"default": 40.0, "per_finding": {}}
+    with pytest.raises(ValueError, match="threshold must be 'model', 'auto' or a number"):
+        ExplainOptions(threshold=300)

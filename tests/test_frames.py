@@ -118,3 +118,47 @@ def test_frames_map_back_to_the_original_image_size():
     assert frames == [Frame([80, 320, 240, 640], 25600)]
     clipped = scale_frames([Frame([120, 120, 128, 128], 64)], (128, 128), (100, 100))
     assert clipped[0].box == [93, 93, 100, 100]
+
+
+def test_calibrate_thresholds_fits_a_level_per_finding_seen_often_enough():
+    from cvlm.frames import CALIBRATION_GRID, calibrate_thresholds
+
+    yy, xx = np.mgrid[:48, :48]
+    r = np.hypot(yy - 24, xx - 24)
+    truth = r <= 6
+    compact = np.where(truth, 1.0, np.where(r <= 14, 0.25, 0.0)).astype(np.float32)  # a sign with a halo
+    diffuse = np.where(r <= 14, 0.12, 0.0).astype(np.float32)  # a faint change over its whole extent
+    diffuse[r <= 3] = 1.0
+    wide = r <= 14
+    cases = (
+        [("Atelectasis", compact, truth)] * 8
+        + [("Edema", diffuse, wide)] * 8
+        + [("Fracture", compact, truth)] * 2
+    )
+    got = calibrate_thresholds(cases)
+    print(got)
+    assert got["per_finding"]["Atelectasis"] > DEFAULT_THRESHOLD  # cuts the halo
+    assert got["per_finding"]["Edema"] < DEFAULT_THRESHOLD  # reaches the faint rim
+    assert "Fracture" not in got["per_finding"] and got["n"]["Fracture"] == 2  # too few: the default
+    assert got["iou"]["Fracture"]["chosen"] == got["iou"]["Fracture"]["default"]
+    for finding in ("Atelectasis", "Edema"):
+        assert got["iou"][finding]["chosen"] >= got["iou"][finding]["default"] + 0.01, got["iou"]
+        assert got["per_finding"][finding] in CALIBRATION_GRID
+    assert got["n_cases"] == 18 and got["iou_chosen"] > got["iou_default"]
+    # A finding whose best level gains less than min_gain keeps the default.
+    assert calibrate_thresholds(cases, min_gain=1.0)["per_finding"] == {}
+
+
+def test_frame_thresholds_read_from_a_model_folder(tmp_path):
+    import json
+
+    from cvlm.frames import FRAMES_FILE, FrameThresholds
+
+    assert FrameThresholds.read(tmp_path)("Edema") == DEFAULT_THRESHOLD  # no file: the default
+    (tmp_path / FRAMES_FILE).write_text(json.dumps({"default": 40, "per_finding": {"Atelectasis": 95}}))
+    levels = FrameThresholds.read(tmp_path)
+    assert (levels("Atelectasis"), levels("Edema")) == (95.0, 40.0)
+    assert levels.to_dict()["file"] == str(tmp_path / FRAMES_FILE)
+    (tmp_path / FRAMES_FILE).write_text(json.dumps({"per_finding": {"Edema": 400}}))
+    with pytest.raises(ValueError, match="Edema"):
+        FrameThresholds.read(tmp_path)

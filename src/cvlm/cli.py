@@ -73,6 +73,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threshold(text: str) -> float | str:
+    """A frame threshold for argparse: ``model``, ``auto`` or a level in [0, 255)."""
+    if text in ("model", "auto"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'model', 'auto' or a number, got {text!r}") from None
+    if not 0 <= value < 255:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 255), got {value}")
+    return value
+
+
+THRESHOLD_HELP = (
+    "frame threshold: 'model' (default: the tailored model's calibrated level per finding, its "
+    "frames.json, else 40), 'auto' (Otsu per edit) or a level L on 0..255 of the max-normalised "
+    "difference for every finding (the paper's 95 keeps only the core of a change on this scale)"
+)
+
+
 def _add_command(
     sub: argparse._SubParsersAction,
     name: str,
@@ -796,7 +816,7 @@ def _explain_options(args: argparse.Namespace, **overrides: object):
         "steps": args.steps,
         "add": _names(args.add),
         "lever": args.lever,
-        "threshold": "auto" if args.threshold == "auto" else float(args.threshold),
+        "threshold": args.threshold,
         "locality": args.locality,
         "background": args.background,
         "spare": [] if args.spare == "none" else _names(args.spare),
@@ -918,12 +938,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "(default: guidance)",
     )
     p.add_argument("--no-adaptive", action="store_true", help="one strength only (the paper's plain edit)")
-    p.add_argument(
-        "--threshold",
-        default="40",
-        help="frame threshold L on 0..255 of the max-normalised difference, or 'auto' (Otsu) (default: 40; "
-        "the paper's 95 keeps only the core of a change on this scale)",
-    )
+    p.add_argument("--threshold", type=_threshold, default="model", help=THRESHOLD_HELP)
     p.add_argument("--top-k", type=int, default=5, help="frames per edit (default: 5)")
     _add_edit_options(p)
     p.add_argument("--seed", type=int, default=0, help="torch seed per image (default: 0)")
@@ -987,7 +1002,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="default: guidance",
     )
     p.add_argument("--no-adaptive", action="store_true", help="the paper's plain edit only")
-    p.add_argument("--threshold", default="40", help="frame threshold L or 'auto' (default: 40)")
+    p.add_argument("--threshold", type=_threshold, default="model", help=THRESHOLD_HELP)
     _add_edit_options(p)
     p.add_argument(
         "--add", default="", help="comma list of findings to add where not written (default: none)"
@@ -1035,6 +1050,66 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if scores:
         print("saliency maps, pointing game / IoU at the mask's area: " + ", ".join(scores))
     print(f"Report: {args.out / 'index.html'}")
+    return 0
+
+
+def _add_calibrate_frames(sub: argparse._SubParsersAction) -> None:
+    p = _add_command(
+        sub,
+        "calibrate-frames",
+        "Learn a tailored model's frame threshold per finding from an evaluation with true masks.",
+        "cvlm calibrate-frames --run runs/calib-eval --data runs/calib-world --n 160",
+        _run_calibrate_frames,
+        "Re-scores the saved difference maps of a cvlm evaluate folder at each level of a grid and keeps, "
+        "per finding seen often enough, the level whose frame mask best matches the true masks; writes "
+        "frames.json into the model folder (cvlm explain and evaluate use it with --threshold model). "
+        "Calibrate on a world you will not report on.",
+    )
+    p.add_argument("--run", type=Path, required=True, help="a cvlm evaluate output folder")
+    p.add_argument("--data", type=Path, required=True, help="the world it evaluated (with true masks)")
+    p.add_argument("--n", type=int, default=None, help="the images it evaluated (its --n; default: all)")
+    p.add_argument(
+        "--model", default=None, help="model folder to write frames.json into (default: the run's model)"
+    )
+    p.add_argument(
+        "--min-cases",
+        type=_positive_int,
+        default=8,
+        help="fewest removals of a finding for its own level (default: 8)",
+    )
+
+
+def _run_calibrate_frames(args: argparse.Namespace) -> int:
+    import json
+
+    from cvlm.bundled import resolve_model
+    from cvlm.evaluate import located_removals
+    from cvlm.frames import FRAMES_FILE, calibrate_thresholds
+
+    model = args.model
+    if model is None:
+        metrics = args.run / "metrics.json"
+        if not metrics.is_file():
+            raise SystemExit(f"{args.run}: no metrics.json to take the model from; pass --model.")
+        model = json.loads(metrics.read_text(encoding="utf-8"))["model"]
+    model_dir = resolve_model(model, "diffusion")
+    cases = located_removals(args.run, args.data, args.n)
+    if not cases:
+        raise SystemExit(f"{args.run}: no removal of a truly present finding to calibrate on.")
+    record = calibrate_thresholds(cases, min_cases=args.min_cases)
+    record.update(run=str(args.run), data=str(args.data), n_images=args.n)
+    (model_dir / FRAMES_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    default = record["default"]
+    print(f"| finding | removals | level | frame-mask IoU at {default:g} -> at the level (in-sample) |")
+    print("|---|---|---|---|")
+    for finding, n in record["n"].items():
+        level = record["per_finding"].get(finding, record["default"])
+        scores = record["iou"][finding]
+        print(f"| {finding} | {n} | {level:g} | {scores['default']:.3f} -> {scores['chosen']:.3f} |")
+    print(
+        f"{record['n_cases']} removals: {record['iou_default']:.3f} -> {record['iou_chosen']:.3f} in-sample; "
+        f"written to {model_dir / FRAMES_FILE}"
+    )
     return 0
 
 
@@ -1214,6 +1289,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_validate,
         _add_explain,
         _add_evaluate,
+        _add_calibrate_frames,
         _add_compare,
         _add_serve,
         _add_env,

@@ -33,7 +33,8 @@ so a killed evaluation resumes), then scores every edit against the world's true
   difference map are the localisation the frame rule itself allows (``perfect_edit`` in the metrics,
   ``perfect_*`` columns).
 
-Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it),
+Outputs: ``metrics.json``, ``per_case.csv`` (one row per edit; every figure can be recomputed from it and
+``per_image.csv``, one row per image: the reconstruction PSNR, trust, findings, seconds),
 the explanations under ``explanations/``, each located case's saliency maps and true mask under
 ``saliency/``, and a static HTML page, ``index.html`` with ``figures/`` (:mod:`cvlm.report`). Frames are
 recomputed from the saved difference maps, so a threshold can be re-scored without re-explaining
@@ -57,7 +58,7 @@ from cvlm.baselines import FindingTarget, SaliencyMethod, available_baselines, l
 from cvlm.data import Record, load_dataset, read_mask
 from cvlm.environment import versions
 from cvlm.explain import INDEX, Explainer, explain_files
-from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, extract_frames, normalise
+from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, FrameThresholds, extract_frames, normalise
 from cvlm.generators import ReportGenerator
 from cvlm.labeler import Labeler
 from cvlm.metrics import (
@@ -154,18 +155,23 @@ def attributable_collateral(
     return sorted(changed - unstable)
 
 
+def _level(threshold: float | str | FrameThresholds, finding: str) -> float | str:
+    return threshold(finding) if isinstance(threshold, FrameThresholds) else threshold
+
+
 def score_explanation(
     explanation: Explanation,
     record: Record,
-    threshold: float | str = DEFAULT_THRESHOLD,
+    threshold: float | str | FrameThresholds = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
     seed: int = 0,
     rank: str = "area",
 ) -> list[dict[str, Any]]:
     """One row per edit of an explanation (loaded with its arrays), scored against the record's truth.
 
-    Frames are taken at the model's resolution from the saved difference maps with ``threshold`` and
-    ``top_k`` (the masks are resized to it), so boxes and masks share one pixel grid.
+    Frames are taken at the model's resolution from the saved difference maps with ``threshold`` (one
+    level, or a level per finding) and ``top_k`` (the masks are resized to it), so boxes and masks share
+    one pixel grid.
     """
     shape = explanation.input.shape
     rng = np.random.default_rng([seed, zlib.crc32(record.dicom_id.encode())])
@@ -200,7 +206,7 @@ def score_explanation(
         }
         mask = masks.get(edit.finding)
         if edit.kind == "remove" and mask is not None and edit.difference is not None:
-            found = extract_frames(edit.difference, threshold, top_k, rank=rank)
+            found = extract_frames(edit.difference, _level(threshold, edit.finding), top_k, rank=rank)
             boxes = [f.box for f in found.frames]
             chance = _random_boxes(boxes, shape, rng)
             row.update(
@@ -235,7 +241,7 @@ def add_perfect_edit_columns(
     generator: ReportGenerator,
     labeler: Labeler | None = None,
     policy: UncertaintyPolicy | str = DEFAULT_POLICY,
-    threshold: float | str = DEFAULT_THRESHOLD,
+    threshold: float | str | FrameThresholds = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
 ) -> None:
     """Add the perfect edit's columns to the edit rows of a phantom world's image.
@@ -257,7 +263,7 @@ def add_perfect_edit_columns(
         generator: The generator the explanation was made for.
         labeler: Its labeler (default: the rule-based one).
         policy: Its uncertainty policy.
-        threshold: The frame threshold to score the exact difference with.
+        threshold: The frame threshold (one level, or a level per finding) to score the exact difference with.
         top_k: The number of frames kept.
     """
     if not record.has_truth or record.case_seed is None:
@@ -282,7 +288,7 @@ def add_perfect_edit_columns(
         mask = _mask(record, f, shape) if row["kind"] == "remove" else None
         if mask is not None:
             difference = edit.difference if edit.difference.shape == shape else resize(edit.difference, shape)
-            found = extract_frames(difference, threshold, top_k)
+            found = extract_frames(difference, _level(threshold, f), top_k)
             boxes = [x.box for x in found.frames]
             row.update(
                 perfect_pointing_game=bool(boxes) and _overlaps(boxes[0], mask),
@@ -347,8 +353,17 @@ def _perfect_edit(removals: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: float | None = None) -> dict:
-    """The figures of ``metrics.json`` from the per-edit rows (see the module docstring)."""
+def aggregate(
+    rows: list[dict[str, Any]],
+    n_images: int,
+    seconds_per_image: float | None = None,
+    images: list[dict[str, Any]] | None = None,
+) -> dict:
+    """The figures of ``metrics.json`` from the per-edit rows (see the module docstring).
+
+    ``images`` (``per_image.csv``'s rows) give the reconstruction PSNR its one value per image: an image
+    with many findings weighs no more than one with none. Without them it is averaged over the rows.
+    """
     removals = [r for r in rows if r["kind"] == "remove"]
     additions = [r for r in rows if r["kind"] == "add"]
     located = [r for r in removals if r.get("pointing_game") is not None and r.get("pointing_game") != ""]
@@ -410,7 +425,7 @@ def aggregate(rows: list[dict[str, Any]], n_images: int, seconds_per_image: floa
             "perfect_edit": _perfect_edit(additions),
         },
         "perfect_edit": _perfect_edit(removals),
-        "reconstruction_psnr": _mean(rows, "reconstruction_psnr"),
+        "reconstruction_psnr": _mean(images if images is not None else rows, "reconstruction_psnr"),
         "localization": {
             "n": len(located),
             "cvlm": {
@@ -452,7 +467,7 @@ def evaluate(
         out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``, ``saliency/``,
             ``index.html``, ``figures/``).
         n: Number of images (test split first); None for all.
-        threshold: Frame threshold to score with (default: the explainer's).
+        threshold: Frame threshold to score every finding with (default: the explainer's, per finding).
         progress: Show a progress bar.
         baselines: Baselines to run on the located removals (:data:`cvlm.baselines.BASELINES`); None for
             every one the generator and model allow, ``[]`` for none.
@@ -476,15 +491,26 @@ def evaluate(
         row = json.loads(raw)
         index[row["input"]] = row
     rows: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
     seconds = []
     baseline_seconds: list[float] = []
+    level = FrameThresholds(threshold) if threshold is not None else explainer.frame_thresholds
     for record in records:
         entry = index.get(str(record.image_path))
         if entry is None or entry["status"] != "ok":
             continue
         explanation = Explanation.load(out / "explanations" / entry["folder"])
         seconds.append(explanation.seconds)
-        level = threshold if threshold is not None else explainer.options.threshold
+        images.append(
+            {
+                "image": record.dicom_id,
+                "reconstruction_psnr": explanation.reconstruction_psnr,
+                "trusted": explanation.trusted,
+                "n_findings": len(explanation.findings),
+                "n_edits": len(explanation.edits),
+                "seconds": explanation.seconds,
+            }
+        )
         scored = score_explanation(explanation, record, level, explainer.options.top_k)
         clock = time.perf_counter()
         add_saliency_columns(scored, explanation, record, methods, saliency_dir=out / SALIENCY_DIR)
@@ -500,14 +526,14 @@ def evaluate(
         )
         baseline_seconds.append(time.perf_counter() - clock)
         rows.extend(scored)
-    metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None)
+    metrics = aggregate(rows, len(seconds), float(np.mean(seconds)) if seconds else None, images)
     metrics["localization"].update(saliency_localization(rows, list(methods), explainer.options.seed))
     metrics["baseline_seconds_per_image"] = float(np.mean(baseline_seconds)) if baseline_seconds else None
     metrics.update(
         generator=explainer.generator.name,
         model=explainer.model_name,
         data=str(data),
-        threshold=threshold if threshold is not None else explainer.options.threshold,
+        threshold=level.to_dict(),
         options=explainer.options.to_dict(),
         failed=[{"input": s, "error": e} for s, e in summary.failed],
         wall_seconds_this_run=round(elapsed, 2),
@@ -516,10 +542,50 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     # The table first, the metrics last: a metrics.json on disk always comes with its complete table.
     write_rows(rows, out / "per_case.csv")
+    write_rows(images, out / "per_image.csv")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if report:
         write_report(out, labeler=explainer.labeler)
     return metrics
+
+
+def located_removals(
+    run: str | Path, data: str | Path, n: int | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(finding, difference map, true mask)`` of every removal of a truly present finding in an evaluation.
+
+    Nothing is explained again: the difference maps are the saved ones of ``run`` (a :func:`evaluate`
+    folder); the masks are ``data``'s (the world it evaluated), at the maps' resolution. For re-scoring a
+    frame rule and for :func:`cvlm.frames.calibrate_thresholds`.
+
+    Args:
+        run: A ``cvlm evaluate`` output folder.
+        data: The phantom world it evaluated.
+        n: The images it evaluated (its ``--n``; None: all).
+
+    Raises:
+        FileNotFoundError: If ``run`` holds no explanations index.
+    """
+    index_path = Path(run) / "explanations" / INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{run}: no {INDEX} of explanations; is it a cvlm evaluate folder?")
+    index = {}
+    for raw in index_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(raw)
+        index[row["input"]] = row
+    out = []
+    for record in select_records(data, n):
+        entry = index.get(str(record.image_path))
+        if not entry or entry["status"] != "ok":
+            continue
+        explanation = Explanation.load(Path(run) / "explanations" / entry["folder"])
+        for edit in explanation.edits:
+            if edit.kind != "remove" or edit.difference is None:
+                continue
+            mask = _mask(record, edit.finding, edit.difference.shape)
+            if mask is not None:
+                out.append((edit.finding, edit.difference, mask))
+    return out
 
 
 LOCALIZATION_METRICS = ("pointing_game", "iou", "energy_in_mask")
@@ -626,7 +692,7 @@ def saliency_localization(rows: list[dict[str, Any]], methods: Sequence[str], se
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write per-edit rows as CSV (the union of their keys as columns)."""
+    """Write rows (per edit, or per image) as CSV (the union of their keys as columns)."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]

@@ -61,7 +61,7 @@ from cvlm.counterfactual import (
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
 from cvlm.environment import versions
-from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, extract_frames, scale_frames
+from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, FrameThresholds, extract_frames, scale_frames
 from cvlm.generators import GeneratorError, ReportGenerator, load_generator, reader
 from cvlm.generators.features import FindingReader
 from cvlm.generators.files import collect_images
@@ -93,7 +93,9 @@ class ExplainOptions:
         schedule: Strengths tried in order; None = the lever's default schedule.
         adaptive: Escalate through the schedule for edits whose cycle did not close (False: the first
             strength only, the paper's edit).
-        threshold: Frame threshold L on 0..255, or ``"auto"`` (Otsu per edit).
+        threshold: Frame threshold L on 0..255, ``"auto"`` (Otsu per edit) or ``"model"`` (default: the
+            tailored model's level per finding, :class:`cvlm.frames.FrameThresholds`, from its
+            ``frames.json``; :data:`cvlm.frames.DEFAULT_THRESHOLD` for a finding it lacks, or without one).
         top_k: Frames kept per edit.
         rank: Frame order, ``"area"`` (the paper's) or ``"mass"`` (:func:`cvlm.frames.extract_frames`).
         retry_masks: The masks adaptive strength samples its stronger retries in: ``"same"`` (each edit's
@@ -122,7 +124,7 @@ class ExplainOptions:
     lever: str = DEFAULT_LEVER
     schedule: Sequence[float] | None = None
     adaptive: bool = True
-    threshold: float | str = DEFAULT_THRESHOLD
+    threshold: float | str = "model"
     top_k: int = TOP_K
     rank: str = "area"
     retry_masks: str = "same"
@@ -158,6 +160,12 @@ class ExplainOptions:
             raise ValueError(f"Unknown spare variant {unknown[0]!r}; choose from {choices}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
+        if self.threshold not in ("model", "auto") and not (
+            isinstance(self.threshold, (int, float)) and 0 <= self.threshold < 255
+        ):
+            raise ValueError(
+                f"threshold must be 'model', 'auto' or a number in [0, 255), got {self.threshold!r}."
+            )
         if self.remove not in ("all", None):
             self.remove = check_finding_names(self.remove)
         self.add = check_finding_names(self.add)
@@ -252,6 +260,8 @@ class Explainer:
         trust: The model's trust calibration (:func:`calibrate_trust`), if it has one.
         reader: G's finding logits (:func:`cvlm.generators.reader`), for the ``generator`` lever and the
             ``hold`` variant; None: built from ``generator`` where the options need it.
+        frame_thresholds: The frame threshold per finding; None: from the options (``"model"`` without a
+            model folder: :data:`cvlm.frames.DEFAULT_THRESHOLD`; :meth:`load` reads the folder's).
     """
 
     generator: ReportGenerator
@@ -261,8 +271,12 @@ class Explainer:
     options: ExplainOptions = field(default_factory=ExplainOptions)
     trust: dict[str, Any] | None = None
     reader: FindingReader | None = None
+    frame_thresholds: FrameThresholds | None = None
 
     def __post_init__(self) -> None:
+        if self.frame_thresholds is None:
+            level = self.options.threshold
+            self.frame_thresholds = FrameThresholds(DEFAULT_THRESHOLD if level == "model" else level)
         # The generator lever and the hold variant steer by G's finding logits: refuse the lever for a
         # generator without them now, not after the first image; leave the variant out, and say so.
         opts = self.options
@@ -291,7 +305,12 @@ class Explainer:
         model_dir = resolve_model(model, "diffusion")
         components = load_components(model_dir, device or "cpu").eval()
         labeler = labeler or load_labeler("rules")
-        return cls(gen, components, str(model), labeler, options or ExplainOptions(), read_trust(model_dir))
+        options = options or ExplainOptions()
+        # "model": the folder's calibrated level per finding; a fixed or "auto" level applies to every one.
+        levels = FrameThresholds.read(model_dir) if options.threshold == "model" else None
+        return cls(
+            gen, components, str(model), labeler, options, read_trust(model_dir), frame_thresholds=levels
+        )
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray | str | Path, name: str | None = None) -> Explanation:
@@ -417,7 +436,9 @@ class Explainer:
         edits = []
         for i, request in enumerate(requests):
             difference = np.abs(cf.reference - edited[i]).astype(np.float32)
-            found = extract_frames(difference, opts.threshold, opts.top_k, rank=opts.rank)
+            found = extract_frames(
+                difference, self.frame_thresholds(request.finding), opts.top_k, rank=opts.rank
+            )
             result = results[i]
             edits.append(
                 Edit(
@@ -447,6 +468,7 @@ class Explainer:
             **opts.to_dict(),
             "labeler": getattr(self.labeler, "name", type(self.labeler).__name__),
             "model_image_size": self.components.image_size,
+            "frame_thresholds": self.frame_thresholds.to_dict(),
         }
         return Explanation(
             image=name or "<array>",

@@ -24,12 +24,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from cvlm.metrics import iou
 from cvlm.outputs import Frame
 
 PAPER_THRESHOLD = 95.0
@@ -166,11 +170,142 @@ def scale_frames(
     return out
 
 
+FRAMES_FILE = "frames.json"
+"""Beside a tailored model's ``config.json``: its frame level per finding (:func:`calibrate_thresholds`)."""
+CALIBRATION_GRID = (10, 15, 20, 25, 30, 40, 50, 60, 75, 95, 120)
+"""The levels :func:`calibrate_thresholds` tries (0..255 scale)."""
+MIN_CASES = 8
+"""Fewest located removals of a finding for it to get its own level; rarer findings keep the default."""
+MIN_GAIN = 0.01
+"""A finding keeps the default unless its best level raises its mean frame-mask IoU by at least this."""
+
+
+@dataclass(frozen=True)
+class FrameThresholds:
+    """The frame threshold L per finding: one tailored model's calibration, the default for the rest.
+
+    Why per finding: the same model's edits differ in shape by sign. A dense compact sign (a plate of
+    atelectasis, a tube) changes sharply, and the VAE spreads a faint halo around it that a low L frames
+    too; a diffuse one (a heart border moved, perihilar haze) changes faintly over its whole extent,
+    which a high L cuts to its core. A level learned per finding on a world with true masks
+    (:func:`calibrate_thresholds`) fits both; findings it saw too rarely keep ``default``.
+
+    Attributes:
+        default: L for findings without their own (a number on 0..255, or ``"auto"``).
+        per_finding: ``{finding: L}``.
+        source: Where the levels came from (the calibration record), for the explanations' settings.
+
+    Example:
+        >>> levels = FrameThresholds(40.0, {"Atelectasis": 95.0})
+        >>> levels("Atelectasis"), levels("Edema")
+        (95.0, 40.0)
+    """
+
+    default: float | str = DEFAULT_THRESHOLD
+    per_finding: Mapping[str, float] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, finding: str) -> float | str:
+        """The level for ``finding``."""
+        return self.per_finding.get(finding, self.default)
+
+    @classmethod
+    def read(cls, model_dir: str | Path) -> FrameThresholds:
+        """A model folder's calibrated levels (``frames.json``), or the default alone without one."""
+        path = Path(model_dir) / FRAMES_FILE
+        if not path.is_file():
+            return cls()
+        record = json.loads(path.read_text(encoding="utf-8"))
+        per_finding = {str(f): float(v) for f, v in record.get("per_finding", {}).items()}
+        for finding, level in per_finding.items():
+            if not 0 <= level < 255:
+                raise ValueError(f"{path}: the level of {finding!r} must lie in [0, 255), got {level}.")
+        return cls(float(record.get("default", DEFAULT_THRESHOLD)), per_finding, {"file": str(path)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON record."""
+        return {"default": self.default, "per_finding": dict(self.per_finding), **dict(self.source)}
+
+
+def calibrate_thresholds(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    grid: Sequence[float] = CALIBRATION_GRID,
+    default: float = DEFAULT_THRESHOLD,
+    min_cases: int = MIN_CASES,
+    min_gain: float = MIN_GAIN,
+    top_k: int = TOP_K,
+) -> dict[str, Any]:
+    """Choose the frame threshold per finding that best matches the true masks of a calibration set.
+
+    For each finding with at least ``min_cases`` cases, the level of ``grid`` with the highest mean IoU
+    of the frame mask with the true mask, if it beats ``default`` by ``min_gain``; every other finding
+    keeps ``default``. Calibrate on a world you will not report on.
+
+    Args:
+        cases: ``(finding, difference (H, W), true mask (H, W) bool)`` of removals of truly present findings.
+        grid: Levels to try (0..255).
+        default: The level of findings without enough cases, or no gain.
+        min_cases: See :data:`MIN_CASES`.
+        min_gain: See :data:`MIN_GAIN`.
+        top_k: Frames kept per edit.
+
+    Returns:
+        ``{"default", "per_finding": {finding: L}, "n": {finding: cases}, "iou": {finding: {"default",
+        "chosen"}}, "grid", "min_cases", "min_gain", "n_cases", "iou_default", "iou_chosen"}`` (the
+        ``iou`` figures are in-sample: the calibration set's, not a result).
+
+    Example:
+        >>> d = np.zeros((32, 32), np.float32); d[8:24, 8:24] = 0.2; d[12:20, 12:20] = 1.0
+        >>> m = np.zeros((32, 32), bool); m[12:20, 12:20] = True
+        >>> calibrate_thresholds([("Edema", d, m)] * 8, grid=(40, 95))["per_finding"]
+        {'Edema': 95.0}
+    """
+    levels = sorted({float(default), *(float(x) for x in grid)})
+    scores: dict[str, list[list[float]]] = {}
+    for finding, difference, mask in cases:
+        row = [iou(extract_frames(difference, level, top_k).mask, mask) for level in levels]
+        scores.setdefault(finding, []).append(row)
+    chosen: dict[str, float] = {}
+    per_iou: dict[str, dict[str, float]] = {}
+    totals = {"default": 0.0, "chosen": 0.0}
+    for finding, rows in sorted(scores.items()):
+        mean = np.asarray(rows).mean(axis=0)
+        at_default = float(mean[levels.index(float(default))])
+        best = int(np.argmax(mean))
+        level = float(default)
+        if len(rows) >= min_cases and mean[best] >= at_default + min_gain:
+            level = levels[best]
+            chosen[finding] = level
+        per_iou[finding] = {
+            "default": round(at_default, 4),
+            "chosen": round(float(mean[levels.index(level)]), 4),
+        }
+        totals["default"] += at_default * len(rows)
+        totals["chosen"] += per_iou[finding]["chosen"] * len(rows)
+    n_cases = sum(len(rows) for rows in scores.values())
+    return {
+        "default": float(default),
+        "per_finding": chosen,
+        "n": {f: len(rows) for f, rows in sorted(scores.items())},
+        "iou": per_iou,
+        "grid": levels,
+        "min_cases": min_cases,
+        "min_gain": min_gain,
+        "n_cases": n_cases,
+        "iou_default": round(totals["default"] / n_cases, 4) if n_cases else None,
+        "iou_chosen": round(totals["chosen"] / n_cases, 4) if n_cases else None,
+    }
+
+
 __all__ = [
+    "CALIBRATION_GRID",
     "DEFAULT_THRESHOLD",
+    "FRAMES_FILE",
     "PAPER_THRESHOLD",
     "TOP_K",
     "FrameResult",
+    "FrameThresholds",
+    "calibrate_thresholds",
     "extract_frames",
     "normalise",
     "otsu_threshold",
