@@ -12,6 +12,10 @@ with the mask). The rules vary what :func:`cvlm.frames.extract_frames` fixes:
 
     python benchmarks/frame_rules.py --run runs/dev-eval-weaker --data runs/dev-world --n 40
 
+``--per-finding`` prints instead, per finding, how the frame mask at L = 40 misses (precision, recall, its
+area over the true mask's) and its mean IoU at each level of :data:`cvlm.frames.CALIBRATION_GRID`: the
+evidence for a level per finding (``cvlm calibrate-frames``).
+
 Tune on a development world only; report a chosen rule on a fresh one with ``cvlm evaluate --threshold``.
 """
 
@@ -25,7 +29,7 @@ import cv2
 import numpy as np
 
 from cvlm.evaluate import _overlaps, located_removals
-from cvlm.frames import normalise, otsu_threshold
+from cvlm.frames import CALIBRATION_GRID, DEFAULT_THRESHOLD, extract_frames, normalise, otsu_threshold
 from cvlm.metrics import iou, mask_from_boxes
 
 
@@ -51,6 +55,38 @@ def frames(
     return boxes, np.isin(labels, keep)
 
 
+def per_finding(found: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Per finding: the L = 40 frame mask's precision, recall and area ratio; its IoU at each grid level."""
+    levels = CALIBRATION_GRID
+    print(
+        f"{len(found)} located removals; IoU of the frame mask at L = " + ", ".join(f"{x:g}" for x in levels)
+    )
+    print(
+        "| finding | n | precision at 40 | recall at 40 | area / true area (median) | "
+        + " | ".join(f"{x:g}" for x in levels)
+        + " |"
+    )
+    print("|---|---|---|---|---|" + "---|" * len(levels))
+    by: dict[str, list[tuple[float, float, float, list[float]]]] = {}
+    for finding, difference, mask in found:
+        kept = extract_frames(difference, DEFAULT_THRESHOLD).mask
+        hit = float((kept & mask).sum())
+        scores = [iou(extract_frames(difference, level).mask, mask) for level in levels]
+        by.setdefault(finding, []).append(
+            (hit / max(kept.sum(), 1), hit / mask.sum(), kept.sum() / mask.sum(), scores)
+        )
+    for finding, rows in sorted(by.items()):
+        precision = np.mean([r[0] for r in rows])
+        recall = np.mean([r[1] for r in rows])
+        area = np.median([r[2] for r in rows])
+        mean = np.mean([r[3] for r in rows], axis=0)
+        print(
+            f"| {finding} | {len(rows)} | {precision:.2f} | {recall:.2f} | {area:.2f} | "
+            + " | ".join(f"{x:.2f}" for x in mean)
+            + " |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a cvlm evaluate output folder")
@@ -60,10 +96,16 @@ def main() -> None:
     parser.add_argument(
         "--by", choices=("box", "region"), default="box", help="rank by box IoU or by the kept regions' IoU"
     )
+    parser.add_argument(
+        "--per-finding", action="store_true", help="per finding: precision / recall at L = 40, IoU per level"
+    )
     args = parser.parse_args()
     found = located_removals(args.run, args.data, args.n)
     if not found:
         raise SystemExit(f"{args.run}: no located removal to score")
+    if args.per_finding:
+        per_finding(found)
+        return
     rows = []
     for level, low, k, rel, blur in itertools.product(
         (30, 40, 60, 95, 140, "auto"), (None, 20, 40), (1, 2, 3, 5), (0.0, 0.1, 0.25), (1, 3, 5, 9)
