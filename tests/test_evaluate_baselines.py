@@ -231,6 +231,10 @@ def test_calibrate_frames_writes_levels_that_evaluate_then_scores_with(tmp_path,
     assert cases and written["n_cases"] == len(cases)
     assert written["per_finding"] == calibrate_thresholds(cases, min_cases=1)["per_finding"]
     assert written["iou_chosen"] >= written["iou_default"], written
+    # Calibrating a model other than the one that explained the run is allowed, and said.
+    assert main([*calibrate, "--model", f"{model}/"]) == 0
+    assert "was explained with" in capsys.readouterr().err
+    assert json.loads((model / FRAMES_FILE).read_text())["per_finding"] == written["per_finding"]
 
     second = tmp_path / "again"
     shutil.copytree(first / "explanations", second / "explanations")  # reused, not explained again

@@ -1080,19 +1080,19 @@ def _add_calibrate_frames(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate_frames(args: argparse.Namespace) -> int:
-    import json
-
     from cvlm.bundled import resolve_model
     from cvlm.evaluate import located_removals
     from cvlm.frames import FRAMES_FILE, calibrate_thresholds
 
-    model = args.model
+    metrics = args.run / "metrics.json"
+    explained_with = json.loads(metrics.read_text(encoding="utf-8"))["model"] if metrics.is_file() else None
+    model = args.model or explained_with
     if model is None:
-        metrics = args.run / "metrics.json"
-        if not metrics.is_file():
-            raise SystemExit(f"{args.run}: no metrics.json to take the model from; pass --model.")
-        model = json.loads(metrics.read_text(encoding="utf-8"))["model"]
+        raise SystemExit(f"{args.run}: no metrics.json to take the model from; pass --model.")
     model_dir = resolve_model(model, "diffusion")
+    if explained_with is not None and args.model is not None and str(explained_with) != str(args.model):
+        # Levels fit one model's edits; another model's may differ in shape (same weights: no harm).
+        print(f"warning: {args.run} was explained with {explained_with}, not {args.model}", file=sys.stderr)
     cases = located_removals(args.run, args.data, args.n)
     if not cases:
         raise SystemExit(f"{args.run}: no removal of a truly present finding to calibrate on.")
