@@ -467,7 +467,8 @@ def evaluate(
         out: Output folder (``metrics.json``, ``per_case.csv``, ``explanations/``, ``saliency/``,
             ``index.html``, ``figures/``).
         n: Number of images (test split first); None for all.
-        threshold: Frame threshold to score every finding with (default: the explainer's, per finding).
+        threshold: Frame threshold to score every finding with (None or ``"model"``: the explainer's, per
+            finding).
         progress: Show a progress bar.
         baselines: Baselines to run on the located removals (:data:`cvlm.baselines.BASELINES`); None for
             every one the generator and model allow, ``[]`` for none.
@@ -494,7 +495,7 @@ def evaluate(
     images: list[dict[str, Any]] = []
     seconds = []
     baseline_seconds: list[float] = []
-    level = FrameThresholds(threshold) if threshold is not None else explainer.frame_thresholds
+    level = explainer.frame_thresholds if threshold in (None, "model") else FrameThresholds(threshold)
     for record in records:
         entry = index.get(str(record.image_path))
         if entry is None or entry["status"] != "ok":
