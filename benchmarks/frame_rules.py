@@ -69,9 +69,10 @@ def per_finding(found: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
     print("|---|---|---|---|---|" + "---|" * len(levels))
     by: dict[str, list[tuple[float, float, float, list[float]]]] = {}
     for finding, difference, mask in found:
-        kept = extract_frames(difference, DEFAULT_THRESHOLD).mask
+        kept_at = [extract_frames(difference, level).mask for level in levels]
+        kept = kept_at[levels.index(DEFAULT_THRESHOLD)]
         hit = float((kept & mask).sum())
-        scores = [iou(extract_frames(difference, level).mask, mask) for level in levels]
+        scores = [iou(k, mask) for k in kept_at]
         by.setdefault(finding, []).append(
             (hit / max(kept.sum(), 1), hit / mask.sum(), kept.sum() / mask.sum(), scores)
         )

@@ -74,7 +74,10 @@ def _positive_int(text: str) -> int:
 
 
 def _threshold(text: str) -> float | str:
-    """A frame threshold for argparse: ``model``, ``auto`` or a level in [0, 255)."""
+    """A frame threshold for argparse: ``model``, ``auto`` or a level in [0, 255).
+
+    Checked here, not by :func:`cvlm.frames.check_level`, so that parsing imports no torch.
+    """
     if text in ("model", "auto"):
         return text
     try:
@@ -1083,6 +1086,7 @@ def _run_calibrate_frames(args: argparse.Namespace) -> int:
     from cvlm.bundled import resolve_model
     from cvlm.evaluate import located_removals
     from cvlm.frames import FRAMES_FILE, calibrate_thresholds
+    from cvlm.safeio import atomic_write_text
 
     metrics = args.run / "metrics.json"
     explained_with = json.loads(metrics.read_text(encoding="utf-8"))["model"] if metrics.is_file() else None
@@ -1098,7 +1102,7 @@ def _run_calibrate_frames(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.run}: no removal of a truly present finding to calibrate on.")
     record = calibrate_thresholds(cases, min_cases=args.min_cases)
     record.update(run=str(args.run), data=str(args.data), n_images=args.n)
-    (model_dir / FRAMES_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(model_dir / FRAMES_FILE, json.dumps(record, indent=2) + "\n")
     default = record["default"]
     print(f"| finding | removals | level | frame-mask IoU at {default:g} -> at the level (in-sample) |")
     print("|---|---|---|---|")

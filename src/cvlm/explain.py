@@ -61,7 +61,14 @@ from cvlm.counterfactual import (
 from cvlm.cyclic import CycleResult, close_cycle, judge
 from cvlm.diffusion.components import DiffusionComponents, load_components
 from cvlm.environment import versions
-from cvlm.frames import DEFAULT_THRESHOLD, TOP_K, FrameThresholds, extract_frames, scale_frames
+from cvlm.frames import (
+    DEFAULT_THRESHOLD,
+    TOP_K,
+    FrameThresholds,
+    check_level,
+    extract_frames,
+    scale_frames,
+)
 from cvlm.generators import GeneratorError, ReportGenerator, load_generator, reader
 from cvlm.generators.features import FindingReader
 from cvlm.generators.files import collect_images
@@ -160,12 +167,7 @@ class ExplainOptions:
             raise ValueError(f"Unknown spare variant {unknown[0]!r}; choose from {choices}.")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
-        if self.threshold not in ("model", "auto") and not (
-            isinstance(self.threshold, (int, float)) and 0 <= self.threshold < 255
-        ):
-            raise ValueError(
-                f"threshold must be 'model', 'auto' or a number in [0, 255), got {self.threshold!r}."
-            )
+        self.threshold = check_level(self.threshold, ("model", "auto"))
         if self.remove not in ("all", None):
             self.remove = check_finding_names(self.remove)
         self.add = check_finding_names(self.add)

@@ -89,6 +89,20 @@ def otsu_threshold(normalised: np.ndarray) -> float:
     return float(level)
 
 
+def check_level(threshold: object, also: tuple[str, ...] = ("auto",)) -> float | str:
+    """A frame threshold as :func:`extract_frames` takes it: a number in [0, 255) (as float) or a named one.
+
+    Raises:
+        ValueError: For anything else, naming what is accepted.
+    """
+    if isinstance(threshold, str) and threshold in also:
+        return threshold
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 <= threshold < 255:
+        return float(threshold)
+    names = ", ".join(repr(x) for x in also)
+    raise ValueError(f"threshold must be {names} or a number in [0, 255), got {threshold!r}.")
+
+
 def extract_frames(
     difference: np.ndarray,
     threshold: float | str = DEFAULT_THRESHOLD,
@@ -119,12 +133,9 @@ def extract_frames(
     if blur < 1 or blur % 2 == 0:
         raise ValueError(f"blur must be an odd kernel size >= 1, got {blur}.")
     normalised = normalise(difference, blur)
-    if threshold == "auto":
+    level = check_level(threshold)
+    if level == "auto":
         level = otsu_threshold(normalised)
-    elif isinstance(threshold, (int, float)) and 0 <= threshold < 255:
-        level = float(threshold)
-    else:
-        raise ValueError(f"threshold must be a number in [0, 255) or 'auto', got {threshold!r}.")
     # Compared on the integer 0..255 scale, the one Otsu's level and the paper's L are defined on.
     binary = (normalised.astype(np.uint8) > level).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
@@ -216,11 +227,15 @@ class FrameThresholds:
         if not path.is_file():
             return cls()
         record = json.loads(path.read_text(encoding="utf-8"))
-        per_finding = {str(f): float(v) for f, v in record.get("per_finding", {}).items()}
-        for finding, level in per_finding.items():
-            if not 0 <= level < 255:
-                raise ValueError(f"{path}: the level of {finding!r} must lie in [0, 255), got {level}.")
-        return cls(float(record.get("default", DEFAULT_THRESHOLD)), per_finding, {"file": str(path)})
+        levels = {"default": record.get("default", DEFAULT_THRESHOLD), **record.get("per_finding", {})}
+        checked = {}
+        for name, level in levels.items():
+            try:
+                checked[str(name)] = check_level(level, ("auto",) if name == "default" else ())
+            except ValueError as error:
+                raise ValueError(f"{path}, {name!r}: {error}") from None
+        default = checked.pop("default")
+        return cls(default, checked, {"file": str(path)})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON record."""
@@ -276,12 +291,10 @@ def calibrate_thresholds(
         if len(rows) >= min_cases and mean[best] >= at_default + min_gain:
             level = levels[best]
             chosen[finding] = level
-        per_iou[finding] = {
-            "default": round(at_default, 4),
-            "chosen": round(float(mean[levels.index(level)]), 4),
-        }
+        at_chosen = float(mean[levels.index(level)])
+        per_iou[finding] = {"default": round(at_default, 4), "chosen": round(at_chosen, 4)}
         totals["default"] += at_default * len(rows)
-        totals["chosen"] += per_iou[finding]["chosen"] * len(rows)
+        totals["chosen"] += at_chosen * len(rows)
     n_cases = sum(len(rows) for rows in scores.values())
     return {
         "default": float(default),
@@ -306,6 +319,7 @@ __all__ = [
     "FrameResult",
     "FrameThresholds",
     "calibrate_thresholds",
+    "check_level",
     "extract_frames",
     "normalise",
     "otsu_threshold",
